@@ -1,0 +1,339 @@
+"""Experiment specs: the one source of truth for the CLI, the REST API and the stored job row.
+
+Plain pydantic, importable without torch (the API process validates specs with this module
+alone). Every field is bounded; errors name the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DatasetName = Literal["mnist1d", "digits", "teacher", "cifar10"]
+ModelKind = Literal["mlp", "conv1d", "conv2d"]
+NormKind = Literal["layer", "rms", "group", "batch"]
+ScalingRule = Literal["constant", "inv_sqrt_depth", "inv_depth", "learnable"]
+ExperimentKind = Literal["train", "expand", "grow"]
+
+MAX_SEED = 2**31 - 1
+
+
+class StrictModel(BaseModel):
+    """Base for every spec: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataSpec(StrictModel):
+    """Which data set, how it is split and how much of it is used."""
+
+    name: DatasetName = "mnist1d"
+    """Built-in data set: `mnist1d`, `digits`, `teacher` or `cifar10` (local archive)."""
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    """Seed of the train/validation split (and of the teacher network)."""
+    val_fraction: float = Field(0.1, gt=0.0, le=0.5)
+    """Fraction of the training set held out for validation."""
+    max_train_samples: int | None = Field(None, ge=16, le=10_000_000)
+    """Use at most this many training samples (before the validation split); None = all."""
+    augment: bool = False
+    """Random shifts (and flips for images) applied on the device during training."""
+    teacher_dim: int = Field(32, ge=2, le=4096)
+    """`teacher` only: input dimension of the Gaussian inputs."""
+    teacher_classes: int = Field(10, ge=2, le=1000)
+    """`teacher` only: number of classes."""
+    teacher_width: int = Field(64, ge=2, le=4096)
+    """`teacher` only: width of the random post-norm teacher network."""
+    teacher_depth: int = Field(2, ge=1, le=64)
+    """`teacher` only: residual blocks in the teacher network."""
+    teacher_train_size: int = Field(4000, ge=16, le=10_000_000)
+    """`teacher` only: training samples drawn."""
+    teacher_test_size: int = Field(1000, ge=16, le=10_000_000)
+    """`teacher` only: test samples drawn."""
+
+
+class ModelSpec(StrictModel):
+    """A post-norm residual network h_{l+1} = Norm(h_l + alpha_l F_l(h_l)) (DESIGN.md 1.1)."""
+
+    kind: ModelKind = "conv1d"
+    """`mlp` (linear branches), `conv1d` (sequences), `conv2d` (images, with stages)."""
+    width: int = Field(64, ge=1, le=4096)
+    """Channels (conv) or features (mlp) of the first stage."""
+    depth: int = Field(4, ge=1, le=256)
+    """Residual blocks per stage."""
+    stages: int = Field(1, ge=1, le=5)
+    """Stages (conv2d only): width doubles and resolution halves between stages."""
+    hidden_mult: int = Field(1, ge=1, le=8)
+    """Width of a branch's hidden layer as a multiple of the block width."""
+    kernel_size: int = Field(5, ge=1, le=15)
+    """Convolution kernel size (odd), conv kinds only."""
+    norm: NormKind = "layer"
+    """`layer` and `rms` are parameter-free; `group` is affine; `batch` keeps running statistics."""
+    groups: int = Field(8, ge=1, le=512)
+    """Groups of `group` norm; must divide every stage width."""
+    scaling: ScalingRule = "constant"
+    """Branch scale rule: alpha, 1/sqrt(L), 1/L, or a learnable scalar per block."""
+    alpha: float = Field(1.0, ge=0.0, le=10.0)
+    """Branch scale of the `constant` rule, and the initial value of `learnable` scales."""
+    activation: Literal["relu", "gelu"] = "relu"
+    """Activation inside the branch."""
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd so that convolutions keep the sequence length")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.stages > 1 and self.kind != "conv2d":
+            raise ValueError("stages > 1 is only defined for kind conv2d")
+        if self.norm == "group":
+            widths = [self.width * 2**s for s in range(self.stages)]
+            if any(w % self.groups for w in widths):
+                raise ValueError(f"groups={self.groups} must divide every stage width {widths}")
+        return self
+
+    @property
+    def total_blocks(self) -> int:
+        """Number of residual blocks over all stages."""
+        return self.depth * self.stages
+
+    @property
+    def num_positions(self) -> int:
+        """Number of insertion positions: depth + 1 per stage."""
+        return (self.depth + 1) * self.stages
+
+
+class TrainSpec(StrictModel):
+    """Optimization of the base network (and the default for continuation)."""
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """SGD momentum (ignored by AdamW)."""
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(0, ge=0, le=1_000_000)
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    precision: Literal["32", "bf16-mixed"] = "32"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    """Seed of initialization and data order."""
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = Field(1, ge=1, le=64)
+    """Devices for one job; more than one uses Lightning's DDP strategy."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class ExpandSpec(StrictModel):
+    """Scan every insertion position, choose some, and measure them against a control."""
+
+    select: Literal["all", "explicit", "top_k"] = "top_k"
+    """Which scanned positions get a controlled continuation."""
+    positions: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        default_factory=list, max_length=1024
+    )
+    """Positions for `select: explicit` (0 = right after the stem)."""
+    top_k: int = Field(2, ge=1, le=1024)
+    """Number of positions for `select: top_k`, ranked by certified first-order gain."""
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1, max_length=64
+    )
+    """Seeds of the new blocks' W1 and of the continuation's data order."""
+    continue_steps: int = Field(200, ge=1, le=10_000_000)
+    """K: optimizer steps of continuation in both arms."""
+    continue_lr: float | None = Field(None, gt=0.0, le=10.0)
+    """Learning rate of continuation; None = the base training's final learning rate."""
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence of the one-sided lower bound and of the intervals."""
+    grad_batch_size: int = Field(256, ge=2, le=65_536)
+    """Batch size of the per-batch gradients behind the unbiased estimate."""
+    grad_batches: int | None = Field(None, ge=2, le=100_000)
+    """Number of training batches for g_train; None = the whole training set."""
+    line_search_points: int = Field(8, ge=2, le=64)
+    """Step sizes tried on validation data for the jumpboard model."""
+
+    @model_validator(mode="after")
+    def _explicit_needs_positions(self) -> ExpandSpec:
+        if self.select == "explicit" and not self.positions:
+            raise ValueError("select 'explicit' needs a non-empty positions list")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+
+class GrowSpec(StrictModel):
+    """A growth schedule: insert blocks at given epochs up to a target depth (DESIGN.md 1.6)."""
+
+    at_epochs: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1, max_length=256)
+    """Epochs after which blocks are inserted (strictly increasing)."""
+    policy: Literal["explicit", "best", "stack", "interpolate", "uniform"] = "best"
+    """Where to insert: an explicit list, the best certified gain, or a fixed rule."""
+    positions: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        default_factory=list, max_length=256
+    )
+    """`policy: explicit`: one position per event."""
+    blocks_per_event: int = Field(1, ge=1, le=64)
+    target_depth: int = Field(ge=1, le=1024)
+    """Total blocks at which growth stops."""
+    controls: bool = True
+    """Also train the two controls: target depth from scratch, and the starting depth."""
+
+    @model_validator(mode="after")
+    def _schedule(self) -> GrowSpec:
+        if any(b <= a for a, b in zip(self.at_epochs, self.at_epochs[1:], strict=False)):
+            raise ValueError("at_epochs must be strictly increasing")
+        if self.policy == "explicit" and len(self.positions) < len(self.at_epochs):
+            raise ValueError("policy 'explicit' needs one position per entry of at_epochs")
+        return self
+
+
+class _ExperimentBase(StrictModel):
+    name: str = Field("", max_length=120, pattern=r"^[\w .:+-]*$")
+    """Free label shown in listings."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @model_validator(mode="after")
+    def _data_fits_model(self) -> _ExperimentBase:
+        if self.model.kind == "conv2d" and self.data.name in ("mnist1d", "teacher"):
+            raise ValueError(f"model.kind conv2d needs image data, not data.name {self.data.name}")
+        if self.model.kind == "conv2d":
+            side = input_shape(self.data, self.model.kind)[-1]
+            if side >> (self.model.stages - 1) < 1:
+                raise ValueError(f"model.stages={self.model.stages} downsample {side}px below 1px")
+        return self
+
+
+class TrainExperiment(_ExperimentBase):
+    """Train a base network."""
+
+    kind: Literal["train"] = "train"
+
+
+class ExpandExperiment(_ExperimentBase):
+    """Train a base, scan every insertion position, and measure chosen ones against a control."""
+
+    kind: Literal["expand"] = "expand"
+    expand: ExpandSpec = Field(default_factory=ExpandSpec)
+
+    @model_validator(mode="after")
+    def _positions_exist(self) -> ExpandExperiment:
+        bad = [p for p in self.expand.positions if p >= self.model.num_positions]
+        if bad:
+            raise ValueError(
+                f"expand.positions {bad} out of range: the model has positions "
+                f"0..{self.model.num_positions - 1}"
+            )
+        return self
+
+
+class GrowExperiment(_ExperimentBase):
+    """Grow a network during training by a schedule, against two controls."""
+
+    kind: Literal["grow"] = "grow"
+    grow: GrowSpec
+
+    @model_validator(mode="after")
+    def _grows(self) -> GrowExperiment:
+        if self.grow.target_depth <= self.model.total_blocks:
+            raise ValueError(
+                f"grow.target_depth {self.grow.target_depth} must exceed the starting "
+                f"{self.model.total_blocks} blocks"
+            )
+        if self.grow.at_epochs[-1] >= self.train.epochs:
+            raise ValueError("grow.at_epochs must all be before train.epochs")
+        return self
+
+
+ExperimentSpec = Annotated[
+    TrainExperiment | ExpandExperiment | GrowExperiment, Field(discriminator="kind")
+]
+_ADAPTER: TypeAdapter[TrainExperiment | ExpandExperiment | GrowExperiment] = TypeAdapter(
+    ExperimentSpec
+)
+
+# (channels, length) for sequences, (channels, height, width) for images, flat for mlp.
+_RAW_SHAPES: dict[str, tuple[int, ...]] = {
+    "mnist1d": (1, 40),
+    "digits": (1, 8, 8),
+    "cifar10": (3, 32, 32),
+}
+NUM_CLASSES: dict[str, int] = {"mnist1d": 10, "digits": 10, "cifar10": 10}
+
+
+def input_shape(data: DataSpec, kind: str) -> tuple[int, ...]:
+    """Shape of one input sample as the model of `kind` sees it."""
+    raw = (1, data.teacher_dim) if data.name == "teacher" else _RAW_SHAPES[data.name]
+    flat = 1
+    for n in raw:
+        flat *= n
+    if kind == "mlp":
+        return (flat,)
+    if kind == "conv1d":
+        return (raw[0], flat // raw[0])
+    return raw
+
+
+def num_classes(data: DataSpec) -> int:
+    """Number of classes of the data set."""
+    return data.teacher_classes if data.name == "teacher" else NUM_CLASSES[data.name]
+
+
+class SpecError(ValueError):
+    """A spec failed validation; `problems` holds one line per problem, each naming its field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # The discriminated union puts the kind tag first (e.g. 'expand'); it is not a field.
+    # A bare tag is a whole-spec (model validator) error.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("train", "expand", "grow"):
+        parts = parts[1:]
+    return ".".join(parts) or "spec"
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: `field.path: reason`."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{_field_path(tuple(err['loc']))}: {msg}")
+    return lines
+
+
+def parse_spec(raw: Any) -> TrainExperiment | ExpandExperiment | GrowExperiment:
+    """Validate a raw mapping into an experiment spec, or raise SpecError listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError([f"spec: must be a mapping, not {type(raw).__name__}"])
+    raw = dict(raw)
+    raw.setdefault("kind", "train")
+    if raw["kind"] not in ("train", "expand", "grow"):
+        raise SpecError([f"kind: must be one of train, expand, grow (got {raw['kind']!r})"])
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise SpecError(describe_errors(exc)) from None
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON schema of the experiment spec union (for the API docs and editors)."""
+    return _ADAPTER.json_schema()
