@@ -1,0 +1,73 @@
+"""The `jumpboard` console script: parses the command line and dispatches to a subcommand.
+
+Each subcommand lives in `app/commands/<name>.py` and exposes `register(subparsers)`, which
+adds its parser and sets `handler(args) -> int`. torch is imported only by the subcommands
+that train (`run`, `worker`), and only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = (
+    "app.commands.run",
+    "app.commands.validate",
+    "app.commands.db",
+    "app.commands.worker",
+    "app.commands.serve",
+    "app.commands.submit",
+    "app.commands.status",
+    "app.commands.token",
+)
+
+
+class CliError(Exception):
+    """A problem to report to the user as one line, with exit status `code` (no traceback)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="jumpboard",
+        description="Depth-expansion training service: train, insert blocks, certify, measure.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # pragma: no cover - while a command is being built
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except CliError as exc:
+        print(f"jumpboard {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
