@@ -1,0 +1,119 @@
+"""Compute-cost estimate of an experiment from its spec alone (no torch, no model built).
+
+Used by `jumpboard validate` and by the API's compute budget. Counts are exact for the
+parameters of the base network and first-order for FLOPs (2 per multiply-add, a backward
+pass counted as twice the forward) and activation memory (fp32 tensors kept for backward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from expansion.specs import (
+    ExpandExperiment,
+    GrowExperiment,
+    TrainExperiment,
+    input_shape,
+    num_classes,
+)
+
+# Training-set sizes before the validation split (DESIGN.md section 2).
+_TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000}
+_BYTES_PER_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Size and compute of an experiment."""
+
+    parameters: int
+    """Trainable scalars of the base network."""
+    flops_per_sample: int
+    """Forward FLOPs for one sample."""
+    activation_bytes_per_sample: int
+    """Activation memory kept for the backward pass, per sample (fp32)."""
+    train_samples: int
+    """Training samples seen per epoch."""
+    train_flops: int
+    """Total FLOPs of the experiment (training, plus scan and continuation for expand/grow)."""
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain dict."""
+        return asdict(self)
+
+
+def _layer(c_in: int, c_out: int, taps: int, positions: int) -> tuple[int, int]:
+    """(parameters, forward FLOPs) of a linear map / convolution with bias."""
+    weights = c_in * c_out * taps
+    return weights + c_out, 2 * weights * positions
+
+
+def _network_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment, depth: int):
+    m = spec.model
+    shape = input_shape(spec.data, m.kind)
+    spatial_dims = {"mlp": 0, "conv1d": 1, "conv2d": 2}[m.kind]
+    taps = m.kernel_size**spatial_dims
+    positions = 1
+    for n in shape[1:]:
+        positions *= n
+    if m.kind == "mlp":
+        positions = 1
+    norm_params = 2 if m.norm in ("group", "batch") else 0
+    params = flops = act = 0
+    p, f = _layer(shape[0], m.width, 9 if m.kind == "conv2d" else taps, positions)
+    params += p + norm_params * m.width
+    flops += f
+    act += 2 * m.width * positions
+    width = m.width
+    per_stage = max(1, depth // m.stages)
+    for s in range(m.stages):
+        hidden = width * m.hidden_mult
+        for _ in range(per_stage):
+            p1, f1 = _layer(width, hidden, taps, positions)
+            p2, f2 = _layer(hidden, width, taps, positions)
+            params += p1 + p2 + norm_params * width + (m.scaling == "learnable")
+            flops += f1 + f2
+            act += (2 * hidden + 3 * width) * positions
+        if s < m.stages - 1:
+            positions = max(1, positions // (2**spatial_dims))
+            p, f = _layer(width, 2 * width, 9, positions)
+            width *= 2
+            params, flops = params + p + norm_params * width, flops + f
+            act += 2 * width * positions
+    p, f = _layer(width, num_classes(spec.data), 1, 1)
+    return params + p, flops + f, act * _BYTES_PER_FLOAT
+
+
+def estimate_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment) -> CostEstimate:
+    """Parameters, per-sample FLOPs and memory, and total FLOPs of an experiment."""
+    d = spec.data
+    samples = d.teacher_train_size if d.name == "teacher" else _TRAIN_SIZES[d.name]
+    if d.max_train_samples is not None:
+        samples = min(samples, d.max_train_samples)
+    samples = int(samples * (1 - d.val_fraction))
+    params, flops, act = _network_cost(spec, spec.model.total_blocks)
+    train_step_flops = 3 * flops  # forward + backward (about twice the forward)
+    total = train_step_flops * samples * spec.train.epochs
+    if isinstance(spec, ExpandExperiment):
+        e = spec.expand
+        n_pos = {
+            "all": spec.model.num_positions,
+            "explicit": len(e.positions),
+            "top_k": min(e.top_k, spec.model.num_positions),
+        }[e.select]
+        total += 2 * train_step_flops * samples  # scan and certificates
+        total += (
+            2 * len(e.seeds) * n_pos * e.continue_steps * spec.train.batch_size * (train_step_flops)
+        )
+    if isinstance(spec, GrowExperiment):
+        _, grown_flops, _ = _network_cost(spec, spec.grow.target_depth)
+        # grown network for the whole run is an upper bound; controls add two more runs
+        runs = 3 if spec.grow.controls else 1
+        total = runs * 3 * grown_flops * samples * spec.train.epochs
+    return CostEstimate(
+        parameters=params,
+        flops_per_sample=flops,
+        activation_bytes_per_sample=act,
+        train_samples=samples,
+        train_flops=int(total),
+    )
