@@ -1,0 +1,1 @@
+"""The SQL store: typed models, engine/session factories, and Alembic migrations."""

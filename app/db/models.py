@@ -1,0 +1,234 @@
+"""The database schema as SQLAlchemy 2.0 typed models.
+
+The `jobs` table is the queue (claimed by `app.queue`); results are stored as a JSON summary on
+the job plus normalized rows for metrics, insertions and artifacts. Timestamps are timezone-aware
+UTC on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        """Normalize to UTC before storing; naive values are taken to be UTC already."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        """Attach UTC to what SQLite returns naive."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JsonType,
+        dt.datetime: UtcDateTime,
+    }
+
+
+class Job(Base):
+    """One experiment in the queue: its spec, state, lease and result summary."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    metrics: Mapped[list[Metric]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+    insertions: Mapped[list[Insertion]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the job reached a final status."""
+        return self.status in FINISHED_STATUSES
+
+
+class Metric(Base):
+    """One point of a job's time series (train/val/test loss, accuracy...)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_job_name", "job_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    step: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    """None when the reported value was not finite (a NaN loss)."""
+
+    job: Mapped[Job] = relationship(back_populates="metrics")
+
+
+class Insertion(Base):
+    """One insertion record (DESIGN.md 5): a (position, seed) of an expand job, flattened."""
+
+    __tablename__ = "insertions"
+    __table_args__ = (UniqueConstraint("job_id", "position", "seed", name="uq_insertions_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    depth_before: Mapped[int | None] = mapped_column(Integer)
+    depth_after: Mapped[int | None] = mapped_column(Integer)
+    condition_holds: Mapped[bool | None] = mapped_column(Boolean)
+    grad_norm_sq_train: Mapped[float | None] = mapped_column(Float)
+    grad_norm_sq_val: Mapped[float | None] = mapped_column(Float)
+    grad_norm_sq_unbiased: Mapped[float | None] = mapped_column(Float)
+    grad_norm_sq_lcb: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    cosine_train_val: Mapped[float | None] = mapped_column(Float)
+    predicted_val_risk_delta: Mapped[float | None] = mapped_column(Float)
+    jumpboard_step: Mapped[float | None] = mapped_column(Float)
+    jumpboard_test_risk_delta: Mapped[float | None] = mapped_column(Float)
+    base_test_risk: Mapped[float | None] = mapped_column(Float)
+    expanded_test_risk: Mapped[float | None] = mapped_column(Float)
+    control_test_risk: Mapped[float | None] = mapped_column(Float)
+    gain_vs_control: Mapped[float | None] = mapped_column(Float)
+    function_drift_eval: Mapped[float | None] = mapped_column(Float)
+    function_drift_train: Mapped[float | None] = mapped_column(Float)
+    record: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+    job: Mapped[Job] = relationship(back_populates="insertions")
+
+
+class Artifact(Base):
+    """A file a job wrote, relative to its job folder, with its size and digest."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+    job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class Worker(Base):
+    """A registered worker process and the job it is running."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    devices: Mapped[str] = mapped_column(String(255), default="")
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    current_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class ApiToken(Base):
+    """An API token; only its hash is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+INSERTION_COLUMNS: dict[str, tuple[str, str]] = {
+    "grad_norm_sq_train": ("descent", "grad_norm_sq_train"),
+    "grad_norm_sq_val": ("descent", "grad_norm_sq_val"),
+    "grad_norm_sq_unbiased": ("descent", "grad_norm_sq_unbiased"),
+    "grad_norm_sq_lcb": ("descent", "grad_norm_sq_lcb"),
+    "confidence": ("descent", "confidence"),
+    "condition_holds": ("descent", "condition_holds"),
+    "cosine_train_val": ("descent", "cosine_train_val"),
+    "predicted_val_risk_delta": ("descent", "predicted_val_risk_delta"),
+    "jumpboard_step": ("jumpboard", "step"),
+    "jumpboard_test_risk_delta": ("jumpboard", "test_risk_delta"),
+    "base_test_risk": ("realized", "base_test_risk"),
+    "expanded_test_risk": ("realized", "expanded_test_risk"),
+    "control_test_risk": ("realized", "control_test_risk"),
+    "gain_vs_control": ("realized", "gain_vs_control"),
+}
+"""Flattened insertion columns and where each lives in the nested record (section, key)."""

@@ -1,0 +1,101 @@
+"""Engines and session factories for a database URL (SQLite or PostgreSQL).
+
+SQLite gets WAL journaling, foreign keys and a busy timeout so that a worker process and the API
+can share one file; PostgreSQL connections are checked before use. Engines are cached per URL in
+each process (a forked child must call `dispose_engines()` before touching the database).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.settings import sqlite_path
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+_ENGINES: dict[str, Engine] = {}
+_LOCK = threading.Lock()
+
+
+def is_sqlite(url: str) -> bool:
+    """True for a SQLite URL."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is switched off so that "begin" below can emit
+    # BEGIN IMMEDIATE for read-then-write transactions (a deferred one could fail with
+    # SQLITE_BUSY when it upgrades to a writer instead of waiting for the lock).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    """A new engine for `url` with the pragmas/options this service relies on."""
+    if is_sqlite(url):
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, **kwargs)
+
+
+def get_engine(url: str) -> Engine:
+    """The process-wide cached engine for `url`."""
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = create_db_engine(url)
+        return engine
+
+
+def session_factory(url_or_engine: str | Engine) -> sessionmaker[Session]:
+    """A session factory bound to the cached engine of a URL (or to the given engine)."""
+    engine = get_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+WRITE_OPTIONS: dict[str, Any] = {"sqlite_begin": "IMMEDIATE"}
+"""Execution options for a transaction that reads then writes: takes SQLite's write lock first."""
+
+
+def begin_write(session: Session) -> None:
+    """Start `session`'s transaction as a writer (BEGIN IMMEDIATE on SQLite; no-op elsewhere).
+
+    Does nothing when the session's transaction has already begun."""
+    if session.in_transaction():
+        return
+    session.connection(execution_options=WRITE_OPTIONS)
+
+
+def dispose_engines(close: bool = True) -> None:
+    """Forget every cached engine (after fork: `close=False` leaves the parent's sockets alone)."""
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose(close=close)
+        _ENGINES.clear()

@@ -1,0 +1,604 @@
+"""Every state change of a job: enqueue, claim, heartbeat, complete, fail, cancel, reclaim.
+
+The `jobs` table is the queue. A claim is one UPDATE ... RETURNING statement (with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL; under SQLite's single-writer lock on SQLite) that hands
+the claimer a fresh random lease token. Every later write by the claimer is guarded by
+`WHERE id = :id AND lease_token = :token`; zero rows updated means the lease was lost (reclaimed
+after expiry, or handed back) and the caller must stop working on the job.
+
+Times come from the clock of the process doing the write (UTC), so hosts sharing one database
+need synchronized clocks (NTP), which a lease of tens of seconds tolerates easily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import math
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import (
+    INSERTION_COLUMNS,
+    Artifact,
+    Insertion,
+    Job,
+    Metric,
+    Worker,
+    utcnow,
+)
+from app.db.session import begin_write
+
+log = logging.getLogger(__name__)
+
+SUMMARY_DROPPED_KEYS = ("curves", "insertions")
+"""Result keys kept out of the job's summary: curves live in `metrics`, records in `insertions`."""
+
+MetricPoint = tuple[int, str, str, float]
+"""(step, split, name, value) as reported by an experiment."""
+
+
+class QueueError(Exception):
+    """A queue operation cannot be done; the message says why."""
+
+
+class JobNotFound(QueueError, LookupError):
+    """No job has the given id."""
+
+
+@dataclasses.dataclass
+class ClaimedJob:
+    """A job held under a lease by one worker; pass it to every later queue call."""
+
+    job_id: int
+    lease_token: str
+    worker_id: str
+    spec: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    lease_seconds: float
+    lease_expires_at: dt.datetime
+    cancel_requested: bool = False
+    """Refreshed by each successful heartbeat."""
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON, and PostgreSQL's JSONB, have
+    no NaN or infinity)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return _finite_or_none(value)
+
+
+# --------------------------------------------------------------------------- enqueue / cancel
+
+
+def enqueue_job(
+    session: Session,
+    spec: dict[str, Any],
+    *,
+    priority: int = 0,
+    max_attempts: int | None = None,
+) -> Job:
+    """Validate `spec`, store it as a queued job and commit; raises `SpecError` on a bad spec."""
+    from expansion.specs import parse_spec
+
+    parsed = parse_spec(spec)
+    if max_attempts is None:
+        from app.settings import get_settings
+
+        max_attempts = get_settings().max_attempts
+    if max_attempts < 1:
+        raise QueueError(f"max_attempts must be at least 1 (got {max_attempts})")
+    job = Job(
+        name=parsed.name,
+        kind=parsed.kind,
+        spec=parsed.model_dump(mode="json"),
+        status="queued",
+        priority=priority,
+        attempts=0,
+        max_attempts=max_attempts,
+        progress=0.0,
+        stage="queued",
+        message="",
+        cancel_requested=False,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def cancel_job(session: Session, job_id: int) -> Job:
+    """Cancel a job and commit: a queued job becomes `cancelled` and never starts; a running one
+    gets `cancel_requested` (its worker stops it); a finished job is returned unchanged."""
+    now = utcnow()
+    begin_write(session)
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(
+            status="cancelled",
+            finished_at=now,
+            stage="cancelled",
+            message="cancelled before it started",
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not cancelled:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(cancel_requested=True, message="cancel requested")
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return job
+
+
+# --------------------------------------------------------------------------- claim / lease
+
+
+def claim_next_job(
+    session_factory: sessionmaker[Session], worker_id: str, lease_seconds: float
+) -> ClaimedJob | None:
+    """Claim the queued job of highest priority (oldest first) under a new lease; None if none."""
+    token = secrets.token_hex(16)
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    with session_factory() as session:
+        pick = (
+            select(Job.id)
+            .where(Job.status == "queued")
+            .order_by(Job.priority.desc(), Job.created_at, Job.id)
+            .limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        begin_write(session)
+        row = session.execute(
+            update(Job)
+            .where(Job.id == pick.scalar_subquery(), Job.status == "queued")
+            .values(
+                status="running",
+                lease_owner=worker_id,
+                lease_token=token,
+                lease_expires_at=expires,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+                started_at=now,
+                progress=0.0,
+                stage="starting",
+                message=f"claimed by {worker_id}",
+                error=None,
+            )
+            .returning(Job.id, Job.spec, Job.attempts, Job.max_attempts, Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        ).first()
+        session.commit()
+    if row is None:
+        return None
+    log.info("worker %s claimed job %s (attempt %s)", worker_id, row.id, row.attempts)
+    return ClaimedJob(
+        job_id=row.id,
+        lease_token=token,
+        worker_id=worker_id,
+        spec=dict(row.spec),
+        attempt=row.attempts,
+        max_attempts=row.max_attempts,
+        lease_seconds=lease_seconds,
+        lease_expires_at=expires,
+        cancel_requested=bool(row.cancel_requested),
+    )
+
+
+def _guard(claim: ClaimedJob) -> tuple[Any, ...]:
+    return (Job.id == claim.job_id, Job.lease_token == claim.lease_token, Job.status == "running")
+
+
+def _metric_rows(claim: ClaimedJob, metrics: Iterable[MetricPoint]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": claim.job_id,
+            "attempt": claim.attempt,
+            "step": int(step),
+            "split": str(split)[:16],
+            "name": str(name)[:64],
+            "value": _finite_or_none(float(value)),
+        }
+        for step, split, name, value in metrics
+    ]
+
+
+def heartbeat(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    progress: float | None,
+    stage: str | None,
+    *,
+    message: str | None = None,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Extend the lease, record progress and buffered metrics in one transaction; False (and
+    nothing written) when the lease is lost. Refreshes `claim.cancel_requested`."""
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=claim.lease_seconds)
+    values: dict[str, Any] = {"lease_expires_at": expires, "heartbeat_at": now}
+    if progress is not None and math.isfinite(progress):
+        values["progress"] = min(max(float(progress), 0.0), 1.0)
+    if stage is not None:
+        values["stage"] = stage[:64]
+    if message is not None:
+        values["message"] = message
+    with session_factory() as session:
+        begin_write(session)
+        row = session.execute(
+            update(Job)
+            .where(*_guard(claim))
+            .values(**values)
+            .returning(Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            session.rollback()
+            log.warning("job %s: lease lost (worker %s)", claim.job_id, claim.worker_id)
+            return False
+        rows = _metric_rows(claim, metrics)
+        if rows:
+            session.execute(insert(Metric), rows)
+        session.commit()
+    claim.cancel_requested = bool(row.cancel_requested)
+    claim.lease_expires_at = expires
+    return True
+
+
+# --------------------------------------------------------------------------- finishing
+
+
+def result_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The result dict without its curves and insertion records, JSON-safe."""
+    return json_safe({k: v for k, v in result.items() if k not in SUMMARY_DROPPED_KEYS})
+
+
+def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
+    """The flattened `insertions` row of one insertion record (DESIGN.md 5)."""
+    record = json_safe(record)
+    row: dict[str, Any] = {
+        "job_id": job_id,
+        "position": int(record["position"]),
+        "seed": int(record["seed"]),
+        "depth_before": record.get("depth_before"),
+        "depth_after": record.get("depth_after"),
+        "function_drift_eval": record.get("function_drift_eval"),
+        "function_drift_train": record.get("function_drift_train"),
+        "record": record,
+    }
+    for column, (section, key) in INSERTION_COLUMNS.items():
+        row[column] = (record.get(section) or {}).get(key)
+    if row["condition_holds"] is not None:
+        row["condition_holds"] = bool(row["condition_holds"])
+    return row
+
+
+def describe_artifacts(job_dir: Path, names: Iterable[str]) -> list[dict[str, Any]]:
+    """Size and sha256 of each named file under `job_dir` (missing files are skipped)."""
+    rows = []
+    for name in dict.fromkeys(names):
+        path = job_dir / name
+        if not path.is_file():
+            log.warning("artifact %s listed but not found under %s", name, job_dir)
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        rows.append(
+            {
+                "name": Path(name).name,
+                "path": str(Path(name)),
+                "size": path.stat().st_size,
+                "sha256": digest.hexdigest(),
+            }
+        )
+    return rows
+
+
+def _curve_points(result: dict[str, Any]) -> list[MetricPoint]:
+    points: list[MetricPoint] = []
+    for key, series in (result.get("curves") or {}).items():
+        split, _, name = str(key).partition("/")
+        if not name:
+            split, name = "train", split
+        for step, value in series:
+            if value is not None:
+                points.append((int(step), split, name, float(value)))
+    return points
+
+
+def complete_job(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    result: dict[str, Any],
+    *,
+    job_dir: Path | None = None,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Mark the job succeeded and store its summary, insertion rows, artifact rows and final
+    metrics in one lease-guarded transaction that first deletes rows an earlier attempt left.
+    The result's curves, when present, become the job's metrics. False when the lease is lost."""
+    names = list(result.get("artifacts") or [])
+    if job_dir is not None and (job_dir / "result.json").is_file():
+        names.append("result.json")
+    artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
+    curves = _curve_points(result)
+    insertions = [insertion_row(claim.job_id, r) for r in result.get("insertions") or []]
+    now = utcnow()
+    with session_factory() as session:
+        begin_write(session)
+        updated = session.execute(
+            update(Job)
+            .where(*_guard(claim))
+            .values(
+                status="succeeded",
+                result=result_summary(result),
+                progress=1.0,
+                stage="done",
+                message="",
+                finished_at=now,
+                heartbeat_at=now,
+                lease_expires_at=None,
+                cancel_requested=False,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not updated:
+            session.rollback()
+            log.warning("job %s: lease lost before completion", claim.job_id)
+            return False
+        job_id = claim.job_id
+        session.execute(delete(Insertion).where(Insertion.job_id == job_id))
+        session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+        if curves:
+            session.execute(delete(Metric).where(Metric.job_id == job_id))
+            rows = _metric_rows(claim, curves)
+        else:
+            session.execute(
+                delete(Metric).where(Metric.job_id == job_id, Metric.attempt != claim.attempt)
+            )
+            rows = _metric_rows(claim, metrics)
+        if rows:
+            session.execute(insert(Metric), rows)
+        if insertions:
+            session.execute(insert(Insertion), insertions)
+        if artifacts:
+            session.execute(insert(Artifact), [{"job_id": job_id, **a} for a in artifacts])
+        session.commit()
+    log.info("job %s succeeded", claim.job_id)
+    return True
+
+
+def _finish(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    status: str,
+    values: dict[str, Any],
+    metrics: Sequence[MetricPoint],
+) -> bool:
+    now = utcnow()
+    with session_factory() as session:
+        begin_write(session)
+        updated = session.execute(
+            update(Job)
+            .where(*_guard(claim))
+            .values(
+                status=status,
+                finished_at=now,
+                heartbeat_at=now,
+                lease_expires_at=None,
+                cancel_requested=False,
+                **values,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not updated:
+            session.rollback()
+            return False
+        session.execute(
+            delete(Metric).where(Metric.job_id == claim.job_id, Metric.attempt != claim.attempt)
+        )
+        rows = _metric_rows(claim, metrics)
+        if rows:
+            session.execute(insert(Metric), rows)
+        session.commit()
+    log.info("job %s %s", claim.job_id, status)
+    return True
+
+
+def fail_job(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    error: str,
+    *,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Mark the job failed for good with `error` as the reason; False when the lease is lost."""
+    first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
+    return _finish(
+        session_factory,
+        claim,
+        "failed",
+        {"error": error, "stage": "failed", "message": first_line[:500]},
+        metrics,
+    )
+
+
+def mark_cancelled(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    *,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Mark a running job cancelled after its worker stopped it; False when the lease is lost."""
+    return _finish(
+        session_factory,
+        claim,
+        "cancelled",
+        {"stage": "cancelled", "message": "cancelled while running"},
+        metrics,
+    )
+
+
+def release_job(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bool:
+    """Hand a running job back to the queue (worker shutting down); the attempt is not counted."""
+    with session_factory() as session:
+        begin_write(session)
+        updated = session.execute(
+            update(Job)
+            .where(*_guard(claim))
+            .values(
+                status="queued",
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                attempts=Job.attempts - 1,
+                stage="queued",
+                message=f"handed back by {claim.worker_id}",
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        session.commit()
+    return bool(updated)
+
+
+def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
+    """Settle running jobs whose lease expired: cancel those whose cancel was requested, fail for
+    good those at their attempt cap, requeue the rest. Returns how many jobs changed."""
+    now = utcnow()
+    expired = (Job.status == "running", Job.lease_expires_at < now)
+    cleared = {"lease_token": None, "lease_expires_at": None}
+    with session_factory() as session:
+        begin_write(session)
+        opts = {"synchronize_session": False}
+        n = session.execute(
+            update(Job)
+            .where(*expired, Job.cancel_requested.is_(True))
+            .values(
+                status="cancelled",
+                finished_at=now,
+                cancel_requested=False,
+                stage="cancelled",
+                message="cancelled (its worker was lost)",
+                **cleared,
+            )
+            .execution_options(**opts)
+        ).rowcount
+        n += session.execute(
+            update(Job)
+            .where(*expired, Job.attempts >= Job.max_attempts)
+            .values(
+                status="failed",
+                finished_at=now,
+                stage="failed",
+                error="worker lost: lease expired on attempt "
+                + Job.attempts.cast(Job.message.type)
+                + " of "
+                + Job.max_attempts.cast(Job.message.type)
+                + "; giving up",
+                message="worker lost; attempts exhausted",
+                **cleared,
+            )
+            .execution_options(**opts)
+        ).rowcount
+        n += session.execute(
+            update(Job)
+            .where(*expired)
+            .values(
+                status="queued",
+                lease_owner=None,
+                stage="queued",
+                message="requeued after its lease expired",
+                **cleared,
+            )
+            .execution_options(**opts)
+        ).rowcount
+        session.commit()
+    if n:
+        log.info("reclaimed %d job(s) with expired leases", n)
+    return n
+
+
+def lease_is_held(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bool:
+    """True while `claim` still holds its job's lease (read only)."""
+    with session_factory() as session:
+        found = session.execute(select(Job.id).where(*_guard(claim))).first()
+    return found is not None
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def register_worker(
+    session_factory: sessionmaker[Session], worker_id: str, host: str, pid: int, devices: str
+) -> None:
+    """Insert or refresh this worker's row."""
+    now = utcnow()
+    with session_factory() as session:
+        begin_write(session)
+        worker = session.get(Worker, worker_id)
+        if worker is None:
+            session.add(
+                Worker(
+                    id=worker_id,
+                    host=host,
+                    pid=pid,
+                    devices=devices,
+                    started_at=now,
+                    last_seen=now,
+                )
+            )
+        else:
+            worker.host, worker.pid, worker.devices = host, pid, devices
+            worker.started_at = worker.last_seen = now
+            worker.current_job_id = None
+        session.commit()
+
+
+def touch_worker(
+    session_factory: sessionmaker[Session], worker_id: str, current_job_id: int | None
+) -> None:
+    """Record that the worker is alive and which job it runs."""
+    with session_factory() as session:
+        begin_write(session)
+        session.execute(
+            update(Worker)
+            .where(Worker.id == worker_id)
+            .values(last_seen=utcnow(), current_job_id=current_job_id)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+
+
+def unregister_worker(session_factory: sessionmaker[Session], worker_id: str) -> None:
+    """Remove the worker's row (clean shutdown)."""
+    with session_factory() as session:
+        begin_write(session)
+        session.execute(delete(Worker).where(Worker.id == worker_id))
+        session.commit()

@@ -1,0 +1,148 @@
+"""The service's one configuration object, read from `JUMPBOARD_*` environment variables.
+
+Every process (API, worker, CLI) builds its settings through `get_settings()`; tests build
+`Settings(...)` directly with explicit values.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".jumpboard"
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{DEFAULT_HOME / 'jumpboard.db'}"
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names every offending setting."""
+
+
+class Settings(BaseSettings):
+    """Configuration of the service: database, storage, queue timing, API limits, workers."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JUMPBOARD_", extra="ignore", validate_assignment=True
+    )
+
+    database_url: str = Field(default_factory=_default_database_url)
+    """SQLAlchemy URL: `sqlite:///path.db` or `postgresql+psycopg://user@host/db`."""
+    artifact_dir: Path = DEFAULT_HOME / "artifacts"
+    """Jobs write their files under `artifact_dir/<job_id>/`."""
+    data_dir: Path = DEFAULT_HOME / "data"
+    """Data set cache (mnist1d) and local archives (cifar10)."""
+    lease_seconds: float = Field(60.0, gt=0.0, le=86_400.0)
+    """How long a claim stays valid without a heartbeat."""
+    heartbeat_seconds: float = Field(10.0, gt=0.0, le=3_600.0)
+    """How often a worker extends its lease (must be well below `lease_seconds`)."""
+    max_attempts: int = Field(3, ge=1, le=100)
+    """Claims of one job before it fails for good."""
+    host: str = "127.0.0.1"
+    """Address the API listens on."""
+    port: int = Field(8000, ge=1, le=65_535)
+    """Port the API listens on."""
+    require_token_for_reads: bool = False
+    """Require an API token for GET requests too (writes always need one)."""
+    max_body_bytes: int = Field(1 << 20, ge=1_024, le=1 << 30)
+    """Largest accepted request body."""
+    max_parameters: int = Field(50_000_000, ge=1)
+    """Largest model (parameters) a submitted spec may describe."""
+    max_train_flops: float = Field(1e17, gt=0.0)
+    """Compute budget of one job (estimated training FLOPs)."""
+    worker_devices: str = ""
+    """GPUs a worker pins its jobs to, e.g. `0,1`; empty = whatever the child sees."""
+    metrics_flush_seconds: float = Field(2.0, gt=0.0, le=600.0)
+    """How often a worker writes buffered metrics and progress."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Logging level of the service processes."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
+            raise ValueError(
+                "must be a sqlite:///... or postgresql+psycopg://... URL "
+                f"(got {value.split('://')[0]!r})"
+            )
+        return value
+
+    @field_validator("worker_devices")
+    @classmethod
+    def _device_list(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        parts = [p.strip() for p in value.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"must be comma-separated GPU indices like '0,1' (got {value!r})")
+        return ",".join(parts)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _heartbeat_below_lease(self) -> Settings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be below "
+                f"lease_seconds ({self.lease_seconds}), or every lease expires"
+            )
+        return self
+
+    @property
+    def device_list(self) -> list[str]:
+        """`worker_devices` as a list of GPU indices (empty when unset)."""
+        return [d for d in self.worker_devices.split(",") if d]
+
+    def job_dir(self, job_id: int) -> Path:
+        """The folder a job writes its files into."""
+        return self.artifact_dir / str(job_id)
+
+    def ensure_dirs(self) -> None:
+        """Create the artifact and data folders, and the SQLite file's folder."""
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(self.database_url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for PostgreSQL and in-memory SQLite."""
+    if not url.startswith("sqlite"):
+        return None
+    _, _, rest = url.partition(":///")
+    rest = rest.split("?")[0]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment plus `overrides`; raises SettingsError naming each problem."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = f"JUMPBOARD_{field.upper()}" if field != "settings" else field
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    settings.ensure_dirs()
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment (folders created)."""
+    return load_settings()
