@@ -1,0 +1,198 @@
+"""The FastAPI application: `create_app(settings)` wires routers, limits and error shapes.
+
+Request limits live here because they guard every route alike: a cap on request bodies
+(413, from `Content-Length` and from the bytes actually received) and JSON-only bodies for
+the API (415). Errors always answer `{"detail": str | [{"loc": [...], "msg": ..., "type": ...}]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.routes import health, jobs, pages, results
+from app.db.session import session_factory
+from app.settings import Settings, get_settings
+from expansion.specs import spec_json_schema
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def _send_error(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLimitsMiddleware:
+    """Refuses oversized bodies (413) and non-JSON API bodies (415) before any route runs.
+
+    The body is read here, counted as it arrives (a client may lie in `Content-Length` or
+    stream chunks without one), and replayed to the application when it is within the cap.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, api_prefix: str = API_PREFIX) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.api_prefix = api_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request, then pass it on with its (buffered) body."""
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await _send_error(send, 400, "invalid Content-Length header")
+                return
+            if int(declared) > limit:
+                await _send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
+                return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                await _send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        is_api = scope["path"].startswith(self.api_prefix)
+        content_type = headers.get("content-type")
+        if is_api and (body or content_type) and not _is_json(content_type or ""):
+            await _send_error(
+                send, 415, f"API request bodies must be application/json, not {content_type!r}"
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape without echoing the input back."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {
+            "loc": list(err.get("loc", [])),
+            "msg": str(err.get("msg", "")).removeprefix("Value error, "),
+            "type": str(err.get("type", "value_error")),
+        }
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _rewrite_refs(node: Any) -> Any:
+    """Point pydantic's `#/$defs/X` references at OpenAPI's `#/components/schemas/X`."""
+    if isinstance(node, dict):
+        return {
+            k: (
+                v.replace("#/$defs/", "#/components/schemas/")
+                if k == "$ref" and isinstance(v, str)
+                else _rewrite_refs(v)
+            )
+            for k, v in node.items()
+            if k != "$defs"
+        }
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the experiment-spec schemas (the POST /jobs body) to the generated OpenAPI."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        spec_schema = spec_json_schema()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in spec_schema.get("$defs", {}).items():
+            components.setdefault(name, _rewrite_refs(definition))
+        components["ExperimentSpec"] = _rewrite_refs(spec_schema)
+        components["JobSubmission"] = {
+            "title": "JobSubmission",
+            "description": "An experiment spec and its queue priority.",
+            "type": "object",
+            "properties": {
+                "spec": {"$ref": "#/components/schemas/ExperimentSpec"},
+                "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0},
+            },
+            "required": ["spec"],
+            "additionalProperties": False,
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Jumpboard web application (REST API under /api/v1, pages, OpenAPI at /docs)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Jumpboard",
+        version="0.1.0",
+        description=(
+            "Depth-expansion training service. Mutating endpoints need "
+            "`Authorization: Bearer <token>` (create one with `jumpboard token create`)."
+        ),
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory(settings.database_url)
+    app.state.sse_poll_seconds = 0.5
+    app.state.sse_max_seconds = 900.0
+    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(jobs.router, prefix=API_PREFIX)
+    app.include_router(results.router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    app.include_router(pages.router)
+    _install_openapi(app)
+    return app

@@ -1,0 +1,466 @@
+"""Jobs: submit a spec, list, get, cancel, and read a job's metrics, insertions and artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, TokenDep
+from app.api.schemas import (
+    ArtifactList,
+    ArtifactOut,
+    ErrorOut,
+    InsertionList,
+    InsertionOut,
+    JobKind,
+    JobLinks,
+    JobList,
+    JobOut,
+    JobStatus,
+    MetricSeries,
+    MetricsOut,
+)
+from app.db.models import FINISHED_STATUSES, Artifact, Insertion, Job, Metric
+from app.queue import cancel_job, enqueue_job
+from app.settings import Settings
+from expansion.cost import estimate_cost
+from expansion.specs import SpecError, parse_spec
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+MAX_PAGE = 200
+MAX_PRIORITY = 1000
+_SUMMARY_KEYS = (
+    "test_risk",
+    "test_error",
+    "val_risk",
+    "val_error",
+    "train_risk",
+    "train_error",
+    "parameters",
+    "device",
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid bearer token."},
+    404: {"model": ErrorOut, "description": "No such job."},
+}
+JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The job's id.")]
+
+
+def job_links(job_id: int) -> JobLinks:
+    """Relative links to a job's resources and its web page."""
+    base = f"/api/v1/jobs/{job_id}"
+    return JobLinks(
+        self=base,
+        page=f"/jobs/{job_id}",
+        events=f"{base}/events",
+        metrics=f"{base}/metrics",
+        insertions=f"{base}/insertions",
+        artifacts=f"{base}/artifacts",
+    )
+
+
+def job_out(job: Job) -> JobOut:
+    """The API view of a job row."""
+    summary = None
+    if job.result:
+        summary = {k: job.result[k] for k in _SUMMARY_KEYS if k in job.result}
+    return JobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        kind=job.kind,  # type: ignore[arg-type]
+        name=job.name,
+        priority=job.priority,
+        progress=job.progress,
+        stage=job.stage,
+        message=job.message,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        spec=job.spec,
+        summary=summary,
+        links=job_links(job.id),
+    )
+
+
+def get_job_or_404(session: SessionDep, job_id: int) -> Job:
+    """The job with `job_id`, or a 404 answer."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
+    return job
+
+
+def _spec_problems(problems: list[str]) -> HTTPException:
+    """A 422 listing every problem with its field path (from `SpecError.problems`)."""
+    detail = []
+    for line in problems:
+        path, sep, msg = line.partition(": ")
+        if not sep:
+            path, msg = "spec", line
+        loc: list[str | int] = ["body"]
+        loc += [int(p) if p.isdigit() else p for p in path.split(".") if p and p != "spec"]
+        detail.append({"loc": loc, "msg": msg, "type": "value_error"})
+    return HTTPException(status_code=422, detail=detail)
+
+
+def _sci(value: float) -> str:
+    """Scientific notation without the exponent's plus sign and padding: 3.2e9, 5.0e7."""
+    mantissa, _, exponent = f"{value:.1e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def check_budget(spec: Any, settings: Settings) -> None:
+    """422 when the spec's estimated size or compute exceeds the configured limits."""
+    cost = estimate_cost(spec)
+    problems = []
+    if cost.parameters > settings.max_parameters:
+        problems.append(
+            f"model: estimated {_sci(cost.parameters)} parameters exceeds the limit "
+            f"{_sci(settings.max_parameters)}"
+        )
+    if cost.train_flops > settings.max_train_flops:
+        problems.append(
+            f"train: estimated {_sci(cost.train_flops)} training FLOPs exceeds the limit "
+            f"{_sci(settings.max_train_flops)}"
+        )
+    if problems:
+        raise _spec_problems(problems)
+
+
+def _split_submission(body: Any) -> tuple[Any, int]:
+    """(raw spec, priority) from either `{"spec": {...}, "priority": n}` or a bare spec."""
+    if not isinstance(body, dict):
+        raise _spec_problems([f"spec: must be a JSON object, not {type(body).__name__}"])
+    raw = dict(body)
+    if isinstance(raw.get("spec"), dict):
+        extra = sorted(set(raw) - {"spec", "priority"})
+        if extra:
+            raise _spec_problems([f"{key}: unknown key" for key in extra])
+        spec_raw = raw["spec"]
+    else:
+        spec_raw = raw
+    priority = raw.pop("priority", 0) if spec_raw is raw else raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise _spec_problems(["priority: must be an integer"])
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise _spec_problems([f"priority: must be between {-MAX_PRIORITY} and {MAX_PRIORITY}"])
+    return spec_raw, priority
+
+
+_SUBMISSION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/JobSubmission"},
+                        {"$ref": "#/components/schemas/ExperimentSpec"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={**_ERRORS, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    openapi_extra=_SUBMISSION_BODY,
+)
+def submit_job(
+    body: Annotated[Any, Body()],
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: TokenDep,
+) -> JobOut:
+    """Queue an experiment: the body is a spec, or `{"spec": ..., "priority": n}`."""
+    raw, priority = _split_submission(body)
+    try:
+        spec = parse_spec(raw)
+    except SpecError as exc:
+        raise _spec_problems(exc.problems) from None
+    check_budget(spec, settings)
+    job = enqueue_job(
+        session,
+        spec.model_dump(mode="json"),
+        priority=priority,
+        max_attempts=settings.max_attempts,
+    )
+    log.info("job %s queued (%s, %s)", job.id, job.kind, job.name or "unnamed")
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return job_out(job)
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii") + b"=="))
+        before = int(payload["before"])
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise HTTPException(
+            status_code=422,
+            detail=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+        ) from None
+    return before
+
+
+def encode_cursor(before: int) -> str:
+    """An opaque cursor meaning 'rows with an id below `before`'."""
+    return base64.urlsafe_b64encode(json.dumps({"before": before}).encode()).decode().rstrip("=")
+
+
+@router.get("", response_model=JobList, dependencies=[ReadAccess], responses=_ERRORS)
+def list_jobs(
+    session: SessionDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="From `next_cursor`.")] = None,
+) -> JobList:
+    """Jobs, newest first, one page at a time."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if cursor:
+        query = query.where(Job.id < _decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return JobList(items=[job_out(j) for j in rows[:limit]], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, dependencies=[ReadAccess], responses=_ERRORS)
+def get_job(session: SessionDep, job_id: JobId) -> JobOut:
+    """One job."""
+    return job_out(get_job_or_404(session, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses={**_ERRORS, 409: {"model": ErrorOut, "description": "The job already ended."}},
+)
+def cancel(session: SessionDep, job_id: JobId, _: TokenDep) -> JobOut:
+    """Cancel a job: a queued job never starts, a running one is asked to stop."""
+    job = get_job_or_404(session, job_id)
+    if job.is_finished:
+        raise HTTPException(status_code=409, detail=f"job {job_id} already {job.status}")
+    return job_out(cancel_job(session, job_id))
+
+
+@router.get(
+    "/{job_id}/metrics", response_model=MetricsOut, dependencies=[ReadAccess], responses=_ERRORS
+)
+def job_metrics(
+    session: SessionDep,
+    job_id: JobId,
+    name: Annotated[str | None, Query(max_length=64, description="Only this metric.")] = None,
+    split: Annotated[str | None, Query(max_length=16, description="Only this split.")] = None,
+) -> MetricsOut:
+    """A job's time series, grouped by split and name, in step order."""
+    get_job_or_404(session, job_id)
+    query = select(Metric.split, Metric.name, Metric.step, Metric.value).where(
+        Metric.job_id == job_id
+    )
+    if name is not None:
+        query = query.where(Metric.name == name)
+    if split is not None:
+        query = query.where(Metric.split == split)
+    grouped: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for row in session.execute(query.order_by(Metric.split, Metric.name, Metric.step, Metric.id)):
+        grouped[(row.split, row.name)].append((row.step, row.value))
+    series = [MetricSeries(split=s, name=n, points=p) for (s, n), p in grouped.items()]
+    return MetricsOut(job_id=job_id, series=series)
+
+
+@router.get(
+    "/{job_id}/insertions",
+    response_model=InsertionList,
+    dependencies=[ReadAccess],
+    responses=_ERRORS,
+)
+def job_insertions(session: SessionDep, job_id: JobId) -> InsertionList:
+    """A job's insertion records, by position then seed."""
+    get_job_or_404(session, job_id)
+    rows = session.scalars(
+        select(Insertion)
+        .where(Insertion.job_id == job_id)
+        .order_by(Insertion.position, Insertion.seed)
+    )
+    items = [
+        InsertionOut(
+            job_id=r.job_id,
+            position=r.position,
+            seed=r.seed,
+            condition_holds=r.condition_holds,
+            gain_vs_control=r.gain_vs_control,
+            record=r.record,
+        )
+        for r in rows
+    ]
+    return InsertionList(job_id=job_id, items=items)
+
+
+@router.get(
+    "/{job_id}/artifacts",
+    response_model=ArtifactList,
+    dependencies=[ReadAccess],
+    responses=_ERRORS,
+)
+def job_artifacts(session: SessionDep, job_id: JobId) -> ArtifactList:
+    """The files a job registered."""
+    get_job_or_404(session, job_id)
+    rows = session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+    )
+    items = [
+        ArtifactOut(
+            name=a.name,
+            size=a.size,
+            sha256=a.sha256,
+            url=f"/api/v1/jobs/{job_id}/artifacts/{a.name}",
+        )
+        for a in rows
+    ]
+    return ArtifactList(job_id=job_id, items=items)
+
+
+def artifact_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an artifact name (a plain file name), or None when it can."""
+    if not name or len(name) > 255:
+        return "must be 1 to 255 characters"
+    if "\x00" in name:
+        return "must not contain NUL"
+    if "/" in name or "\\" in name:
+        return "must not contain slashes or backslashes"
+    if name in (".", "..") or ".." in name:
+        return "must not contain '..'"
+    if Path(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "must not be an absolute path"
+    return None
+
+
+@router.get(
+    "/{job_id}/artifacts/{name:path}",
+    response_class=FileResponse,
+    dependencies=[ReadAccess],
+    responses={
+        **_ERRORS,
+        200: {"content": {"application/octet-stream": {}}, "description": "The file."},
+        400: {"model": ErrorOut, "description": "Not a plain file name."},
+    },
+)
+def download_artifact(
+    session: SessionDep, settings: SettingsDep, job_id: JobId, name: str
+) -> FileResponse:
+    """Stream one registered file of a job (confined to the job's folder)."""
+    problem = artifact_name_problem(name)
+    if problem:
+        raise HTTPException(status_code=400, detail=f"artifact name {problem}")
+    get_job_or_404(session, job_id)
+    row = session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
+    ).first()
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id} has no artifact {name!r}")
+    job_dir = settings.job_dir(job_id).resolve()
+    # The stored path (never the request's) decides the file; it must stay inside job_dir.
+    stored = Path(row.path)
+    candidate = (stored if stored.is_absolute() else job_dir / stored).resolve()
+    if not candidate.is_relative_to(job_dir) or not candidate.is_file():
+        log.warning("artifact %r of job %s is missing or outside its folder", name, job_id)
+        raise HTTPException(status_code=404, detail=f"artifact {name!r} is not available")
+    return FileResponse(
+        candidate, media_type="application/octet-stream", filename=row.name, stat_result=None
+    )
+
+
+@router.get(
+    "/{job_id}/events",
+    dependencies=[ReadAccess],
+    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+def job_events(request: Request, session: SessionDep, job_id: JobId) -> StreamingResponse:
+    """Server-sent events: `status` and `progress` as they change, then `end` (bounded lifetime)."""
+    get_job_or_404(session, job_id)
+    return StreamingResponse(
+        _event_stream(request, job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _job_snapshot(session_factory: Any, job_id: int) -> dict[str, Any] | None:
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        return {
+            "id": job.id,
+            "status": job.status,
+            "progress": job.progress,
+            "stage": job.stage,
+            "message": job.message,
+            "cancel_requested": job.cancel_requested,
+            "error": job.error,
+        }
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _event_stream(request: Request, job_id: int) -> AsyncIterator[str]:
+    """Poll the job row and emit what changed until the job ends or the lifetime is over."""
+    state = request.app.state
+    poll, lifetime = float(state.sse_poll_seconds), float(state.sse_max_seconds)
+    deadline = time.monotonic() + lifetime
+    last: dict[str, Any] | None = None
+    yield "retry: 2000\n\n"
+    while True:
+        snap = await run_in_threadpool(_job_snapshot, state.session_factory, job_id)
+        if snap is None:
+            yield _sse("end", {"id": job_id, "status": "deleted"})
+            return
+        if last is None or snap["status"] != last["status"]:
+            yield _sse("status", snap)
+        elif snap != last:
+            yield _sse("progress", snap)
+        last = snap
+        if snap["status"] in FINISHED_STATUSES:
+            yield _sse("end", snap)
+            return
+        if time.monotonic() >= deadline:
+            # Clients reconnect (the `retry` above) and get a fresh lifetime.
+            yield _sse("timeout", {"id": job_id, "after_seconds": lifetime})
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(poll)

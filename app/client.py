@@ -1,0 +1,108 @@
+"""A small HTTP client of the Jumpboard REST API, used by `jumpboard submit` and `status`.
+
+Every failure (connection refused, timeout, an HTTP error answer) becomes a `ClientError`
+whose message is one line a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+API_PREFIX = "/api/v1"
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ClientError(Exception):
+    """A request to the server failed; the message is one line, `status` the HTTP status if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error_message(response: httpx.Response) -> str:
+    """One line describing an error answer, from FastAPI's `detail` where there is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().splitlines()
+        return f"HTTP {response.status_code}: {text[0][:200] if text else response.reason_phrase}"
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+            else:
+                parts.append(str(item))
+        detail = "; ".join(parts)
+    return f"HTTP {response.status_code}: {detail}"
+
+
+class JumpboardClient:
+    """Talks to one Jumpboard server; use as a context manager or call `close()`."""
+
+    def __init__(
+        self, server: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 30.0
+    ):
+        self.server = server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.server + API_PREFIX, headers=headers, timeout=timeout
+        )
+
+    def __enter__(self) -> JumpboardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying connection pool."""
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ClientError(
+                f"cannot connect to {self.server} (is `jumpboard serve` running?)"
+            ) from None
+        except httpx.TimeoutException:
+            raise ClientError(f"{self.server} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"request to {self.server} failed: {exc}") from None
+        if response.status_code >= 400:
+            raise ClientError(_error_message(response), response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(f"{self.server} answered something that is not JSON") from None
+
+    def submit(self, spec: dict[str, Any], priority: int | None = None) -> dict[str, Any]:
+        """Submit a spec; returns the created job."""
+        body = dict(spec)
+        if priority is not None:
+            body["priority"] = priority
+        return self._request(
+            "POST", "/jobs", content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        """The job with id `job_id`."""
+        return self._request("GET", f"/jobs/{job_id}")
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        """Ask the server to cancel a job; returns the job."""
+        return self._request("POST", f"/jobs/{job_id}/cancel")
+
+    def insertions(self, job_id: int) -> list[dict[str, Any]]:
+        """The insertion records of a job."""
+        return self._request("GET", f"/jobs/{job_id}/insertions")["items"]
