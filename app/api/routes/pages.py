@@ -1,14 +1,249 @@
-"""Server-rendered web pages: job list, job detail, results across jobs, submit form."""
+"""Server-rendered web pages: job list, job detail, results across jobs, submit form.
+
+The pages read the database directly (no HTTP round trip to the JSON API) and draw their
+charts with the plotly.js bundle of the installed `plotly` package, served by the app itself
+so that nothing loads from the internet. Jinja2 autoescapes every value.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+import functools
+import hashlib
+import logging
+from pathlib import Path
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
+from sqlalchemy.orm import defer
+
+from app.api.deps import SessionDep, SettingsDep
+from app.db.models import JOB_STATUSES, Job
+from app.tokens import verify_token
+from app.web.charts import CERTIFICATE_NOTE, scatter_chart
+from app.web.job_view import build_job_view
+from app.web.results import ResultFilters, collect_points, rank_correlation
+from app.web.submission import SubmissionError, submit_spec_text
+
+log = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parents[2]
+STATIC_DIR = APP_DIR / "static"
+STATIC_FILES = {"style.css": "text/css", "pages.js": "text/javascript"}
+"""The only files `/static/{name}` serves: no request value ever becomes a path."""
+JOB_LIST_LIMIT = 200
+LIVE_REFRESH_SECONDS = 4
+
+templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
 router = APIRouter(include_in_schema=False)
 
 
+def _format_number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _format_time(value: Any) -> str:
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["num"] = _format_number
+templates.env.filters["when"] = _format_time
+
+
+@functools.cache
+def _plotly_bundle() -> tuple[bytes, str]:
+    import plotly
+    import plotly.offline
+
+    body = plotly.offline.get_plotlyjs().encode("utf-8")
+    return body, f'"plotly-{plotly.__version__}-{hashlib.sha256(body).hexdigest()[:16]}"'
+
+
+@functools.cache
+def _static_file(name: str) -> tuple[bytes, str]:
+    body = (STATIC_DIR / name).read_bytes()
+    return body, f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+
+
+def _cached(request: Request, body: bytes, etag: str, media_type: str, max_age: int) -> Response:
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def plotly_version() -> str:
+    """Version of the served plotly.js bundle (part of its URL, so upgrades bust caches)."""
+    import plotly
+
+    return plotly.__version__
+
+
+templates.env.globals["plotly_version"] = plotly_version
+
+
+@router.get("/static/vendor/plotly.min.js")
+def plotly_js(request: Request) -> Response:
+    """plotly.js from the installed `plotly` package, cached for a year (versioned URL)."""
+    body, etag = _plotly_bundle()
+    return _cached(request, body, etag, "text/javascript", 31_536_000)
+
+
+@router.get("/static/{name}")
+def static_file(name: str, request: Request) -> Response:
+    """The app's own CSS and JavaScript (revalidated by ETag on every load)."""
+    if name not in STATIC_FILES:
+        raise HTTPException(status_code=404, detail="no such static file")
+    body, etag = _static_file(name)
+    return _cached(request, body, etag, STATIC_FILES[name], 0)
+
+
 @router.get("/", response_class=HTMLResponse)
-def index() -> HTMLResponse:
-    """The landing page (placeholder until the job list lands)."""
-    return HTMLResponse("<!doctype html><title>Jumpboard</title><h1>Jumpboard</h1>")
+@router.get("/jobs", response_class=HTMLResponse)
+def job_list(
+    request: Request,
+    session: SessionDep,
+    status: Annotated[str, Query(max_length=16)] = "",
+) -> HTMLResponse:
+    """All jobs, newest first, optionally only those of one status."""
+    problem = ""
+    if status and status not in JOB_STATUSES:
+        problem = f"unknown status {status!r}: choose one of {', '.join(JOB_STATUSES)}"
+        status = ""
+    query = select(Job).options(defer(Job.result), defer(Job.spec)).order_by(Job.id.desc())
+    if status:
+        query = query.where(Job.status == status)
+    jobs = session.scalars(query.limit(JOB_LIST_LIMIT)).all()
+    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    live = any(job.status in ("queued", "running") for job in jobs)
+    return templates.TemplateResponse(
+        request,
+        "jobs.html",
+        {
+            "jobs": jobs,
+            "status": status,
+            "statuses": JOB_STATUSES,
+            "counts": counts,
+            "problem": problem,
+            "refresh": LIVE_REFRESH_SECONDS if live else 0,
+            "limit": JOB_LIST_LIMIT,
+        },
+        status_code=400 if problem else 200,
+    )
+
+
+def _not_found(request: Request, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, "not_found.html", {"message": message}, status_code=404
+    )
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+    """One job: spec, state, summary, curves, insertion chart and records, artifacts."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return _not_found(request, f"There is no job {job_id}.")
+    view = build_job_view(session, job)
+    return templates.TemplateResponse(
+        request,
+        "job.html",
+        {
+            "view": view,
+            "job": job,
+            "note": CERTIFICATE_NOTE,
+            "refresh": LIVE_REFRESH_SECONDS if view.live else 0,
+            "cancel_error": request.query_params.get("cancel_error", "")[:300],
+        },
+    )
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job_form(
+    job_id: int,
+    session: SessionDep,
+    token: Annotated[str, Form(max_length=256)] = "",
+) -> RedirectResponse:
+    """The job page's cancel button: needs a token, like every change through the API."""
+    from app.queue import cancel_job
+
+    if session.get(Job, job_id) is None:
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
+    if verify_token(session, token.strip()) is None:
+        return RedirectResponse(
+            f"/jobs/{job_id}?cancel_error=invalid+or+missing+token", status_code=303
+        )
+    cancel_job(session, job_id)
+    session.commit()
+    log.info("job %s cancelled from the web page", job_id)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+@router.get("/results", response_class=HTMLResponse)
+def results_page(
+    request: Request,
+    session: SessionDep,
+    data: Annotated[str, Query(max_length=32)] = "",
+    model: Annotated[str, Query(max_length=32)] = "",
+    holds: Annotated[str, Query(max_length=8)] = "",
+    job: Annotated[str, Query(max_length=12)] = "",
+) -> HTMLResponse:
+    """Certificate vs realized gain across all jobs: scatter, rank correlation, table."""
+    job_id = int(job) if job.strip().isdigit() else None
+    filters = ResultFilters(data=data, model=model, holds=holds, job=job_id)
+    every_point = collect_points(session)
+    points = [p for p in every_point if filters.accepts(p)]
+    correlation = rank_correlation(points)
+    return templates.TemplateResponse(
+        request,
+        "results.html",
+        {
+            "points": points,
+            "total": len(every_point),
+            "filters": filters,
+            "job_filter": job,
+            "datasets": sorted({p["data"] for p in every_point if p["data"]}),
+            "models": sorted({p["model"] for p in every_point if p["model"]}),
+            "correlation": correlation,
+            "scatter": scatter_chart("results-chart", points),
+            "note": CERTIFICATE_NOTE,
+        },
+    )
+
+
+@router.get("/submit", response_class=HTMLResponse)
+def submit_form(request: Request) -> HTMLResponse:
+    """The spec submission form."""
+    return templates.TemplateResponse(request, "submit.html", {"spec": "", "problems": []})
+
+
+@router.post("/submit", response_class=HTMLResponse)
+def submit_post(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    spec: Annotated[str, Form(max_length=1 << 20)] = "",
+    token: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    """Validate the submitted spec and create the job, or show every problem next to the form."""
+    try:
+        job = submit_spec_text(session, settings, spec, token)
+    except SubmissionError as exc:
+        session.rollback()
+        return templates.TemplateResponse(
+            request,
+            "submit.html",
+            {"spec": spec, "problems": exc.problems},
+            status_code=exc.status_code,
+        )
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)

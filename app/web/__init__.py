@@ -1,0 +1,1 @@
+"""Page data for the web pages: job views, charts, results across jobs, form submission."""

@@ -1,0 +1,247 @@
+"""Plot specs (plotly.js `data` and `layout` as plain JSON-able dicts) for the web pages.
+
+The browser draws them with the plotly.js bundle that the app serves itself; nothing here
+imports plotly's Python figure machinery, so building a page stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CERTIFIED_COLOR = "#2f6fb0"
+REALIZED_COLOR = "#c2571a"
+SERIES_COLORS = ("#2f6fb0", "#c2571a", "#3a8d4f", "#7b4fa8", "#8a6d1f", "#b03a6f")
+
+CERTIFICATE_NOTE = (
+    "The certified first-order gain is the unbiased estimate of |∇W2 R|², the risk decrease "
+    "per unit step at the very start of the insertion. It certifies that a descent direction "
+    "exists; it is not a forecast of the realized gain after continued training."
+)
+
+
+@dataclass
+class Chart:
+    """One plotly chart: the element id it is drawn into, its traces and its layout."""
+
+    element_id: str
+    data: list[dict[str, Any]]
+    layout: dict[str, Any]
+    empty_message: str = ""
+    config: dict[str, Any] = field(
+        default_factory=lambda: {"displaylogo": False, "responsive": True}
+    )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no trace has a single point to draw."""
+        return not any(trace.get("x") for trace in self.data)
+
+    def as_json(self) -> dict[str, Any]:
+        """The dict handed to `Plotly.newPlot(el, data, layout, config)` by pages.js."""
+        return {"data": self.data, "layout": self.layout, "config": self.config}
+
+
+def _layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "title": {"text": title, "font": {"size": 15}},
+        "xaxis": {"title": {"text": x_title}, "zeroline": False},
+        "yaxis": {"title": {"text": y_title}},
+        "margin": {"l": 70, "r": 30, "t": 50, "b": 55},
+        "legend": {"orientation": "h", "y": -0.22},
+        "hovermode": "closest",
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "#fbfbfc",
+        "height": 360,
+    }
+    layout.update(extra)
+    return layout
+
+
+def curve_chart(
+    element_id: str,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    title: str,
+    y_title: str,
+) -> Chart:
+    """Line chart of named time series (name -> [(step, value), ...]), e.g. train/val loss."""
+    data = []
+    for index, (name, points) in enumerate(sorted(series.items())):
+        ordered = sorted(points)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers" if len(ordered) < 40 else "lines",
+                "name": name,
+                "x": [step for step, _ in ordered],
+                "y": [value for _, value in ordered],
+                "line": {"color": SERIES_COLORS[index % len(SERIES_COLORS)], "width": 2},
+                "marker": {"size": 5},
+            }
+        )
+    return Chart(
+        element_id,
+        data,
+        _layout(title, "step", y_title),
+        empty_message=f"No {y_title} recorded yet.",
+    )
+
+
+def split_curves(
+    points: Iterable[tuple[int, str, str, float]],
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float]]]]:
+    """Split metric points (step, split, name, value) into loss series and accuracy series.
+
+    Series are keyed `split/name` (`train/loss`, `val/accuracy`); metrics whose name is neither
+    a loss nor an accuracy are left out of both.
+    """
+    losses: dict[str, list[tuple[float, float]]] = {}
+    accuracies: dict[str, list[tuple[float, float]]] = {}
+    for step, split, name, value in points:
+        if value is None:
+            continue
+        target = losses if "loss" in name else accuracies if "acc" in name else None
+        if target is not None:
+            target.setdefault(f"{split}/{name}", []).append((step, value))
+    return losses, accuracies
+
+
+def curves_from_result(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+) -> list[tuple[int, str, str, float]]:
+    """Metric points from a result's `curves` dict ({"train/loss": [[step, value], ...]})."""
+    points: list[tuple[int, str, str, float]] = []
+    for key, pairs in curves.items():
+        split, _, name = key.partition("/")
+        if not name:
+            continue
+        for pair in pairs:
+            if len(pair) >= 2 and pair[1] is not None:
+                points.append((int(pair[0]), split, name, float(pair[1])))
+    return points
+
+
+def _error_bar(plus: list[float | None], minus: list[float | None]) -> dict[str, Any]:
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [0.0 if v is None else v for v in plus],
+        "arrayminus": [0.0 if v is None else v for v in minus],
+        "thickness": 1.5,
+        "width": 5,
+    }
+
+
+def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart:
+    """Per position: certified first-order gain (LCB as error bar) next to the realized gain.
+
+    `rows` are position summaries (see `app.web.job_view.position_rows`): `position`,
+    `certified_gain`, `certified_gain_lcb`, `gain_mean`, `gain_ci`. The two quantities have
+    different units, so each gets its own y axis; a position without a measured realized gain
+    gets no realized point.
+    """
+    certified = [r for r in rows if r.get("certified_gain") is not None]
+    realized = [r for r in rows if r.get("gain_mean") is not None]
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "certified first-order gain (error bar down to the LCB)",
+            "x": [r["position"] - 0.08 for r in certified],
+            "y": [r["certified_gain"] for r in certified],
+            "customdata": [r["position"] for r in certified],
+            "hovertemplate": "position %{customdata}<br>certified gain %{y:.3g}<extra></extra>",
+            "error_y": _error_bar(
+                [0.0] * len(certified),
+                [
+                    None
+                    if r.get("certified_gain_lcb") is None
+                    else r["certified_gain"] - r["certified_gain_lcb"]
+                    for r in certified
+                ],
+            ),
+            "marker": {"color": CERTIFIED_COLOR, "size": 10, "symbol": "diamond"},
+            "yaxis": "y",
+        },
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "realized gain vs control (mean over seeds, paired CI)",
+            "x": [r["position"] + 0.08 for r in realized],
+            "y": [r["gain_mean"] for r in realized],
+            "customdata": [r["position"] for r in realized],
+            "hovertemplate": "position %{customdata}<br>gain vs control %{y:.3g} nats"
+            "<extra></extra>",
+            "error_y": _error_bar(
+                [_ci_side(r, 1) for r in realized], [_ci_side(r, 0) for r in realized]
+            ),
+            "marker": {"color": REALIZED_COLOR, "size": 10},
+            "yaxis": "y2",
+        },
+    ]
+    positions = sorted({r["position"] for r in rows})
+    layout = _layout(
+        "Insertion positions: certificate next to realized gain",
+        "insertion position (0 = after the stem)",
+        "certified gain |∇W2 R|²",
+        yaxis2={
+            "title": {"text": "realized gain vs control (nats)", "font": {"color": REALIZED_COLOR}},
+            "overlaying": "y",
+            "side": "right",
+            "zeroline": True,
+            "zerolinecolor": "#bbb",
+            "tickfont": {"color": REALIZED_COLOR},
+        },
+    )
+    layout["yaxis"]["title"]["font"] = {"color": CERTIFIED_COLOR}
+    layout["yaxis"]["tickfont"] = {"color": CERTIFIED_COLOR}
+    layout["xaxis"].update({"tickmode": "array", "tickvals": positions, "dtick": 1})
+    layout["margin"]["r"] = 75
+    return Chart(element_id, data, layout, empty_message="No insertion positions in this result.")
+
+
+def _ci_side(row: Mapping[str, Any], side: int) -> float | None:
+    ci = row.get("gain_ci")
+    mean = row.get("gain_mean")
+    if not ci or mean is None or ci[side] is None:
+        return None
+    return ci[1] - mean if side else mean - ci[0]
+
+
+def scatter_chart(element_id: str, points: Sequence[Mapping[str, Any]]) -> Chart:
+    """Certificate-vs-realized scatter: one point per (job, position) across all jobs."""
+    data = [
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "insertion position (mean over seeds)",
+            "x": [p["certified_gain"] for p in points],
+            "y": [p["gain_mean"] for p in points],
+            "text": [f"job {p['job_id']} · position {p['position']}" for p in points],
+            "hovertemplate": "%{text}<br>certified %{x:.3g}<br>realized %{y:.3g} nats"
+            "<extra></extra>",
+            "error_x": _error_bar(
+                [0.0] * len(points),
+                [
+                    None
+                    if p.get("certified_gain_lcb") is None
+                    else p["certified_gain"] - p["certified_gain_lcb"]
+                    for p in points
+                ],
+            ),
+            "error_y": _error_bar(
+                [_ci_side(p, 1) for p in points], [_ci_side(p, 0) for p in points]
+            ),
+            "marker": {"color": CERTIFIED_COLOR, "size": 9, "opacity": 0.85},
+        }
+    ]
+    layout = _layout(
+        "Certified first-order gain vs realized gain against the control",
+        "certified first-order gain |∇W2 R|² (error bar down to the LCB)",
+        "realized gain vs control (nats, paired CI)",
+        height=440,
+    )
+    layout["yaxis"].update({"zeroline": True, "zerolinecolor": "#999"})
+    return Chart(element_id, data, layout, empty_message="No measured insertions yet.")
