@@ -93,6 +93,14 @@ def begin_write(session: Session) -> None:
     session.connection(execution_options=WRITE_OPTIONS)
 
 
+def forget_engine(url: str) -> None:
+    """Dispose and forget the cached engine of `url` (before dropping its database)."""
+    with _LOCK:
+        engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
 def dispose_engines(close: bool = True) -> None:
     """Forget every cached engine (after fork: `close=False` leaves the parent's sockets alone)."""
     with _LOCK:

@@ -1,0 +1,77 @@
+"""Schema migrations through Alembic, driven from code (no alembic.ini needed).
+
+The revisions live in `migrations/` at the repository root.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from app.db.session import create_db_engine
+
+log = logging.getLogger(__name__)
+# Alembic announces each of its plugins at INFO on every command.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class MigrationError(RuntimeError):
+    """A migration could not run; the message says why."""
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for `url` and this project's `migrations/` folder."""
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise MigrationError(f"migrations folder not found at {MIGRATIONS_DIR}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation: a literal % in a password must be doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, rev: str = "head") -> None:
+    """Upgrade the database at `url` to revision `rev`."""
+    log.info("upgrading %s to %s", _safe(url), rev)
+    command.upgrade(alembic_config(url), rev)
+
+
+def downgrade(url: str, rev: str = "base") -> None:
+    """Downgrade the database at `url` to revision `rev`."""
+    log.info("downgrading %s to %s", _safe(url), rev)
+    command.downgrade(alembic_config(url), rev)
+
+
+def head_revision() -> str | None:
+    """The newest revision in `migrations/`."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(url_or_engine: str | Engine) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    engine = create_db_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        if isinstance(url_or_engine, str):
+            engine.dispose()
+
+
+def is_up_to_date(url: str) -> bool:
+    """True when the database is at the newest revision."""
+    return current_revision(url) == head_revision()
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
