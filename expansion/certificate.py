@@ -1,0 +1,186 @@
+"""The first-order descent certificate of one candidate insertion (DESIGN.md 1.3).
+
+At W2 = 0 only the gradient w.r.t. the new block's W2 (and bias) is non-zero. From the scan's
+gradients this module computes the `descent` record (train/val squared norms, the unbiased
+population estimate and its lower confidence bound, transfer) and the `jumpboard` record (the
+expanded model with W2 = -t g_train at a line-searched step t, evaluated on validation and
+test data).
+
+Unbiased estimate and lower bound. With n per-batch gradients g_1..g_n (equal batch size),
+    U = |mean g|^2 - trace(Cov g)/n = 1/(n(n-1)) sum_{i != j} <g_i, g_j>,
+a U-statistic of order 2, unbiased for |E g|^2 if the batches are i.i.d. draws. U is the mean
+of psi_i = <g_i, mean_{j != i} g_j>; its variance is estimated from the Hoeffding projection,
+Var U ~ 4 Var(psi)/n, and the one-sided bound at confidence c is
+    LCB = U - t_{c, n-1} * 2 sd(psi) / sqrt(n)        (Student-t on the psi terms).
+Assumptions: batches are i.i.d. (seeded random partition of the training set) and the
+projection is approximately normal. When E g = 0 the statistic is degenerate and this
+estimate overstates its spread by about sqrt(2), so the bound stays conservative exactly where
+the condition should fail. The batches are training data the base was fitted on, so U
+estimates the gradient norm of the training distribution conditional on the trained model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from expansion.insertion import insert_block
+from expansion.models import PostNormResNet
+from expansion.scan import PositionGradient
+
+EVAL_CHUNK = 2048
+BOOTSTRAP_RESAMPLES = 2000
+CI_METHOD = "paired percentile bootstrap of per-sample cross-entropy differences"
+LCB_METHOD = "Student-t bound on the Hoeffding projection terms of the U-statistic"
+STEP_RANGE = (1e-4, 1.0)
+"""Line-search steps move W2 by this range of the stage's mean existing W2 norm."""
+
+
+def unbiased_norm_sq(batches: torch.Tensor, confidence: float) -> tuple[float, float]:
+    """(U, one-sided lower bound at `confidence`) of |E g|^2 from per-batch gradients (n, dim)."""
+    n = batches.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 per-batch gradients, got {n}")
+    b = batches.double()
+    gram = b @ b.t()
+    off_diag_rows = gram.sum(dim=1) - gram.diagonal()
+    psi = off_diag_rows / (n - 1)
+    u = float(psi.mean())
+    spread = 2.0 * float(psi.std(unbiased=True)) / math.sqrt(n)
+    lcb = u - float(stats.t.ppf(confidence, n - 1)) * spread
+    return u, lcb
+
+
+def descent_record(grad: PositionGradient, confidence: float) -> dict[str, float | bool | int]:
+    """The `descent` fields that need no model: norms, U, its bound, the condition, cosine."""
+    gt, gv = grad.train.double(), grad.val.double()
+    u, lcb = unbiased_norm_sq(grad.batches, confidence)
+    nt, nv = float(gt.norm()), float(gv.norm())
+    cosine = float(gt @ gv) / (nt * nv) if nt > 0 and nv > 0 else 0.0
+    return {
+        "grad_norm_sq_train": nt**2,
+        "grad_norm_sq_val": nv**2,
+        "grad_norm_sq_unbiased": u,
+        "grad_norm_sq_lcb": lcb,
+        "confidence": confidence,
+        "condition_holds": bool(lcb > 0),
+        "cosine_train_val": cosine,
+        "grad_batches": int(grad.batches.shape[0]),
+        "lcb_method": LCB_METHOD,
+    }
+
+
+@torch.no_grad()
+def per_sample_losses(
+    model: PostNormResNet, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample cross-entropy and 0-1 loss of `model` in eval mode."""
+    was_training = model.training
+    model.eval()
+    losses, errors = [], []
+    for bx, by in zip(torch.split(x, EVAL_CHUNK), torch.split(y, EVAL_CHUNK), strict=True):
+        logits = model(bx)
+        losses.append(F.cross_entropy(logits, by, reduction="none"))
+        errors.append((logits.argmax(dim=1) != by).to(logits.dtype))
+    model.train(was_training)
+    return torch.cat(losses), torch.cat(errors)
+
+
+def risk(model: PostNormResNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cross-entropy of `model` (eval mode) on (x, y)."""
+    return float(per_sample_losses(model, x, y)[0].mean())
+
+
+def jumpboard_model(
+    model: PostNormResNet, position: int, seed: int, gradient: torch.Tensor, step: float
+) -> PostNormResNet:
+    """A copy of `model` expanded at `position` (W1 from `seed`) with W2, b2 = -step * gradient."""
+    expanded = copy.deepcopy(model)
+    block = insert_block(expanded, position, seed)
+    w2 = block.w2
+    nw = w2.weight.numel()
+    with torch.no_grad():
+        w2.weight.copy_(-step * gradient[:nw].view_as(w2.weight))
+        w2.bias.copy_(-step * gradient[nw:].view_as(w2.bias))
+    return expanded
+
+
+def _stage_w2_norm(model: PostNormResNet, position: int) -> float:
+    stage, _ = model.position_to_stage_index(position)
+    norms = [
+        torch.cat([b.w2.weight.reshape(-1), b.w2.bias.reshape(-1)]).detach().norm()
+        for b in model.stages[stage]  # type: ignore[union-attr]
+    ]
+    return float(torch.stack(norms).mean()) if norms else 1.0
+
+
+def line_search_steps(model: PostNormResNet, position: int, grad: torch.Tensor, points: int):
+    """Geometric step sizes t whose moves |t g| span STEP_RANGE x the stage's W2 norm."""
+    gnorm = float(grad.norm())
+    if gnorm == 0.0:
+        return []
+    scale = _stage_w2_norm(model, position) / gnorm
+    lo, hi = STEP_RANGE
+    return [scale * lo * (hi / lo) ** (k / (points - 1)) for k in range(points)]
+
+
+def bootstrap_mean_ci(
+    diffs: torch.Tensor, confidence: float, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """Two-sided percentile bootstrap interval of the mean of paired differences."""
+    gen = torch.Generator().manual_seed(seed)
+    d = diffs.detach().double().cpu()
+    idx = torch.randint(0, d.numel(), (resamples, d.numel()), generator=gen)
+    means = d[idx].mean(dim=1)
+    alpha = (1.0 - confidence) / 2
+    q = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
+    return float(q[0]), float(q[1])
+
+
+def certify(
+    model: PostNormResNet,
+    grad: PositionGradient,
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    confidence: float,
+    line_search_points: int,
+) -> tuple[dict, dict]:
+    """(`descent`, `jumpboard`) records of one candidate insertion (DESIGN.md 5)."""
+    descent = descent_record(grad, confidence)
+    vx, vy = val
+    tx, ty = test
+    base_val, _ = per_sample_losses(model, vx, vy)
+    base_test, base_test_err = per_sample_losses(model, tx, ty)
+    best_step, best_val = 0.0, float(base_val.mean())
+    best_model: PostNormResNet | None = None
+    tried = []
+    for t in line_search_steps(model, grad.position, grad.train, line_search_points):
+        candidate = jumpboard_model(model, grad.position, grad.seed, grad.train, t)
+        v = risk(candidate, vx, vy)
+        tried.append([t, v - float(base_val.mean())])
+        if best_model is None or v < best_val:
+            best_step, best_val, best_model = t, v, candidate
+    inner = float(grad.train.double() @ grad.val.double())
+    descent["step"] = best_step
+    descent["predicted_val_risk_delta"] = -best_step * inner
+    if best_model is None:  # zero gradient: the jumpboard model is the base itself
+        jump = {"step": 0.0, "val_risk_delta": 0.0, "test_risk_delta": 0.0}
+        jump |= {"test_risk_delta_ci": [0.0, 0.0], "test_error_delta": 0.0}
+    else:
+        jt, jt_err = per_sample_losses(best_model, tx, ty)
+        diffs = jt - base_test
+        jump = {
+            "step": best_step,
+            "val_risk_delta": best_val - float(base_val.mean()),
+            "test_risk_delta": float(diffs.mean()),
+            "test_risk_delta_ci": list(bootstrap_mean_ci(diffs, confidence)),
+            "test_error_delta": float((jt_err - base_test_err).mean()),
+        }
+    jump["test_risk_delta_ci_method"] = CI_METHOD
+    jump["line_search"] = tried
+    return descent, jump

@@ -1,0 +1,88 @@
+"""Inserting a zero-initialised residual block into a trained network (DESIGN.md 1.2).
+
+The new block has W2 = 0 (bias 0) and W1 at its usual initialisation from a recorded seed,
+its branch scale set by the model's rule at the new depth; the other blocks are untouched.
+The block goes into `model.stages[s]` and its scale into `model.arch.block_scales[s]`, so a
+checkpoint of the expanded network rebuilds the expanded shape.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from expansion.models import PostNormResNet, ResidualBlock
+
+DRIFT_CHUNK = 2048
+
+
+def _calibrate_batch_norm(block: ResidualBlock) -> None:
+    """Make a fresh batch norm the identity in eval mode (running_var + eps = 1, mean 0)."""
+    norm = block.norm
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
+        with torch.no_grad():
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+
+
+def insert_block(model: PostNormResNet, position: int, seed: int) -> ResidualBlock:
+    """Insert a new block (W2 = 0, W1 from `seed`) before existing block `position`; return it.
+
+    Positions are numbered stage by stage (see `PostNormResNet.position_to_stage_index`).
+    A batch-norm block is calibrated to the identity in eval mode; in train mode it is not.
+    """
+    stage, index = model.position_to_stage_index(position)
+    block = model.new_block(stage, seed)
+    _calibrate_batch_norm(block)
+    block.train(model.training)
+    model.stages[stage].insert(index, block)  # type: ignore[union-attr]
+    model.arch.block_scales[stage].insert(index, float(block.alpha.detach()))
+    return block
+
+
+def remove_block(model: PostNormResNet, position: int) -> ResidualBlock:
+    """Undo `insert_block(model, position, ...)`: take out the block now at `position`."""
+    stage, index = model.position_to_stage_index(position)
+    blocks = model.stages[stage]
+    if index >= len(blocks):  # type: ignore[arg-type]
+        raise ValueError(f"no block at position {position} to remove")
+    block = blocks[index]  # type: ignore[index]
+    del blocks[index]  # type: ignore[arg-type]
+    del model.arch.block_scales[stage][index]
+    return block  # type: ignore[return-value]
+
+
+def expanded_copy(model: PostNormResNet, positions: list[int] | int, seed: int) -> PostNormResNet:
+    """A deep copy of `model` with new blocks inserted (positions refer to the base network).
+
+    Several positions are inserted from the highest down, so each keeps its base meaning.
+    """
+    expanded = copy.deepcopy(model)
+    plist = [positions] if isinstance(positions, int) else list(positions)
+    for p in sorted(plist, reverse=True):
+        insert_block(expanded, p, seed)
+    return expanded
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model(chunk) for chunk in torch.split(x, DRIFT_CHUNK)])
+
+
+def function_drift(
+    base: PostNormResNet, expanded: PostNormResNet, x: torch.Tensor
+) -> dict[str, float]:
+    """Max |logits_expanded - logits_base| over `x`, in eval and in train mode.
+
+    Train mode runs on copies, so batch-norm running statistics of the caller's models are
+    not changed; both models see the same chunks (batch statistics depend on the chunk).
+    """
+    drift: dict[str, float] = {}
+    for mode, training in (("eval", False), ("train", True)):
+        a, b = copy.deepcopy(base), copy.deepcopy(expanded)
+        a.train(training)
+        b.train(training)
+        drift[mode] = float((_logits(b, x) - _logits(a, x)).abs().max())
+    return drift
