@@ -1,0 +1,295 @@
+"""The job queue on SQLite and PostgreSQL: claiming, leases, reclaiming, cancel, completion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from app import queue
+from app.db.models import Artifact, Insertion, Job, Metric
+from app.db.session import session_factory
+from expansion.specs import SpecError
+
+SPEC = {"kind": "train", "data": {"name": "digits"}, "model": {"kind": "mlp", "width": 8}}
+
+
+def _enqueue(url: str, n: int = 1, **kwargs: object) -> list[int]:
+    with session_factory(url)() as session:
+        return [queue.enqueue_job(session, dict(SPEC), **kwargs).id for _ in range(n)]  # type: ignore[arg-type]
+
+
+def _job(url: str, job_id: int) -> Job:
+    with session_factory(url)() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def _expire(url: str, job_id: int) -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    with session_factory(url)() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=past))
+        session.commit()
+
+
+def _record(position: int, seed: int) -> dict[str, object]:
+    return {
+        "position": position,
+        "seed": seed,
+        "depth_before": 2,
+        "depth_after": 3,
+        "function_drift_eval": 0.0,
+        "function_drift_train": 0.0,
+        "descent": {
+            "grad_norm_sq_train": 1.5,
+            "grad_norm_sq_val": 1.2,
+            "grad_norm_sq_unbiased": 1.1 + position,
+            "grad_norm_sq_lcb": float("nan"),
+            "confidence": 0.95,
+            "condition_holds": True,
+            "cosine_train_val": 0.7,
+            "step": 0.1,
+            "predicted_val_risk_delta": -0.11,
+        },
+        "jumpboard": {"step": 0.2, "val_risk_delta": -0.1, "test_risk_delta": -0.09},
+        "realized": {
+            "steps": 10,
+            "base_test_risk": 1.0,
+            "expanded_test_risk": 0.8,
+            "control_test_risk": 0.85,
+            "gain_vs_control": 0.05 * (seed + 1),
+        },
+    }
+
+
+def test_enqueue_validates_and_stores_the_normalized_spec(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url, priority=3, max_attempts=2)
+    job = _job(db_url, job_id)
+    assert (job.status, job.kind, job.priority, job.max_attempts) == ("queued", "train", 3, 2)
+    assert job.spec["model"]["width"] == 8
+    assert job.spec["train"]["epochs"] == 10  # defaults filled in
+    assert job.created_at.tzinfo is not None
+    with session_factory(db_url)() as session, pytest.raises(SpecError) as info:
+        queue.enqueue_job(session, {"kind": "train", "model": {"width": -1}})
+    assert "model.width" in str(info.value)
+
+
+def test_claim_order_is_priority_then_age(db_url: str) -> None:
+    low = _enqueue(db_url, 2, priority=0)
+    high = _enqueue(db_url, 1, priority=5)
+    order = []
+    while (claim := queue.claim_next_job(session_factory(db_url), "w", 30)) is not None:
+        order.append(claim.job_id)
+        assert claim.attempt == 1 and len(claim.lease_token) == 32
+    assert order == [*high, *low]
+    job = _job(db_url, low[0])
+    assert (job.status, job.lease_owner, job.attempts) == ("running", "w", 1)
+
+
+def test_each_claim_gets_its_own_token_and_heartbeat_extends_lease(db_url: str) -> None:
+    _enqueue(db_url, 2)
+    sessions = session_factory(db_url)
+    a = queue.claim_next_job(sessions, "a", 30)
+    b = queue.claim_next_job(sessions, "b", 30)
+    assert a is not None and b is not None and a.lease_token != b.lease_token
+    before = _job(db_url, a.job_id).lease_expires_at
+    assert queue.heartbeat(sessions, a, 0.25, "train", metrics=[(1, "train", "loss", 2.0)])
+    job = _job(db_url, a.job_id)
+    assert job.lease_expires_at is not None and before is not None
+    assert job.lease_expires_at >= before
+    assert (job.progress, job.stage) == (0.25, "train")
+
+
+def test_lost_lease_cannot_write(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    stale = queue.claim_next_job(sessions, "old", 30)
+    assert stale is not None
+    _expire(db_url, job_id)
+    assert queue.reclaim_expired(sessions) == 1
+    assert _job(db_url, job_id).status == "queued"
+    fresh = queue.claim_next_job(sessions, "new", 30)
+    assert fresh is not None and fresh.job_id == job_id and fresh.attempt == 2
+
+    assert not queue.heartbeat(sessions, stale, 0.9, "stale", metrics=[(1, "train", "loss", 9.0)])
+    assert not queue.complete_job(sessions, stale, {"test_risk": 9.0})
+    assert not queue.fail_job(sessions, stale, "stale failure")
+    assert not queue.mark_cancelled(sessions, stale)
+    assert not queue.release_job(sessions, stale)
+    job = _job(db_url, job_id)
+    assert (job.status, job.lease_owner, job.result, job.error) == ("running", "new", None, None)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Metric)) == 0
+
+    assert queue.complete_job(sessions, fresh, {"test_risk": 0.5})
+    assert _job(db_url, job_id).result == {"test_risk": 0.5}
+    assert not queue.complete_job(sessions, fresh, {"test_risk": 0.1})  # already finished
+
+
+def test_expired_leases_requeue_then_fail_at_the_cap(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url, max_attempts=2)
+    sessions = session_factory(db_url)
+    for attempt in (1, 2):
+        claim = queue.claim_next_job(sessions, f"w{attempt}", 30)
+        assert claim is not None and claim.attempt == attempt
+        assert queue.reclaim_expired(sessions) == 0  # lease still valid
+        _expire(db_url, job_id)
+        assert queue.reclaim_expired(sessions) == 1
+    job = _job(db_url, job_id)
+    assert job.status == "failed"
+    assert job.error is not None and "attempt 2 of 2" in job.error
+    assert job.finished_at is not None
+    assert queue.claim_next_job(sessions, "w3", 30) is None
+
+
+def test_cancel_queued_job_never_starts(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url)
+    with session_factory(db_url)() as session:
+        job = queue.cancel_job(session, job_id)
+        assert job.status == "cancelled" and job.finished_at is not None
+        with pytest.raises(queue.JobNotFound):
+            queue.cancel_job(session, job_id + 1000)
+    assert queue.claim_next_job(session_factory(db_url), "w", 30) is None
+
+
+def test_cancel_running_job_flags_it_for_its_worker(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    with sessions() as session:
+        job = queue.cancel_job(session, job_id)
+        assert (job.status, job.cancel_requested) == ("running", True)
+    assert not claim.cancel_requested
+    assert queue.heartbeat(sessions, claim, None, None)
+    assert claim.cancel_requested
+    assert queue.mark_cancelled(sessions, claim)
+    job = _job(db_url, job_id)
+    assert (job.status, job.cancel_requested) == ("cancelled", False)
+    with sessions() as session:  # cancelling a finished job changes nothing
+        assert queue.cancel_job(session, job_id).status == "cancelled"
+
+
+def test_cancel_of_lost_running_job_settles_on_reclaim(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    assert queue.claim_next_job(sessions, "w", 30) is not None
+    with sessions() as session:
+        queue.cancel_job(session, job_id)
+    _expire(db_url, job_id)
+    assert queue.reclaim_expired(sessions) == 1
+    assert _job(db_url, job_id).status == "cancelled"
+
+
+def test_release_hands_the_job_back_without_counting_the_attempt(db_url: str) -> None:
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    assert queue.release_job(sessions, claim)
+    job = _job(db_url, job_id)
+    assert (job.status, job.attempts, job.lease_token) == ("queued", 0, None)
+
+
+def test_completion_replaces_rows_of_an_earlier_attempt(db_url: str, tmp_path: Path) -> None:
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    first = queue.claim_next_job(sessions, "w1", 30)
+    assert first is not None
+    assert queue.heartbeat(sessions, first, 0.5, "train", metrics=[(1, "train", "loss", 3.0)])
+    _expire(db_url, job_id)
+    queue.reclaim_expired(sessions)
+    second = queue.claim_next_job(sessions, "w2", 30)
+    assert second is not None
+    (tmp_path / "base.ckpt").write_bytes(b"weights")
+    (tmp_path / "result.json").write_text("{}")
+    records = [_record(p, s) for p in (0, 2) for s in (0, 1)]
+    result = {
+        "kind": "expand",
+        "test_risk": 0.7,
+        "test_error": float("nan"),
+        "curves": {"train/loss": [[1, 2.0], [2, 1.5]], "val/accuracy": [[2, 0.5]]},
+        "artifacts": ["base.ckpt", "missing.ckpt"],
+        "insertions": records,
+    }
+    assert queue.complete_job(sessions, second, result, job_dir=tmp_path)
+    job = _job(db_url, job_id)
+    assert job.status == "succeeded" and job.progress == 1.0
+    assert job.result is not None and "curves" not in job.result and "insertions" not in job.result
+    assert job.result["test_risk"] == 0.7 and job.result["test_error"] is None
+    with sessions() as session:
+        metrics = session.execute(
+            select(Metric.attempt, Metric.step, Metric.split, Metric.name, Metric.value)
+            .where(Metric.job_id == job_id)
+            .order_by(Metric.split, Metric.step)
+        ).all()
+        assert [tuple(m) for m in metrics] == [
+            (2, 1, "train", "loss", 2.0),
+            (2, 2, "train", "loss", 1.5),
+            (2, 2, "val", "accuracy", 0.5),
+        ]
+        rows = session.scalars(select(Insertion).order_by(Insertion.position, Insertion.seed)).all()
+        assert [(r.position, r.seed) for r in rows] == [(0, 0), (0, 1), (2, 0), (2, 1)]
+        assert rows[2].grad_norm_sq_unbiased == pytest.approx(3.1)
+        assert rows[3].gain_vs_control == pytest.approx(0.1)
+        assert rows[0].condition_holds is True and rows[0].grad_norm_sq_lcb is None
+        assert rows[0].record["descent"]["grad_norm_sq_lcb"] is None
+        artifacts = {a.name: a for a in session.scalars(select(Artifact))}
+        assert set(artifacts) == {"base.ckpt", "result.json"}
+        assert artifacts["base.ckpt"].size == 7
+        assert artifacts["base.ckpt"].sha256 == hashlib.sha256(b"weights").hexdigest()
+        assert artifacts["base.ckpt"].path == "base.ckpt"
+
+
+def test_metrics_store_non_finite_values_as_null(db_url: str) -> None:
+    _enqueue(db_url)
+    sessions = session_factory(db_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    points = [(1, "train", "loss", float("nan")), (2, "train", "loss", 1.0)]
+    assert queue.fail_job(sessions, claim, "FloatingPointError: loss is nan", metrics=points)
+    with sessions() as session:
+        values = session.scalars(select(Metric.value).order_by(Metric.step)).all()
+    assert values[0] is None and values[1] == 1.0 and not math.isnan(values[1])
+
+
+def _claim_all(url: str, claimers: int) -> list[int]:
+    sessions = session_factory(url)
+    claimed: list[list[int]] = [[] for _ in range(claimers)]
+    barrier = threading.Barrier(claimers)
+
+    def claim_until_empty(index: int) -> None:
+        barrier.wait()
+        while (claim := queue.claim_next_job(sessions, f"w{index}", 60)) is not None:
+            claimed[index].append(claim.job_id)
+
+    threads = [threading.Thread(target=claim_until_empty, args=(i,)) for i in range(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert sum(1 for c in claimed if c) > 1, "the claimers did not run concurrently"
+    return [job_id for c in claimed for job_id in c]
+
+
+@pytest.mark.postgres
+def test_concurrent_claimers_claim_every_job_exactly_once_postgres(postgres_url: str) -> None:
+    ids = _enqueue(postgres_url, 200)
+    claimed = _claim_all(postgres_url, 8)
+    assert sorted(claimed) == sorted(ids)
+    with session_factory(postgres_url)() as session:
+        assert session.scalar(select(func.max(Job.attempts))) == 1
+        assert session.scalar(select(func.count()).where(Job.status == "running")) == 200
+
+
+def test_concurrent_claimers_claim_every_job_exactly_once_sqlite(sqlite_url: str) -> None:
+    ids = _enqueue(sqlite_url, 60)
+    claimed = _claim_all(sqlite_url, 4)
+    assert sorted(claimed) == sorted(ids)
