@@ -182,6 +182,10 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
         },
     ]
     positions = sorted({r["position"] for r in rows})
+    # Symmetric ranges put both zeros at mid-height, so a point above the line means a gain
+    # on either axis.
+    certified_extent = _extent(data[0]["y"], data[0]["error_y"])
+    realized_extent = _extent(data[1]["y"], data[1]["error_y"])
     layout = _layout(
         "Insertion positions: certificate next to realized gain",
         "insertion position (0 = after the stem)",
@@ -193,13 +197,28 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
             "zeroline": True,
             "zerolinecolor": "#bbb",
             "tickfont": {"color": REALIZED_COLOR},
+            "range": [-realized_extent, realized_extent],
+            "showgrid": False,
         },
+    )
+    layout["yaxis"].update(
+        {"range": [-certified_extent, certified_extent], "zeroline": True, "zerolinecolor": "#bbb"}
     )
     layout["yaxis"]["title"]["font"] = {"color": CERTIFIED_COLOR}
     layout["yaxis"]["tickfont"] = {"color": CERTIFIED_COLOR}
     layout["xaxis"].update({"tickmode": "array", "tickvals": positions, "dtick": 1})
     layout["margin"]["r"] = 75
     return Chart(element_id, data, layout, empty_message="No insertion positions in this result.")
+
+
+def _extent(values: Sequence[float], error: Mapping[str, Any]) -> float:
+    """Half-height of a symmetric axis range that shows every value with its error bar."""
+    reach = [
+        max(abs(v + plus), abs(v - minus))
+        for v, plus, minus in zip(values, error["array"], error["arrayminus"], strict=True)
+    ]
+    top = max(reach, default=0.0)
+    return 1.12 * top if top > 0 else 1.0
 
 
 def _ci_side(row: Mapping[str, Any], side: int) -> float | None:
@@ -243,5 +262,6 @@ def scatter_chart(element_id: str, points: Sequence[Mapping[str, Any]]) -> Chart
         "realized gain vs control (nats, paired CI)",
         height=440,
     )
-    layout["yaxis"].update({"zeroline": True, "zerolinecolor": "#999"})
+    for axis in ("xaxis", "yaxis"):
+        layout[axis].update({"zeroline": True, "zerolinecolor": "#999"})
     return Chart(element_id, data, layout, empty_message="No measured insertions yet.")
