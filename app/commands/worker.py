@@ -1,0 +1,67 @@
+"""`jumpboard worker [--devices 0,1] [--once] [--poll-seconds S] [--database-url URL]`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from app.cli import CliError
+
+
+def register(subparsers: Any) -> None:
+    """Add the `worker` subcommand."""
+    parser = subparsers.add_parser(
+        "worker", help="claim queued jobs and run them (one forked process per job)"
+    )
+    parser.add_argument(
+        "--devices",
+        default=None,
+        help="GPU indices the jobs may use, e.g. 0,1 (default: JUMPBOARD_WORKER_DEVICES)",
+    )
+    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    parser.add_argument(
+        "--exit-when-idle", action="store_true", help="exit as soon as the queue is empty"
+    )
+    parser.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="wait between claims when idle"
+    )
+    parser.add_argument("--database-url", default=None, help="database URL")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the worker loop in this process until stopped (SIGTERM once: finish; twice: hand
+    the running job back)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db.migrate import current_revision, head_revision
+    from app.settings import SettingsError, load_settings
+
+    if args.poll_seconds <= 0:
+        raise CliError(f"--poll-seconds must be positive (got {args.poll_seconds})")
+    overrides: dict[str, object] = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    if args.devices is not None:
+        overrides["worker_devices"] = args.devices
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        revision = current_revision(settings.database_url)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError(f"cannot reach the database: {reason}") from None
+    if revision != head_revision():
+        raise CliError(
+            f"database schema is at {revision or 'base (empty)'}, not {head_revision()}: "
+            "run `jumpboard db upgrade` first"
+        )
+
+    from app.worker import Worker
+
+    worker = Worker(settings, poll_seconds=args.poll_seconds)
+    worker.install_signal_handlers()
+    worker.run(max_jobs=1 if args.once else None, exit_when_idle=args.exit_when_idle or args.once)
+    return 0

@@ -1,0 +1,354 @@
+"""The worker: claims jobs from the queue and runs each in a forked child process.
+
+The parent imports the science stack once (`expansion.experiments`, i.e. torch and lightning)
+but never initializes CUDA; each job runs in a child forked after those imports, pinned to the
+worker's GPUs through `CUDA_VISIBLE_DEVICES`. The parent heartbeats the lease, writes progress
+and metrics in lease-guarded batches, watches for cancel requests, and turns every way a child
+can end (result, exception, NaN loss, out of memory, crash) into the job's final state, so one
+bad job never takes the worker down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import queue
+from app.db.session import session_factory
+from app.settings import Settings
+from app.worker_child import child_main, run_experiment_runner
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[..., dict[str, Any]]
+"""`runner(spec, out_dir, reporter, *, data_dir) -> result`, like `run_experiment`."""
+
+
+@dataclass
+class JobOutcome:
+    """How one job run ended, as seen by the parent."""
+
+    status: str
+    """`succeeded`, `failed`, `cancelled`, `released` (handed back) or `lost` (lease lost)."""
+    reason: str = ""
+    recorded: bool = True
+    """False when the final write was refused because the lease was lost."""
+
+
+@dataclass
+class _Supervision:
+    """Mutable state of the parent while one child runs."""
+
+    progress: float | None = None
+    stage: str | None = None
+    message: str | None = None
+    metrics: list[queue.MetricPoint] = field(default_factory=list)
+    final: tuple[Any, ...] | None = None
+    stop_sent_at: float | None = None
+    stop_cause: str | None = None
+
+
+def _signal_name(exitcode: int) -> str:
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def crash_reason(exitcode: int | None) -> str:
+    """Why a child that sent no outcome ended, from its exit code."""
+    if exitcode is None:
+        return "job process did not exit"
+    if exitcode < 0:
+        name = _signal_name(exitcode)
+        hint = " (out of memory or killed)" if name == "SIGKILL" else ""
+        return f"job process was killed by {name}{hint} before reporting a result"
+    hint = " (out of memory or killed)" if exitcode == 137 else ""
+    return f"job process exited with code {exitcode}{hint} before reporting a result"
+
+
+class Worker:
+    """One worker: a claim -> run -> complete/fail loop over a database, one job at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runner: Runner | None = None,
+        devices: str | None = None,
+        poll_seconds: float = 2.0,
+        worker_id: str | None = None,
+        stop_grace_seconds: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.devices = settings.worker_devices if devices is None else devices.strip()
+        self.runner: Runner = runner or run_experiment_runner
+        self.poll_seconds = poll_seconds
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop_grace_seconds = (
+            settings.heartbeat_seconds if stop_grace_seconds is None else stop_grace_seconds
+        )
+        self.sessions: sessionmaker[Session] = session_factory(settings.database_url)
+        self._stop_claiming = threading.Event()
+        self._hand_back = threading.Event()
+        self.outcomes: list[tuple[int, JobOutcome]] = []
+        if runner is None:
+            # Pay for torch/lightning once here, so every forked job starts warm.
+            import expansion.experiments  # noqa: F401
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, hand_back: bool = False) -> None:
+        """Stop claiming; with `hand_back`, also stop the running job and requeue it."""
+        self._stop_claiming.set()
+        if hand_back:
+            self._hand_back.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT once: finish the running job, then exit; twice: hand it back now."""
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            if self._stop_claiming.is_set():
+                log.warning("second %s: handing the running job back", signal.strsignal(signum))
+                self.request_stop(hand_back=True)
+            else:
+                log.warning(
+                    "%s: finishing the running job, then exiting (again to hand it back)",
+                    signal.strsignal(signum),
+                )
+                self.request_stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, *, max_jobs: int | None = None, exit_when_idle: bool = False) -> int:
+        """Run jobs until stopped (or `max_jobs` ran, or the queue is empty with
+        `exit_when_idle`); returns how many jobs ran."""
+        queue.register_worker(
+            self.sessions, self.worker_id, socket.gethostname(), os.getpid(), self.devices
+        )
+        log.info("worker %s started (devices %r)", self.worker_id, self.devices or "default")
+        ran = 0
+        try:
+            while not self._stop_claiming.is_set() and (max_jobs is None or ran < max_jobs):
+                try:
+                    queue.reclaim_expired(self.sessions)
+                    claim = queue.claim_next_job(
+                        self.sessions, self.worker_id, self.settings.lease_seconds
+                    )
+                except SQLAlchemyError as exc:
+                    log.error("database unavailable (%s); retrying", exc.__class__.__name__)
+                    self._stop_claiming.wait(self.poll_seconds)
+                    continue
+                if claim is None:
+                    if exit_when_idle:
+                        break
+                    self._stop_claiming.wait(self.poll_seconds)
+                    continue
+                ran += 1
+                self._touch(claim.job_id)
+                outcome = self.run_claimed(claim)
+                self.outcomes.append((claim.job_id, outcome))
+                self._touch(None)
+        finally:
+            try:
+                queue.unregister_worker(self.sessions, self.worker_id)
+            except SQLAlchemyError:
+                log.warning("could not unregister worker %s", self.worker_id)
+            log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
+        return ran
+
+    def _touch(self, job_id: int | None) -> None:
+        try:
+            queue.touch_worker(self.sessions, self.worker_id, job_id)
+        except SQLAlchemyError:
+            log.warning("could not update worker row")
+
+    # ------------------------------------------------------------------ one job
+
+    def run_claimed(self, claim: queue.ClaimedJob) -> JobOutcome:
+        """Run one claimed job in a forked child and record how it ended."""
+        out_dir = self.settings.job_dir(claim.job_id)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)  # files of an earlier, abandoned attempt
+        out_dir.mkdir(parents=True)
+        ctx = multiprocessing.get_context("fork")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=child_main,
+            args=(
+                child_conn,
+                self.runner,
+                claim.spec,
+                out_dir,
+                self.settings.data_dir,
+                self.devices,
+            ),
+            name=f"jumpboard-job-{claim.job_id}",
+        )
+        process.start()
+        child_conn.close()
+        log.info("job %s running in process %s", claim.job_id, process.pid)
+        try:
+            state = self._supervise(claim, process, parent_conn)
+        finally:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+            parent_conn.close()
+        return self._record(claim, state, process.exitcode, out_dir)
+
+    def _supervise(
+        self,
+        claim: queue.ClaimedJob,
+        process: multiprocessing.process.BaseProcess,
+        conn: Any,
+    ) -> _Supervision:
+        state = _Supervision()
+        flush_every = min(self.settings.metrics_flush_seconds, self.settings.heartbeat_seconds)
+        next_flush = time.monotonic() + flush_every
+        while True:
+            self._drain(conn, state, wait=0.2)
+            if state.final is not None:
+                return state
+            if not process.is_alive():
+                self._drain(conn, state, wait=0.0)
+                return state
+            now = time.monotonic()
+            if self._hand_back.is_set() and state.stop_cause is None:
+                self._send_stop(conn, state, "released")
+            if now >= next_flush and state.stop_cause != "lost":
+                next_flush = now + flush_every
+                self._flush(claim, state, conn)
+            sent = state.stop_sent_at
+            if sent is not None and now - sent > self.stop_grace_seconds:
+                log.warning("job %s did not stop in time; killing its process", claim.job_id)
+                process.kill()
+                process.join(5)
+                self._drain(conn, state, wait=0.0)
+                return state
+
+    def _flush(self, claim: queue.ClaimedJob, state: _Supervision, conn: Any) -> None:
+        try:
+            held = queue.heartbeat(
+                self.sessions,
+                claim,
+                state.progress,
+                state.stage,
+                message=state.message,
+                metrics=state.metrics,
+            )
+        except SQLAlchemyError as exc:
+            # Keep the points; the lease survives until it expires, the next flush may work.
+            log.error("job %s: heartbeat failed (%s)", claim.job_id, exc.__class__.__name__)
+            return
+        state.metrics = []
+        if not held:
+            self._send_stop(conn, state, "lost")
+        elif claim.cancel_requested and state.stop_cause is None:
+            log.info("job %s: cancel requested; stopping it", claim.job_id)
+            self._send_stop(conn, state, "cancelled")
+
+    @staticmethod
+    def _send_stop(conn: Any, state: _Supervision, cause: str) -> None:
+        state.stop_cause = cause
+        if state.stop_sent_at is None:
+            state.stop_sent_at = time.monotonic()
+        with contextlib.suppress(OSError):
+            conn.send(("stop",))
+
+    @staticmethod
+    def _drain(conn: Any, state: _Supervision, wait: float) -> None:
+        try:
+            ready = conn.poll(wait)
+            while ready:
+                message = conn.recv()
+                tag = message[0]
+                if tag == "progress":
+                    state.progress, state.stage, state.message = message[1:4]
+                elif tag == "metric":
+                    state.metrics.append(tuple(message[1:5]))
+                else:
+                    state.final = message
+                    return
+                ready = conn.poll(0)
+        except (EOFError, OSError):
+            return
+
+    def _record(
+        self, claim: queue.ClaimedJob, state: _Supervision, exitcode: int | None, out_dir: Path
+    ) -> JobOutcome:
+        final = state.final
+        cause = state.stop_cause
+        if cause == "lost":
+            log.warning("job %s: lease lost; its results are discarded", claim.job_id)
+            return JobOutcome("lost", "lease lost", recorded=False)
+        tag = final[0] if final else None
+        if tag == "done":
+            ok = queue.complete_job(
+                self.sessions, claim, final[1], job_dir=out_dir, metrics=state.metrics
+            )
+            return JobOutcome("succeeded", recorded=ok)
+        if cause == "released":
+            ok = queue.release_job(self.sessions, claim)
+            return JobOutcome("released", "worker shutting down", recorded=ok)
+        if cause == "cancelled":
+            ok = queue.mark_cancelled(self.sessions, claim, metrics=state.metrics)
+            return JobOutcome("cancelled", "cancel requested", recorded=ok)
+        if tag == "error":
+            reason, trace = final[1], final[2]
+            error = f"{reason}\n\n{trace}".strip() if trace else reason
+        elif tag == "stopped":
+            reason = error = f"stopped unexpectedly: {final[1]}"
+        else:
+            reason = error = crash_reason(exitcode)
+        log.warning("job %s failed: %s", claim.job_id, reason)
+        ok = queue.fail_job(self.sessions, claim, error, metrics=state.metrics)
+        return JobOutcome("failed", reason, recorded=ok)
+
+
+@dataclass
+class InProcessWorker:
+    """Handle of a worker loop running in a background thread of this process."""
+
+    worker: Worker
+    thread: threading.Thread
+
+    def stop(self, timeout: float | None = 30.0, hand_back: bool = True) -> None:
+        """Stop claiming; hand the running job back (default) or let it finish; wait."""
+        self.worker.request_stop(hand_back=hand_back)
+        self.thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the loop runs."""
+        return self.thread.is_alive()
+
+
+def start_in_process_worker(
+    settings: Settings, *, runner: Runner | None = None, poll_seconds: float = 1.0
+) -> InProcessWorker:
+    """Run the worker loop in a daemon thread of this process (the embedded `serve` default);
+    jobs still run in forked children."""
+    worker = Worker(settings, runner=runner, poll_seconds=poll_seconds)
+    thread = threading.Thread(target=worker.run, name="jumpboard-worker", daemon=True)
+    thread.start()
+    return InProcessWorker(worker, thread)
