@@ -1,0 +1,96 @@
+"""Insertion of a zero block: exact identity for parameter-free norms, measured drift otherwise."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from expansion.insertion import expanded_copy, function_drift, insert_block, remove_block
+from expansion.models import PostNormResNet, build_model
+from expansion.specs import DataSpec, ModelSpec
+
+KINDS = {"mlp": "mnist1d", "conv1d": "mnist1d", "conv2d": "digits"}
+
+
+def tiny_model(kind: str, norm: str = "layer", scaling: str = "inv_sqrt_depth") -> PostNormResNet:
+    """A small network whose existing blocks all have non-zero branches."""
+    spec = ModelSpec(
+        kind=kind,
+        width=8,
+        depth=2,
+        stages=2 if kind == "conv2d" else 1,
+        norm=norm,
+        groups=4,
+        kernel_size=3,
+        scaling=scaling,
+    )
+    return build_model(spec, DataSpec(name=KINDS[kind]), seed=0)
+
+
+def inputs(model: PostNormResNet, n: int = 48, seed: int = 0) -> torch.Tensor:
+    """Gaussian inputs in the model's input shape."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *model.arch.in_shape, generator=gen)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_parameter_free_insertion_preserves_the_function(kind: str, norm: str) -> None:
+    base = tiny_model(kind, norm)
+    x = inputs(base)
+    for position in range(base.num_positions):
+        expanded = expanded_copy(base, position, seed=3)
+        drift = function_drift(base, expanded, x)
+        assert drift["eval"] <= 1e-5, (position, drift)
+        assert drift["train"] <= 1e-5, (position, drift)
+        assert expanded.total_blocks == base.total_blocks + 1
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_insert_block_updates_stage_and_architecture(kind: str) -> None:
+    model = tiny_model(kind)
+    before = [copy.deepcopy(b.state_dict()) for b in model.blocks()]
+    old_blocks = model.blocks()
+    position = model.num_positions - 1  # after the last block of the last stage
+    stage, index = model.position_to_stage_index(position)
+    block = insert_block(model, position, seed=11)
+    assert model.stages[stage][index] is block
+    assert model.arch.depths[stage] == len(model.stages[stage])
+    assert model.arch.block_scales[stage][index] == pytest.approx(float(block.alpha))
+    assert float(block.alpha) == pytest.approx(1 / model.total_blocks**0.5)
+    assert torch.count_nonzero(block.w2.weight) == 0 and torch.count_nonzero(block.w2.bias) == 0
+    assert torch.count_nonzero(block.w1.weight) > 0
+    reference = model.new_block(stage, 11)  # same seed -> same W1
+    assert torch.equal(block.w1.weight, reference.w1.weight)
+    for old, state in zip(old_blocks, before, strict=True):  # others untouched, not rescaled
+        for name, value in old.state_dict().items():
+            assert torch.equal(value, state[name])
+    removed = remove_block(model, position)
+    assert removed is block and model.blocks() == old_blocks
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_batch_norm_drift_is_measured_and_caller_stats_untouched(kind: str) -> None:
+    base = tiny_model(kind, "batch")
+    x = inputs(base)
+    base.train()
+    for _ in range(3):  # running statistics away from their initial values
+        base(inputs(base, seed=1) * 2 + 1)
+    base.eval()
+    expanded = expanded_copy(base, 1, seed=0)
+    stats_before = [t.clone() for t in expanded.buffers()]
+    drift = function_drift(base, expanded, x)
+    assert set(drift) == {"eval", "train"}
+    assert drift["eval"] <= 1e-4  # the new norm is calibrated to the identity in eval mode
+    assert drift["train"] > drift["eval"]  # batch statistics are not an identity
+    for before, after in zip(stats_before, expanded.buffers(), strict=True):
+        assert torch.equal(before, after)
+    assert not expanded.training
+
+
+def test_out_of_range_position_is_a_clear_error() -> None:
+    model = tiny_model("conv1d")
+    with pytest.raises(ValueError, match="out of range"):
+        insert_block(model, model.num_positions, seed=0)
