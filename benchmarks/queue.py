@@ -1,0 +1,335 @@
+"""Queue benchmark: claim throughput and latency on PostgreSQL, and job start latency.
+
+1. Claims: N queued jobs in a fresh PostgreSQL database, drained by 1, 4 and 16 concurrent
+   claimers (threads, one connection each); throughput (claims/s) and per-claim latency
+   p50/p99, with ratios against the single claimer.
+2. Job start: claim to the first training step of a tiny real job, with the worker's forked
+   child (torch/lightning imported once in the parent) against starting a fresh interpreter
+   for the job (`python -c "import expansion.experiments; ..."`), ratio fresh / forked.
+
+Usage: .venv/bin/python benchmarks/queue.py [--jobs 1000] [--repeats 5]
+       [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the standard library's `queue`, which torch and multiprocessing
+# import: keep its folder off the import path.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import importlib.util
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+
+from app import queue
+from app.db.migrate import upgrade
+from app.db.models import Job, utcnow
+from app.db.session import forget_engine, session_factory
+from app.settings import Settings
+from expansion.progress import ProgressReporter, StopRequested
+
+TINY_SPEC = {
+    "kind": "train",
+    "data": {"name": "digits"},
+    "model": {"kind": "mlp", "width": 16, "depth": 1},
+    "train": {"epochs": 1, "accelerator": "cpu"},
+}
+HAS_EXPERIMENTS = importlib.util.find_spec("expansion.experiments") is not None
+PRELOAD = "expansion.experiments" if HAS_EXPERIMENTS else "lightning"
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _admin(url: str, statement: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
+    """Drain `jobs` queued jobs with `claimers` threads; throughput and latency figures."""
+    name = f"jb_bench_{uuid.uuid4().hex[:10]}"
+    _admin(admin_url, f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        sessions = session_factory(url)
+        now = utcnow()
+        rows = [
+            {
+                "name": "",
+                "kind": "train",
+                "spec": TINY_SPEC,
+                "status": "queued",
+                "priority": i % 3,
+                "attempts": 0,
+                "max_attempts": 3,
+                "progress": 0.0,
+                "stage": "queued",
+                "message": "",
+                "cancel_requested": False,
+                "created_at": now,
+            }
+            for i in range(jobs)
+        ]
+        with sessions() as session:
+            session.execute(insert(Job), rows)
+            session.commit()
+        latencies: list[list[float]] = [[] for _ in range(claimers)]
+        barrier = threading.Barrier(claimers + 1)
+
+        def drain(index: int) -> None:
+            barrier.wait()
+            while True:
+                t0 = time.perf_counter()
+                claim = queue.claim_next_job(sessions, f"bench{index}", 60)
+                if claim is None:
+                    return
+                latencies[index].append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=drain, args=(i,)) for i in range(claimers)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        flat = [v for per in latencies for v in per]
+        assert len(flat) == jobs, f"claimed {len(flat)} of {jobs}"
+        return {
+            "claimers": claimers,
+            "throughput": jobs / elapsed,
+            "p50_ms": 1000 * _percentile(flat, 0.50),
+            "p99_ms": 1000 * _percentile(flat, 0.99),
+        }
+    finally:
+        forget_engine(url)
+        _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------- job start
+
+
+class FirstStepReporter:
+    """Writes the wall time of the first metric (first training step) and then stops the job."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = False
+
+    def progress(self, fraction: float, stage: str, message: str = "") -> None:
+        """Ignore progress."""
+
+    def metric(self, step: int, split: str, name: str, value: float) -> None:
+        """Record the first training metric's time."""
+        if not self.seen and split == "train":
+            self.seen = True
+            self.path.write_text(repr(time.time()))
+
+    def should_stop(self) -> bool:
+        """Stop as soon as the first step was seen (the rest is not what we measure)."""
+        return self.seen
+
+
+def first_step_runner(
+    spec: dict[str, Any], out_dir: Path, reporter: ProgressReporter, *, data_dir: Path | None
+) -> dict[str, Any]:
+    """Runs the job until its first training step, noting that step's time in out_dir."""
+    marker = FirstStepReporter(out_dir / "first_step")
+    try:
+        if HAS_EXPERIMENTS:
+            from expansion.experiments import run_experiment
+
+            run_experiment(spec, out_dir, marker, data_dir=data_dir)
+        else:
+            lightning_first_step(marker)
+    except StopRequested:
+        pass
+    return {"kind": "train", "first_step": float(marker.path.read_text())}
+
+
+STANDIN_SOURCE = """
+def lightning_first_step(reporter):
+    # Stand-in while expansion.experiments is missing: one optimizer step of a tiny MLP.
+    import lightning
+    import torch
+    from expansion.progress import StopRequested
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    opt = torch.optim.AdamW(model.parameters())
+    x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    reporter.metric(1, "train", "loss", loss.item())
+    raise StopRequested("first step done")
+"""
+_standin: dict[str, Any] = {}
+exec(STANDIN_SOURCE, _standin)
+lightning_first_step = _standin["lightning_first_step"]
+
+
+FRESH_CODE = """
+import sys, time
+from pathlib import Path
+import {preload}
+from expansion.progress import StopRequested
+
+class FirstStep:
+    seen = False
+    def progress(self, fraction, stage, message=""):
+        pass
+    def metric(self, step, split, name, value):
+        if not self.seen and split == "train":
+            self.seen = True
+            Path(sys.argv[1], "first_step").write_text(repr(time.time()))
+    def should_stop(self):
+        return self.seen
+
+try:
+    {call}
+except StopRequested:
+    pass
+"""
+FRESH_CALL_EXPERIMENT = (
+    "expansion.experiments.run_experiment({spec!r}, Path(sys.argv[1]), FirstStep(), "
+    "data_dir=Path(sys.argv[2]))"
+)
+
+
+def bench_start_forked(url: str, work: Path, repeats: int) -> list[float]:
+    """Claim-to-first-step seconds of jobs run by the worker's forked child."""
+    from app.worker import Worker
+
+    importlib.import_module(PRELOAD)
+    settings = Settings(
+        database_url=url,
+        artifact_dir=work / "artifacts",
+        data_dir=work / "data",
+        lease_seconds=60,
+        heartbeat_seconds=1,
+    )
+    worker = Worker(settings, runner=first_step_runner, poll_seconds=0.1)
+    sessions = session_factory(url)
+    out = []
+    for _ in range(repeats):
+        with sessions() as session:
+            job_id = queue.enqueue_job(session, dict(TINY_SPEC)).id
+        worker.run(max_jobs=1)
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None and job.status == "succeeded", job and job.error
+            assert job.started_at is not None and job.result is not None
+            out.append(job.result["first_step"] - job.started_at.timestamp())
+    return out
+
+
+def bench_start_fresh(work: Path, repeats: int) -> list[float]:
+    """Seconds from launching a fresh interpreter for a job to its first training step."""
+    if HAS_EXPERIMENTS:
+        call = FRESH_CALL_EXPERIMENT.format(spec=TINY_SPEC)
+    else:
+        call = f"exec({STANDIN_SOURCE!r}); lightning_first_step(FirstStep())"
+    code = FRESH_CODE.format(preload=PRELOAD, call=call)
+    out = []
+    for i in range(repeats):
+        out_dir = work / f"fresh{i}"
+        out_dir.mkdir()
+        t0 = time.time()
+        subprocess.run([sys.executable, "-c", code, str(out_dir), str(work / "data")], check=True)
+        out.append(float((out_dir / "first_step").read_text()) - t0)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    mem = ""
+    if Path("/proc/meminfo").is_file():
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 2**20:.0f} GiB"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores{mem}, Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    """Run both benchmarks and print their tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    pg_version = ""
+    engine = create_engine(args.postgres_url)
+    with engine.connect() as conn:
+        pg_version = conn.execute(text("SHOW server_version")).scalar_one()
+    engine.dispose()
+    print(f"PostgreSQL {pg_version}; {args.jobs} jobs per run\n")
+
+    print("| claimers | claims/s | vs 1 claimer | p50 latency (ms) | p99 latency (ms) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    base = None
+    for claimers in (1, 4, 16):
+        r = bench_claims(args.postgres_url, args.jobs, claimers)
+        base = base or r["throughput"]
+        print(
+            f"| {claimers} | {r['throughput']:.0f} | {r['throughput'] / base:.2f}x "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+        )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        name = f"jb_bench_{uuid.uuid4().hex[:10]}"
+        _admin(args.postgres_url, f'CREATE DATABASE "{name}"')
+        url = make_url(args.postgres_url).set(database=name).render_as_string(False)
+        try:
+            upgrade(url)
+            fresh = bench_start_fresh(work, args.repeats)
+            forked = bench_start_forked(url, work, args.repeats)
+        finally:
+            forget_engine(url)
+            _admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    runner = "run_experiment" if HAS_EXPERIMENTS else "stand-in lightning step"
+    print(f"\njob start, claim to first training step ({runner}, {args.repeats} runs each):\n")
+    print("| start | median (s) | min (s) | max (s) | vs forked |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    fork_med = statistics.median(forked)
+    for label, values in (("forked child (worker)", forked), ("fresh interpreter", fresh)):
+        med = statistics.median(values)
+        print(
+            f"| {label} | {med:.3f} | {min(values):.3f} | {max(values):.3f} "
+            f"| {med / fork_med:.1f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
