@@ -214,7 +214,16 @@ class Worker:
                 process.kill()
             process.join(5)
             parent_conn.close()
-        return self._record(claim, state, process.exitcode, out_dir)
+        try:
+            return self._record(claim, state, process.exitcode, out_dir)
+        except Exception as exc:  # a result the database refuses must not stop the worker
+            log.exception("job %s: could not record its outcome", claim.job_id)
+            reason = f"could not store the job's outcome: {type(exc).__name__}: {exc}"
+            try:
+                ok = queue.fail_job(self.sessions, claim, reason)
+            except SQLAlchemyError:
+                ok = False
+            return JobOutcome("failed", reason, recorded=ok)
 
     def _supervise(
         self,

@@ -224,3 +224,27 @@ def test_real_tiny_job_end_to_end(sqlite_url: str, tmp_path: Path) -> None:
         names = set(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
         assert "result.json" in names
         assert not session.scalars(select(Insertion)).first()
+
+
+def duplicate_records_runner(
+    spec: dict[str, Any], out_dir: Path, reporter: ProgressReporter, *, data_dir: Path | None
+) -> dict[str, Any]:
+    """Returns two insertion records with the same (position, seed): the store refuses them."""
+    if spec["name"] == "ok":
+        return scripted_runner(spec, out_dir, reporter, data_dir=data_dir)
+    record = {"position": 0, "seed": 0, "descent": {}, "realized": {}}
+    return {"kind": "expand", "test_risk": 0.1, "insertions": [record, dict(record)]}
+
+
+def test_result_the_database_refuses_fails_the_job_not_the_worker(
+    db_url: str, tmp_path: Path
+) -> None:
+    bad, ok = _enqueue(db_url, "duplicate", "ok")
+    worker = JobWorker(
+        _settings(db_url, tmp_path), runner=duplicate_records_runner, poll_seconds=0.1
+    )
+    assert worker.run(max_jobs=2) == 2
+    job = _job(db_url, bad)
+    assert job.status == "failed" and "could not store" in (job.error or "")
+    assert job.result is None
+    assert _job(db_url, ok).status == "succeeded"
