@@ -7,6 +7,7 @@ whose message is one line a person can act on.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -14,6 +15,12 @@ import httpx
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def quiet_http_logs() -> None:
+    """Keep httpx's per-request INFO lines out of CLI output (errors are reported as one line)."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class ClientError(Exception):
@@ -50,6 +57,7 @@ class JumpboardClient:
     def __init__(
         self, server: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 30.0
     ):
+        quiet_http_logs()
         self.server = server.rstrip("/")
         headers = {"Accept": "application/json"}
         if token:
