@@ -1,8 +1,8 @@
 """The one entry point from the service into the science: `run_experiment`.
 
-(docs/architecture.md) Runs a spec of any kind in this process, writes `out_dir/result.json` and checkpoints under
-`out_dir`, reports progress through a `ProgressReporter`, and returns the result dict. Kind
-`train` is implemented here; `expand` and `grow` live in their own modules.
+Runs a spec of any kind in this process (docs/architecture.md), writes `out_dir/result.json`
+and checkpoints under `out_dir`, reports progress through a `ProgressReporter`, and returns
+the result dict. Kind `train` is implemented here; `expand` and `grow` have their own modules.
 """
 
 from __future__ import annotations
