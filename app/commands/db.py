@@ -26,7 +26,6 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the requested migration and print where the database ends up."""
-    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.db import migrate
@@ -43,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
         elif args.action == "downgrade":
             migrate.downgrade(url, args.rev or "base")
         revision = migrate.current_revision(url)
-    except (CommandError, migrate.MigrationError) as exc:
+    except (migrate.CommandError, migrate.MigrationError) as exc:
         raise CliError(f"{args.action} failed: {exc}") from None
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

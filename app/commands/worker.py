@@ -61,7 +61,12 @@ def handle(args: argparse.Namespace) -> int:
 
     from app.worker import Worker
 
-    worker = Worker(settings, poll_seconds=args.poll_seconds)
+    try:
+        worker = Worker(settings, poll_seconds=args.poll_seconds)
+    except ImportError as exc:
+        raise CliError(
+            f"cannot load the training code ({exc}); is jumpboard fully installed?"
+        ) from None
     worker.install_signal_handlers()
     worker.run(max_jobs=1 if args.once else None, exit_when_idle=args.exit_when_idle or args.once)
     return 0

@@ -8,19 +8,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
-
-from app.db.session import create_db_engine
-
-log = logging.getLogger(__name__)
-# Alembic announces each of its plugins at INFO on every command.
+# Alembic announces each of its plugins at INFO as it loads them.
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from alembic.util import CommandError  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+
+from app.db.session import create_db_engine  # noqa: E402
+
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+__all__ = ["CommandError", "MigrationError", "downgrade", "upgrade"]
 
 
 class MigrationError(RuntimeError):
