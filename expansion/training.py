@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ continuing from the final learning rate (ExpandSpec.continue_lr = None) still mo
 EVAL_BATCH_SIZE = 2048
 NamedOptimizerState = dict[str, Any]
 
+# Lightning's own use of a deprecated torch pytree API; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # Lightning announces accelerators and devices at INFO on every Trainer; the CLI shows its own.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
     logging.getLogger(_name).setLevel(logging.WARNING)

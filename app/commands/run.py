@@ -1,0 +1,122 @@
+"""`jumpboard run SPEC --out DIR [--data-dir D]`: run an experiment spec in this process.
+
+A progress bar on stderr follows the run; at the end the test risk and error are printed
+(and, for `expand`, the per-position table). torch is imported only when this runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from app.cli import CliError
+
+
+def register(subparsers: Any) -> None:
+    """Add the `run` subcommand."""
+    parser = subparsers.add_parser("run", help="run an experiment spec in this process")
+    parser.add_argument("spec", metavar="SPEC", type=Path, help="spec file (YAML or JSON)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of the run")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where MNIST-1D is cached and cifar-10-batches-py is read (~/.cache/jumpboard)",
+    )
+    parser.set_defaults(handler=handle)
+
+
+class BarReporter:
+    """A ProgressReporter drawing a rich progress bar on stderr, with the latest val metrics."""
+
+    def __init__(self, progress: Any) -> None:
+        self.bar = progress
+        self.task = progress.add_task("starting", total=1.0)
+        self.stage = "starting"
+        self.latest: dict[str, float] = {}
+
+    def _describe(self) -> str:
+        shown = [f"{k} {v:.4f}" for k, v in self.latest.items()]
+        return "  ".join([f"{self.stage:<9}", *shown])
+
+    def progress(self, fraction: float, stage: str, message: str = "") -> None:
+        """Move the bar and show the stage."""
+        self.stage = stage
+        self.bar.update(
+            self.task, completed=min(max(fraction, 0.0), 1.0), description=self._describe()
+        )
+
+    def metric(self, step: int, split: str, name: str, value: float) -> None:
+        """Show the latest validation loss and accuracy next to the bar."""
+        if split == "val" and name in ("loss", "accuracy"):
+            self.latest[f"val {name}"] = value
+            self.bar.update(self.task, description=self._describe())
+
+    def should_stop(self) -> bool:
+        """Never asks to stop (Ctrl-C interrupts the run)."""
+        return False
+
+
+def _print_summary(result: dict[str, Any], out: Path) -> None:
+    def fmt(key: str) -> str:
+        value = result.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(
+        f"test risk {fmt('test_risk')}  test error {fmt('test_error')}  "
+        f"(val risk {fmt('val_risk')}, train risk {fmt('train_risk')})"
+    )
+    if result.get("kind") == "expand":
+        try:
+            from expansion.report import position_table
+        except ImportError:
+            position_table = None
+        if position_table is not None:
+            print(position_table(result))
+    print(f"results in {out / 'result.json'}")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the spec with a progress bar; print the test risk and error at the end."""
+    from app.commands.validate import load_spec_file
+    from expansion.specs import SpecError
+
+    try:
+        spec = load_spec_file(args.spec)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"{args.spec}: {problem}")
+        raise CliError(f"{args.spec}: invalid spec (see `jumpboard validate`)", code=1) from None
+    # OpenMP threads that spin while waiting collapse throughput when other processes share
+    # the cores; sleeping waiters cost little when they do not. Read when torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from expansion.checkpoint import CheckpointError
+    from expansion.data import DataError
+    from expansion.experiments import run_experiment
+    from expansion.progress import StopRequested
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as bar:
+            result = run_experiment(spec, args.out, BarReporter(bar), data_dir=args.data_dir)
+    except (DataError, CheckpointError) as exc:
+        raise CliError(str(exc)) from None
+    except FloatingPointError as exc:
+        raise CliError(f"training diverged: {exc}", code=1) from None
+    except StopRequested:
+        raise CliError("stopped", code=1) from None
+    except OSError as exc:
+        raise CliError(f"{exc.strerror or exc}: {exc.filename or args.out}") from None
+    _print_summary(result, args.out)
+    return 0

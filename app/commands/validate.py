@@ -1,0 +1,67 @@
+"""`jumpboard validate SPEC`: check a spec file and list every problem, one line each.
+
+A valid spec prints a summary and its compute-cost estimate; an invalid one prints one line
+per problem (`field.path: reason`) and exits with status 1. torch is never imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from app.cli import CliError
+
+
+def register(subparsers: Any) -> None:
+    """Add the `validate` subcommand."""
+    parser = subparsers.add_parser("validate", help="check a spec file; list every problem")
+    parser.add_argument("spec", metavar="SPEC", type=Path, help="spec file (YAML or JSON)")
+    parser.set_defaults(handler=handle)
+
+
+def load_spec_file(path: Path) -> Any:
+    """The validated experiment spec in a YAML/JSON file.
+
+    Raises CliError for an unreadable file or bad YAML/JSON, SpecError listing the problems.
+    """
+    from app.commands.submit import read_spec_file
+    from expansion.specs import parse_spec
+
+    return parse_spec(read_spec_file(path))
+
+
+def describe_cost(spec: Any) -> list[str]:
+    """Human-readable lines of the spec's compute-cost estimate."""
+    from expansion.cost import estimate_cost
+
+    cost = estimate_cost(spec)
+    return [
+        f"parameters:        {cost.parameters:,}",
+        f"forward FLOPs:     {cost.flops_per_sample:,} per sample",
+        f"activation memory: {cost.activation_bytes_per_sample / 1024:,.1f} KiB per sample",
+        f"training samples:  {cost.train_samples:,} per epoch",
+        f"total compute:     {cost.train_flops / 1e12:,.3f} TFLOP",
+    ]
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Validate the spec; print the problems (status 1) or a summary with the cost (status 0)."""
+    from expansion.specs import SpecError
+
+    try:
+        spec = load_spec_file(args.spec)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"{args.spec}: {problem}")
+        noun = "problem" if len(exc.problems) == 1 else "problems"
+        raise CliError(f"{args.spec}: {len(exc.problems)} {noun}", code=1) from None
+    m = spec.model
+    print(
+        f"{args.spec}: valid {spec.kind} spec: {m.kind} width {m.width} depth {m.depth}"
+        f"{f' x {m.stages} stages' if m.stages > 1 else ''}, {m.norm} norm, "
+        f"{m.scaling} scaling on {spec.data.name}, {spec.train.epochs} epochs"
+    )
+    for line in describe_cost(spec):
+        print(f"  {line}")
+    return 0

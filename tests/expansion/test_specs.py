@@ -1,0 +1,106 @@
+"""Spec validation: every problem is one line naming its field; specs never import torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from expansion.specs import (
+    ExpandExperiment,
+    SpecError,
+    TrainExperiment,
+    input_shape,
+    num_classes,
+    parse_spec,
+)
+
+
+def problems_of(raw: object) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    return info.value.problems
+
+
+def test_defaults_make_a_train_spec() -> None:
+    spec = parse_spec({})
+    assert isinstance(spec, TrainExperiment)
+    assert spec.model.kind == "conv1d" and spec.data.name == "mnist1d"
+
+
+def test_kind_selects_the_experiment_type() -> None:
+    spec = parse_spec({"kind": "expand", "expand": {"select": "explicit", "positions": [0, 2]}})
+    assert isinstance(spec, ExpandExperiment)
+    assert spec.expand.positions == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"data": {"name": "imagenet"}}, "data.name"),
+        ({"model": {"width": -4}}, "model.width"),
+        ({"model": {"depth": 100000}}, "model.depth"),
+        ({"train": {"lr": "fast"}}, "train.lr"),
+        ({"model": {"colour": "red"}}, "model.colour"),
+        ({"model": {"kernel_size": 4}}, "model.kernel_size"),
+    ],
+)
+def test_each_bad_field_is_one_line_naming_it(raw: dict, field: str) -> None:
+    problems = problems_of(raw)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{field}: ")
+    assert "\n" not in problems[0]
+
+
+def test_unknown_key_is_reported_as_such() -> None:
+    assert problems_of({"model": {"colour": "red"}}) == ["model.colour: unknown key"]
+
+
+def test_all_problems_are_listed_together() -> None:
+    raw = {
+        "data": {"name": "imagenet"},
+        "model": {"width": -1, "depth": 100000, "colour": "red"},
+        "train": {"epochs": "many"},
+    }
+    fields = sorted(p.split(":")[0] for p in problems_of(raw))
+    assert fields == ["data.name", "model.colour", "model.depth", "model.width", "train.epochs"]
+
+
+def test_unknown_kind_and_non_mapping() -> None:
+    assert problems_of({"kind": "fly"})[0].startswith("kind: ")
+    assert problems_of(["not", "a", "mapping"])[0].startswith("spec: ")
+
+
+def test_cross_field_rules() -> None:
+    assert any("conv2d" in p for p in problems_of({"model": {"kind": "conv2d"}}))
+    out_of_range = {"kind": "expand", "model": {"depth": 2}, "expand": {"positions": [3]}}
+    assert any("out of range" in p for p in problems_of(out_of_range))
+    assert any("stages" in p for p in problems_of({"model": {"stages": 2}}))
+
+
+def test_shapes_and_classes() -> None:
+    data = parse_spec({"data": {"name": "digits"}}).data
+    assert input_shape(data, "conv2d") == (1, 8, 8)
+    assert input_shape(data, "mlp") == (64,)
+    assert input_shape(data, "conv1d") == (1, 64)
+    teacher = parse_spec({"data": {"name": "teacher", "teacher_classes": 3}}).data
+    assert num_classes(teacher) == 3
+
+
+def test_round_trip_through_json() -> None:
+    spec = parse_spec({"kind": "grow", "grow": {"at_epochs": [2], "target_depth": 6}})
+    again = parse_spec(json.loads(json.dumps(spec.model_dump(mode="json"))))
+    assert again == spec
+
+
+def test_importing_specs_does_not_import_torch() -> None:
+    code = (
+        "import sys, expansion.specs, expansion.cost, expansion.progress; "
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
