@@ -12,6 +12,8 @@ from typing import Any
 
 CERTIFIED_COLOR = "#2f6fb0"
 REALIZED_COLOR = "#c2571a"
+GAIN_TICKS = ".2~g"
+"""Tick format of gain axes: plain decimals (0.00057), not SI prefixes (570µ) for nats."""
 SERIES_COLORS = ("#2f6fb0", "#c2571a", "#3a8d4f", "#7b4fa8", "#8a6d1f", "#b03a6f")
 
 CERTIFICATE_NOTE = (
@@ -198,11 +200,17 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
             "zerolinecolor": "#bbb",
             "tickfont": {"color": REALIZED_COLOR},
             "range": [-realized_extent, realized_extent],
+            "tickformat": GAIN_TICKS,
             "showgrid": False,
         },
     )
     layout["yaxis"].update(
-        {"range": [-certified_extent, certified_extent], "zeroline": True, "zerolinecolor": "#bbb"}
+        {
+            "range": [-certified_extent, certified_extent],
+            "zeroline": True,
+            "zerolinecolor": "#bbb",
+            "tickformat": GAIN_TICKS,
+        }
     )
     layout["yaxis"]["title"]["font"] = {"color": CERTIFIED_COLOR}
     layout["yaxis"]["tickfont"] = {"color": CERTIFIED_COLOR}
@@ -263,5 +271,5 @@ def scatter_chart(element_id: str, points: Sequence[Mapping[str, Any]]) -> Chart
         height=440,
     )
     for axis in ("xaxis", "yaxis"):
-        layout[axis].update({"zeroline": True, "zerolinecolor": "#999"})
+        layout[axis].update({"zeroline": True, "zerolinecolor": "#999", "tickformat": GAIN_TICKS})
     return Chart(element_id, data, layout, empty_message="No measured insertions yet.")
