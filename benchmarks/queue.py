@@ -98,6 +98,7 @@ def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
             session.execute(insert(Job), rows)
             session.commit()
         latencies: list[list[float]] = [[] for _ in range(claimers)]
+        claimed: list[list[int]] = [[] for _ in range(claimers)]
         barrier = threading.Barrier(claimers + 1)
 
         def drain(index: int) -> None:
@@ -108,6 +109,7 @@ def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
                 if claim is None:
                     return
                 latencies[index].append(time.perf_counter() - t0)
+                claimed[index].append(claim.job_id)
 
         threads = [threading.Thread(target=drain, args=(i,)) for i in range(claimers)]
         for t in threads:
@@ -118,7 +120,8 @@ def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
             t.join()
         elapsed = time.perf_counter() - start
         flat = [v for per in latencies for v in per]
-        assert len(flat) == jobs, f"claimed {len(flat)} of {jobs}"
+        ids = [job_id for per in claimed for job_id in per]
+        assert len(ids) == len(set(ids)) == jobs, f"{len(set(ids))} distinct claims of {jobs}"
         return {
             "claimers": claimers,
             "throughput": jobs / elapsed,

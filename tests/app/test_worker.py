@@ -216,6 +216,9 @@ def test_real_tiny_job_end_to_end(sqlite_url: str, tmp_path: Path) -> None:
         ).id
     worker = JobWorker(_settings(sqlite_url, tmp_path, lease_seconds=30.0), poll_seconds=0.1)
     assert worker.run(max_jobs=1) == 1
+    import torch
+
+    assert not torch.cuda.is_initialized()  # the worker parent never touches CUDA
     job = _job(sqlite_url, job_id)
     assert job.status == "succeeded", job.error
     assert job.result is not None and 0.0 < job.result["test_risk"] < 10.0
