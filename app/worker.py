@@ -161,6 +161,7 @@ class Worker:
                 if claim is None:
                     if exit_when_idle:
                         break
+                    self._touch(None)
                     self._stop_claiming.wait(self.poll_seconds)
                     continue
                 ran += 1
@@ -270,6 +271,8 @@ class Worker:
             log.error("job %s: heartbeat failed (%s)", claim.job_id, exc.__class__.__name__)
             return
         state.metrics = []
+        if held:
+            self._touch(claim.job_id)
         if not held:
             self._send_stop(conn, state, "lost")
         elif claim.cancel_requested and state.stop_cause is None:
@@ -286,9 +289,11 @@ class Worker:
 
     @staticmethod
     def _drain(conn: Any, state: _Supervision, wait: float) -> None:
+        # Bounded, so that a child flooding metrics cannot starve the heartbeat.
+        budget_ends = time.monotonic() + 0.5
         try:
             ready = conn.poll(wait)
-            while ready:
+            while ready and time.monotonic() < budget_ends:
                 message = conn.recv()
                 tag = message[0]
                 if tag == "progress":
@@ -315,7 +320,10 @@ class Worker:
             ok = queue.complete_job(
                 self.sessions, claim, final[1], job_dir=out_dir, metrics=state.metrics
             )
-            return JobOutcome("succeeded", recorded=ok)
+            if not ok:
+                log.warning("job %s: lease lost before its result was stored", claim.job_id)
+                return JobOutcome("lost", "lease lost before completion", recorded=False)
+            return JobOutcome("succeeded")
         if cause == "released":
             ok = queue.release_job(self.sessions, claim)
             return JobOutcome("released", "worker shutting down", recorded=ok)

@@ -149,6 +149,8 @@ def test_cancel_running_job_stops_it(db_url: str, tmp_path: Path, name: str) -> 
     try:
         _wait_for(db_url, job_id, lambda j: j.stage == "train")
         with session_factory(db_url)() as session:
+            row = session.get(Worker, handle.worker.worker_id)
+            assert row is not None and row.current_job_id == job_id and row.pid == os.getpid()
             assert queue.cancel_job(session, job_id).cancel_requested
         job = _wait_for(db_url, job_id, lambda j: j.is_finished)
         assert job.status == "cancelled"
