@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,8 @@ def handle(args: argparse.Namespace) -> int:
         raise CliError(f"{args.spec}: invalid spec (see `jumpboard validate`)", code=1) from None
     # OpenMP threads that spin while waiting collapse throughput when other processes share
     # the cores; sleeping waiters cost little when they do not. Read when torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

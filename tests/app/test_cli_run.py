@@ -1,0 +1,122 @@
+"""`jumpboard validate` and `jumpboard run` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+TINY = """\
+name: tiny
+data: {name: digits, max_train_samples: 300}
+model: {kind: mlp, width: 16, depth: 1}
+train: {epochs: 2, batch_size: 64, accelerator: cpu}
+"""
+
+MALFORMED = """\
+data: {name: imagenet}
+model: {width: -3, depth: 100000, kernel_size: five, colour: red}
+"""
+
+
+def jumpboard(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from app.cli import main; rc = main(sys.argv[1:]); "
+    code += "print('torch imported' if 'torch' in sys.modules else '', file=sys.stderr); "
+    code += "sys.exit(rc)"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_validate_lists_every_problem_one_line_each(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(MALFORMED)
+    proc = jumpboard("validate", str(spec))
+    assert proc.returncode == 1
+    lines = proc.stdout.strip().splitlines()
+    fields = sorted(line.split(": ")[1] for line in lines)
+    assert fields == [
+        "data.name",
+        "model.colour",
+        "model.depth",
+        "model.kernel_size",
+        "model.width",
+    ]
+    assert all(line.startswith(f"{spec}: ") for line in lines)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "torch imported" not in proc.stderr
+
+
+def test_validate_a_good_spec_prints_its_cost(tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    proc = jumpboard("validate", str(spec))
+    assert proc.returncode == 0, proc.stderr
+    assert "valid train spec" in proc.stdout
+    assert "parameters:" in proc.stdout and "1,754" in proc.stdout
+    assert "torch imported" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "expected"),
+    [
+        ("model: [unclosed\n", "broken.yaml", "not valid YAML"),
+        ('{"model": ', "broken.json", "not valid JSON"),
+        ("- just\n- a list\n", "list.yaml", "must be a mapping"),
+    ],
+)
+def test_unreadable_specs_are_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, name: str, expected: str
+) -> None:
+    spec = tmp_path / name
+    spec.write_text(content)
+    assert main(["validate", str(spec)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+    assert main(["validate", str(tmp_path / "missing.yaml")]) != 0
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_run_writes_result_json_and_prints_test_risk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out), "--data-dir", str(tmp_path / "data")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    assert result["kind"] == "train" and result["spec"]["name"] == "tiny"
+    assert f"test risk {result['test_risk']:.4f}" in printed
+    assert 0.0 <= result["test_error"] <= 1.0 and result["parameters"] == 1754
+    assert result["artifacts"] == ["base.ckpt"] and (out / "base.ckpt").is_file()
+    assert result["curves"]["val/loss"] and result["curves"]["train/loss"]
+    assert set(result["timings"]) >= {"total_s", "train_s"}
+
+
+def test_run_refuses_an_invalid_spec_without_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(MALFORMED)
+    assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 5
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_reports_missing_cifar_as_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "cifar.yaml"
+    spec.write_text("data: {name: cifar10}\nmodel: {kind: conv2d, width: 4, depth: 1}\n")
+    assert (
+        main(["run", str(spec), "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and "Traceback" not in err
