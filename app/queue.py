@@ -128,6 +128,10 @@ def cancel_job(session: Session, job_id: int) -> Job:
     """Cancel a job and commit: a queued job becomes `cancelled` and never starts; a running one
     gets `cancel_requested` (its worker stops it); a finished job is returned unchanged."""
     now = utcnow()
+    if session.in_transaction():
+        # End the caller's (read) transaction so this one starts as a writer: on SQLite a
+        # read transaction that later writes can fail at once instead of waiting for the lock.
+        session.commit()
     begin_write(session)
     cancelled = session.execute(
         update(Job)
