@@ -31,7 +31,6 @@ from app.db.models import (
     Insertion,
     Job,
     Metric,
-    Worker,
     utcnow,
 )
 from app.db.session import begin_write
@@ -554,55 +553,3 @@ def lease_is_held(session_factory: sessionmaker[Session], claim: ClaimedJob) -> 
     with session_factory() as session:
         found = session.execute(select(Job.id).where(*_guard(claim))).first()
     return found is not None
-
-
-# --------------------------------------------------------------------------- workers
-
-
-def register_worker(
-    session_factory: sessionmaker[Session], worker_id: str, host: str, pid: int, devices: str
-) -> None:
-    """Insert or refresh this worker's row."""
-    now = utcnow()
-    with session_factory() as session:
-        begin_write(session)
-        worker = session.get(Worker, worker_id)
-        if worker is None:
-            session.add(
-                Worker(
-                    id=worker_id,
-                    host=host,
-                    pid=pid,
-                    devices=devices,
-                    started_at=now,
-                    last_seen=now,
-                )
-            )
-        else:
-            worker.host, worker.pid, worker.devices = host, pid, devices
-            worker.started_at = worker.last_seen = now
-            worker.current_job_id = None
-        session.commit()
-
-
-def touch_worker(
-    session_factory: sessionmaker[Session], worker_id: str, current_job_id: int | None
-) -> None:
-    """Record that the worker is alive and which job it runs."""
-    with session_factory() as session:
-        begin_write(session)
-        session.execute(
-            update(Worker)
-            .where(Worker.id == worker_id)
-            .values(last_seen=utcnow(), current_job_id=current_job_id)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-
-
-def unregister_worker(session_factory: sessionmaker[Session], worker_id: str) -> None:
-    """Remove the worker's row (clean shutdown)."""
-    with session_factory() as session:
-        begin_write(session)
-        session.execute(delete(Worker).where(Worker.id == worker_id))
-        session.commit()

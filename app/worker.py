@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import queue
+from app import queue, worker_registry
 from app.db.session import session_factory
 from app.settings import Settings
 from app.worker_child import child_main, run_experiment_runner
@@ -142,7 +142,7 @@ class Worker:
     def run(self, *, max_jobs: int | None = None, exit_when_idle: bool = False) -> int:
         """Run jobs until stopped (or `max_jobs` ran, or the queue is empty with
         `exit_when_idle`); returns how many jobs ran."""
-        queue.register_worker(
+        worker_registry.register_worker(
             self.sessions, self.worker_id, socket.gethostname(), os.getpid(), self.devices
         )
         log.info("worker %s started (devices %r)", self.worker_id, self.devices or "default")
@@ -171,7 +171,7 @@ class Worker:
                 self._touch(None)
         finally:
             try:
-                queue.unregister_worker(self.sessions, self.worker_id)
+                worker_registry.unregister_worker(self.sessions, self.worker_id)
             except SQLAlchemyError:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
@@ -179,7 +179,7 @@ class Worker:
 
     def _touch(self, job_id: int | None) -> None:
         try:
-            queue.touch_worker(self.sessions, self.worker_id, job_id)
+            worker_registry.touch_worker(self.sessions, self.worker_id, job_id)
         except SQLAlchemyError:
             log.warning("could not update worker row")
 
