@@ -1,0 +1,145 @@
+"""A tiny `expand` experiment end to end: every stable field name in every record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from expansion.expand_experiment import run_expand
+from expansion.progress import RecordingReporter, StopRequested
+from expansion.report import position_table
+
+RECORD_FIELDS = {
+    "position",
+    "depth_before",
+    "depth_after",
+    "seed",
+    "function_drift_eval",
+    "function_drift_train",
+    "descent",
+    "jumpboard",
+    "realized",
+}
+DESCENT_FIELDS = {
+    "grad_norm_sq_train",
+    "grad_norm_sq_val",
+    "grad_norm_sq_unbiased",
+    "grad_norm_sq_lcb",
+    "confidence",
+    "condition_holds",
+    "cosine_train_val",
+    "step",
+    "predicted_val_risk_delta",
+}
+JUMPBOARD_FIELDS = {"step", "val_risk_delta", "test_risk_delta", "test_risk_delta_ci"}
+REALIZED_FIELDS = {
+    "steps",
+    "base_test_risk",
+    "base_test_error",
+    "expanded_test_risk",
+    "expanded_test_error",
+    "control_test_risk",
+    "control_test_error",
+    "gain_vs_control",
+}
+POSITION_FIELDS = {
+    "position",
+    "n_seeds",
+    "certified_gain",
+    "certified_gain_lcb",
+    "predicted_val_risk_delta",
+    "gain_mean",
+    "gain_std",
+    "gain_ci",
+}
+
+
+def tiny_spec(**expand) -> dict:
+    """An expand spec that runs in seconds on digits."""
+    return {
+        "kind": "expand",
+        "data": {"name": "digits"},
+        "model": {"kind": "mlp", "width": 16, "depth": 2},
+        "train": {"epochs": 2, "batch_size": 64, "accelerator": "cpu"},
+        "expand": {
+            "select": "top_k",
+            "top_k": 2,
+            "seeds": [0, 1],
+            "continue_steps": 5,
+            "continue_lr": 1e-3,
+            "grad_batch_size": 128,
+            "line_search_points": 3,
+            **expand,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def expand_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, RecordingReporter]:
+    out = tmp_path_factory.mktemp("expand")
+    reporter = RecordingReporter()
+    return run_expand(tiny_spec(), out, reporter), out, reporter
+
+
+def test_every_record_has_every_field(expand_run) -> None:
+    result, out, _ = expand_run
+    assert result["kind"] == "expand"
+    assert len(result["insertions"]) == 2 * 2  # top 2 positions x 2 seeds
+    for rec in result["insertions"]:
+        assert set(rec) >= RECORD_FIELDS
+        assert set(rec["descent"]) >= DESCENT_FIELDS
+        assert set(rec["jumpboard"]) >= JUMPBOARD_FIELDS
+        assert set(rec["realized"]) >= REALIZED_FIELDS
+        assert rec["depth_after"] == rec["depth_before"] + 1 == 3
+        assert rec["function_drift_eval"] <= 1e-5 and rec["function_drift_train"] <= 1e-5
+        assert len(rec["jumpboard"]["test_risk_delta_ci"]) == 2
+    for pos in result["positions"]:
+        assert set(pos) >= POSITION_FIELDS
+        assert pos["n_seeds"] == 2
+    assert json.loads((out / "result.json").read_text()) == result
+    assert (out / "base.ckpt").exists() and result["artifacts"] == ["base.ckpt"]
+
+
+def test_scan_section_and_top_k_choice(expand_run) -> None:
+    result, _, _ = expand_run
+    scan = result["scan"]
+    assert scan["method"] == "single_pass" and scan["reason"]
+    assert [row["position"] for row in scan["positions"]] == [0, 1, 2]
+    ranked = sorted(scan["positions"], key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
+    assert [p["position"] for p in result["positions"]] == sorted(r["position"] for r in ranked[:2])
+
+
+def test_progress_stages_and_table(expand_run) -> None:
+    result, _, reporter = expand_run
+    stages = [stage for _, stage, _ in reporter.events]
+    for stage in ("train", "scan", "certify", "continue"):
+        assert stage in stages
+    fractions = [f for f, _, _ in reporter.events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    table = position_table(result)
+    assert len(table.splitlines()) == 2 + len(result["positions"]) + 1
+
+
+def test_base_checkpoint_is_reused_and_explicit_positions(expand_run, tmp_path: Path) -> None:
+    first, out, _ = expand_run
+    spec = tiny_spec(select="explicit", positions=[2], seeds=[0])
+    result = run_expand(spec, tmp_path, None, base_checkpoint=out / "base.ckpt")
+    assert result["test_risk"] == pytest.approx(first["test_risk"])
+    assert [r["position"] for r in result["insertions"]] == [2]
+    assert result["timings"]["train_s"] == 0.0
+
+
+class StopInScan(RecordingReporter):
+    """Asks to stop as soon as the scan stage starts."""
+
+    def should_stop(self) -> bool:
+        return any(stage == "scan" for _, stage, _ in self.events)
+
+
+def test_stop_request_is_honoured(expand_run, tmp_path: Path) -> None:
+    _, out, _ = expand_run
+    with pytest.raises(StopRequested):
+        run_expand(tiny_spec(), tmp_path, StopInScan(), base_checkpoint=out / "base.ckpt")
+    assert not (tmp_path / "result.json").exists()
