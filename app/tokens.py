@@ -16,10 +16,12 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import ApiToken
+from app.db.session import begin_write
 from app.settings import DEFAULT_HOME, Settings, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,9 @@ def create_token(session: Session, name: str = "") -> tuple[ApiToken, str]:
 
 
 def verify_token(session: Session, token: str) -> ApiToken | None:
-    """The active token row matching `token`, or None; the final comparison is constant-time."""
+    """The active token row matching `token`, or None; the final comparison is constant-time.
+
+    Only reads: `touch_token` records the use in a write transaction of its own."""
     if not token or len(token) > _MAX_TOKEN_CHARS:
         return None
     digest = hash_token(token)
@@ -60,12 +64,21 @@ def verify_token(session: Session, token: str) -> ApiToken | None:
         return None
     if not hmac.compare_digest(row.token_hash, digest):
         return None
-    now = datetime.now(UTC)
-    # Refresh the timestamp at most once a minute: every request writing it would serialize
-    # readers behind the worker's writes on SQLite.
-    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-        row.last_used_at = now
     return row
+
+
+def touch_token(session_factory: sessionmaker[Session], row: ApiToken) -> None:
+    """Record that `row` was just used (at most once a minute; best effort, never raises)."""
+    now = datetime.now(UTC)
+    if row.last_used_at is not None and (now - row.last_used_at).total_seconds() < 60:
+        return
+    try:
+        with session_factory() as session:
+            begin_write(session)
+            session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+            session.commit()
+    except SQLAlchemyError as exc:  # a busy database must not fail the request it authorizes
+        log.warning("could not record the use of token %s: %s", row.id, exc)
 
 
 def token_home(settings: Settings) -> Path:

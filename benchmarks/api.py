@@ -31,11 +31,12 @@ import asyncio  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 
 import httpx  # noqa: E402
 
@@ -97,51 +98,60 @@ def _start_server(args: list[str], env: dict[str, str], port: int) -> subprocess
 
 @dataclass
 class Measurement:
-    """Latencies (seconds) of one scenario and its wall time."""
+    """Latencies (seconds) and per-round throughputs of one scenario."""
 
     name: str
-    latencies: list[float]
-    wall: float
-    errors: int
+    latencies: list[float] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)
+    errors: int = 0
 
     @property
     def throughput(self) -> float:
-        """Requests per second."""
-        return len(self.latencies) / self.wall
+        """Median over rounds of requests per second."""
+        return statistics.median(self.rounds)
 
     def quantile(self, q: float) -> float:
-        """Latency quantile in milliseconds."""
+        """Latency quantile over every round, in milliseconds."""
         ordered = sorted(self.latencies)
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
 async def _measure(
-    name: str,
+    into: Measurement,
     client: httpx.AsyncClient,
-    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    request: Request,
     total: int,
     concurrency: int,
     expect: int,
-) -> Measurement:
-    latencies: list[float] = []
-    errors = 0
+) -> None:
+    """One round: `total` requests from `concurrency` clients; adds to `into`."""
     counter = iter(range(total))
+    done = 0
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal done
         for i in counter:
             start = time.perf_counter()
-            response = await request(client, i)
-            latencies.append(time.perf_counter() - start)
-            if response.status_code != expect:
-                errors += 1
+            try:
+                response = await request(client, i)
+                ok = response.status_code == expect
+            except httpx.HTTPError:
+                ok = False
+            into.latencies.append(time.perf_counter() - start)
+            done += 1
+            into.errors += not ok
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Measurement(name, latencies, time.perf_counter() - start, errors)
+    into.rounds.append(done / (time.perf_counter() - start))
 
 
-async def _run(app_url: str, bare_url: str, token: str, total: int, concurrency: int) -> list:
+async def _run(
+    app_url: str, bare_url: str, token: str, total: int, concurrency: int, rounds: int
+) -> list[Measurement]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     auth = {"Authorization": f"Bearer {token}"}
     async with (
@@ -149,44 +159,37 @@ async def _run(app_url: str, bare_url: str, token: str, total: int, concurrency:
         httpx.AsyncClient(base_url=bare_url, limits=limits, timeout=60) as bare,
     ):
         # Warm-up: connections, imports, caches.
-        await _measure("warm", api, lambda c, i: c.get("/healthz"), 200, concurrency, 200)
-        await _measure("warm", bare, lambda c, i: c.get("/bare"), 200, concurrency, 200)
+        await _measure(
+            Measurement("warm"), api, lambda c, i: c.get("/healthz"), 200, concurrency, 200
+        )
+        await _measure(
+            Measurement("warm"), bare, lambda c, i: c.get("/bare"), 200, concurrency, 200
+        )
         created: list[int] = []
 
         async def post_job(c: httpx.AsyncClient, i: int) -> httpx.Response:
-            response = await c.post(
-                "/api/v1/jobs", json={**SPEC, "name": f"bench-{i}"}, headers=auth
-            )
+            body = {**SPEC, "name": f"bench-{i}"}
+            response = await c.post("/api/v1/jobs", json=body, headers=auth)
             if response.status_code == 201:
                 created.append(response.json()["id"])
             return response
 
-        results = [
-            await _measure(
-                "bare POST /bare",
-                bare,
-                lambda c, i: c.post("/bare", json=SPEC),
-                total,
-                concurrency,
-                201,
-            ),
-            await _measure("POST /api/v1/jobs", api, post_job, total, concurrency, 201),
-            await _measure(
-                "bare GET /bare", bare, lambda c, i: c.get("/bare"), total, concurrency, 200
-            ),
+        async def get_job(c: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await c.get(f"/api/v1/jobs/{created[i % len(created)] if created else 1}")
+
+        scenarios: list[tuple[Measurement, httpx.AsyncClient, Request, int]] = [
+            (Measurement("bare POST /bare"), bare, lambda c, i: c.post("/bare", json=SPEC), 201),
+            (Measurement("POST /api/v1/jobs"), api, post_job, 201),
+            (Measurement("bare GET /bare"), bare, lambda c, i: c.get("/bare"), 200),
+            (Measurement("GET /api/v1/jobs/{id}"), api, get_job, 200),
         ]
-        ids = created or [1]
-        results.append(
-            await _measure(
-                "GET /api/v1/jobs/{id}",
-                api,
-                lambda c, i: c.get(f"/api/v1/jobs/{ids[i % len(ids)]}"),
-                total,
-                concurrency,
-                200,
-            )
-        )
-        return results
+        # Rounds interleave baseline and service, so that load from other work on the machine
+        # falls on both alike.
+        per_round = max(1, total // rounds)
+        for _ in range(rounds):
+            for measurement, client, request, expect in scenarios:
+                await _measure(measurement, client, request, per_round, concurrency, expect)
+        return [m for m, *_ in scenarios]
 
 
 def _machine() -> str:
@@ -206,13 +209,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per scenario")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per scenario")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare is not None:
         import uvicorn
 
-        uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, log_level="warning")  # type: ignore[arg-type]
+        uvicorn.run(
+            bare_app(),  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=args.serve_bare,
+            log_level="warning",
+            timeout_keep_alive=300,
+        )
         return 0
 
     sys.path.insert(0, str(REPO))
@@ -236,6 +246,7 @@ def main() -> int:
         app_port, bare_port = _free_port(), _free_port()
         uvicorn_args = ["-m", "uvicorn", "app.api.main:create_app", "--factory"]
         uvicorn_args += ["--host", "127.0.0.1", "--port", str(app_port), "--log-level", "warning"]
+        uvicorn_args += ["--timeout-keep-alive", "300"]
         servers = [
             _start_server(uvicorn_args, env, app_port),
             _start_server([__file__, "--serve-bare", str(bare_port)], env, bare_port),
@@ -248,6 +259,7 @@ def main() -> int:
                     token,
                     args.requests,
                     args.concurrency,
+                    args.rounds,
                 )
             )
         finally:
@@ -258,7 +270,8 @@ def main() -> int:
     print(f"machine: {_machine()}")
     print(
         f"database: {backend}; {args.requests} requests per row, "
-        f"{args.concurrency} concurrent clients"
+        f"{args.concurrency} concurrent clients, "
+        f"{args.rounds} interleaved rounds (req/s: median of rounds)"
     )
     print(f"{'scenario':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for m in results:

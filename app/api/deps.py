@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import ApiToken
 from app.settings import Settings
-from app.tokens import verify_token
+from app.tokens import touch_token, verify_token
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -49,23 +49,26 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
-def require_token(session: SessionDep, credentials: Credentials) -> ApiToken:
+def require_token(request: Request, session: SessionDep, credentials: Credentials) -> ApiToken:
     """The caller's API token; 401 with `WWW-Authenticate: Bearer` when missing or unknown."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing bearer token (Authorization: Bearer <token>)")
     row = verify_token(session, credentials.credentials)
+    # End the read transaction: the route's writes start their own (on SQLite, a read
+    # transaction upgraded to a writer can fail at once instead of waiting for the lock).
+    session.commit()
     if row is None:
         raise _unauthorized("invalid or revoked token")
-    session.commit()
+    touch_token(request.app.state.session_factory, row)
     return row
 
 
 def require_read_access(
-    session: SessionDep, settings: SettingsDep, credentials: Credentials
+    request: Request, session: SessionDep, settings: SettingsDep, credentials: Credentials
 ) -> None:
     """Reads are public unless `require_token_for_reads` is set; then they need a token too."""
     if settings.require_token_for_reads:
-        require_token(session, credentials)
+        require_token(request, session, credentials)
 
 
 TokenDep = Annotated[ApiToken, Depends(require_token)]

@@ -271,6 +271,7 @@ def cancel(session: SessionDep, job_id: JobId, _: TokenDep) -> JobOut:
     job = get_job_or_404(session, job_id)
     if job.is_finished:
         raise HTTPException(status_code=409, detail=f"job {job_id} already {job.status}")
+    session.commit()  # end the read transaction: cancel_job starts a write transaction
     return job_out(cancel_job(session, job_id))
 
 
