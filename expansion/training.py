@@ -169,8 +169,14 @@ class ResNetModule(L.LightningModule):
         """Receives epoch-level metrics as they are computed (set by ReporterCallback)."""
         classes = self.model.arch.num_classes
         for split in ("train", "val", "test"):
-            setattr(self, f"{split}_loss", MeanMetric())
-            setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes=classes, average="micro"))
+            # No per-update NaN or argument checks: each costs a device sync every step, and a
+            # non-finite training loss raises in training_step anyway.
+            setattr(self, f"{split}_loss", MeanMetric(nan_strategy="disable"))
+            setattr(
+                self,
+                f"{split}_acc",
+                MulticlassAccuracy(num_classes=classes, average="micro", validate_args=False),
+            )
 
     @classmethod
     def from_model(
