@@ -161,6 +161,8 @@ def run_expand(
         base, base_state, final_lr, curves, timings["train_s"] = _train_base(
             spec, bundle, reporter, out_dir
         )
+        # Lightning hands the trained module back on the CPU; the data lives on `device`.
+        base = base.to(device)
         artifacts = ["base.ckpt"]
     check_stop(reporter)
     if base.num_positions != spec.model.num_positions:
