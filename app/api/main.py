@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.routes import health, jobs, pages, results
@@ -125,6 +126,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """A database that cannot be reached is the service being unavailable, not a bug (503)."""
+    log.error("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+    return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+
 def _rewrite_refs(node: Any) -> Any:
     """Point pydantic's `#/$defs/X` references at OpenAPI's `#/components/schemas/X`."""
     if isinstance(node, dict):
@@ -190,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sse_max_seconds = 900.0
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(jobs.router, prefix=API_PREFIX)
     app.include_router(results.router, prefix=API_PREFIX)
     app.include_router(health.router)

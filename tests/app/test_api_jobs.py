@@ -269,3 +269,6 @@ def test_readyz_is_503_when_the_database_is_down(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert response.json()["database"] == "unavailable"
         assert client.get("/healthz").status_code == 200
+        response = client.get("/api/v1/jobs")
+        assert response.status_code == 503
+        assert response.json() == {"detail": "database unavailable"}
