@@ -35,8 +35,12 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -55,14 +59,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = DataSpec(name="digits" if args.kind == "conv2d" else "mnist1d")
     spec = ModelSpec(kind=args.kind, width=args.width, depth=args.depth, norm="layer")
-    model = build_model(spec, data, seed=0).eval()
+    device = torch.device(args.device)
+    model = build_model(spec, data, seed=0).eval().to(device)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, *model.arch.in_shape, generator=gen)
-    y = torch.randint(0, model.arch.num_classes, (args.batch,), generator=gen)
+    x = torch.randn(args.batch, *model.arch.in_shape, generator=gen).to(device)
+    y = torch.randint(0, model.arch.num_classes, (args.batch,), generator=gen).to(device)
 
     def base_pass() -> None:
         model.zero_grad(set_to_none=True)
@@ -70,7 +76,7 @@ def main() -> None:
 
     print(
         f"{args.kind} width {args.width}, {args.depth} blocks, batch {args.batch}, "
-        f"{torch.get_num_threads()} threads (base pass re-measured next to each P)"
+        f"{device}, {torch.get_num_threads()} CPU threads (base pass re-measured next to each P)"
     )
     columns = ("P", "base ms", "single-pass/base", "autograd/base", "speed-up", "rel.err")
     print("  ".join(columns))

@@ -113,17 +113,25 @@ def single_pass_gradients(
     positions = sorted({p for p, _ in blocks})
     boundaries: list[torch.Tensor] = []
     loss = F.cross_entropy(model(x, boundaries=boundaries), y)
-    grads = torch.autograd.grad(loss, [boundaries[p] for p in positions])
+    grads = dict(
+        zip(positions, torch.autograd.grad(loss, [boundaries[p] for p in positions]), strict=True)
+    )
+    # Candidates sharing a block module (same stage and seed) are handled as one stacked batch:
+    # positions become extra batch entries, which saves many small kernel launches.
+    groups: dict[int, tuple[ResidualBlock, list[Key]]] = {}
+    for key, block in blocks.items():
+        groups.setdefault(id(block), (block, []))[1].append(key)
     out: dict[Key, torch.Tensor] = {}
+    n = x.shape[0]
     with torch.no_grad():
-        for p, g in zip(positions, grads, strict=True):
-            h = boundaries[p].detach()
-            u = norm_input_gradient(model.arch.norm, h, g).to(h.dtype)
-            for (q, seed), block in blocks.items():
-                if q != p:
-                    continue
-                act = block.branch_input(h)
-                out[(p, seed)] = _weight_gradient(model.arch.kind, block, act, block.alpha * u)
+        for block, keys in groups.values():
+            h = torch.cat([boundaries[p].detach() for p, _ in keys])  # (P*N, C, *spatial)
+            g = torch.cat([grads[p] for p, _ in keys])
+            u = norm_input_gradient(model.arch.norm, h, g).to(h.dtype) * block.alpha
+            act = block.branch_input(h)
+            for i, key in enumerate(keys):
+                part = slice(i * n, (i + 1) * n)
+                out[key] = _weight_gradient(model.arch.kind, block, act[part], u[part])
     return out
 
 
