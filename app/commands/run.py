@@ -120,5 +120,10 @@ def handle(args: argparse.Namespace) -> int:
         raise CliError("stopped", code=1) from None
     except OSError as exc:
         raise CliError(f"{exc.strerror or exc}: {exc.filename or args.out}") from None
+    except ValueError as exc:
+        # Specs that validate can still not fit the data (too few batches for a statistic...).
+        if getattr(args, "verbose", False):
+            raise
+        raise CliError(f"{exc} (rerun with -v for the traceback)", code=1) from None
     _print_summary(result, args.out)
     return 0
