@@ -541,6 +541,9 @@ def train_model(
     trainer.fit(module, datamodule=data)
     train_s = time.perf_counter() - start
     reporter.progress(1.0, "train", f"{trainer.global_step} steps")
+    # Lightning's teardown leaves the module (and optimizer state) on the CPU; callers get
+    # the network back on the device its data lives on.
+    module.to(bundle.device)
     optimizer = trainer.optimizers[0]
     outcome = TrainOutcome(
         module=module,
