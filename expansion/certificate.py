@@ -118,7 +118,9 @@ def _stage_w2_norm(model: PostNormResNet, position: int) -> float:
     return float(torch.stack(norms).mean()) if norms else 1.0
 
 
-def line_search_steps(model: PostNormResNet, position: int, grad: torch.Tensor, points: int):
+def line_search_steps(
+    model: PostNormResNet, position: int, grad: torch.Tensor, points: int
+) -> list[float]:
     """Geometric step sizes t whose moves |t g| span STEP_RANGE x the stage's W2 norm."""
     gnorm = float(grad.norm())
     if gnorm == 0.0:

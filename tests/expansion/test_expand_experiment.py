@@ -143,3 +143,12 @@ def test_stop_request_is_honoured(expand_run, tmp_path: Path) -> None:
     with pytest.raises(StopRequested):
         run_expand(tiny_spec(), tmp_path, StopInScan(), base_checkpoint=out / "base.ckpt")
     assert not (tmp_path / "result.json").exists()
+
+
+def test_report_module_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, expansion.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
