@@ -154,6 +154,8 @@ class GrowthCallback(Callback):
         self.data = data
         self.events_done: list[int] = []
         self.inserted: list[dict[str, Any]] = []
+        self._gains: dict[int, float] = {}
+        """`best`: every position's certified gain at the latest event."""
 
     # ---- where ---------------------------------------------------------------------------
     def choose(self, model: PostNormResNet, event: int, k: int, seeds: list[int]) -> list[int]:
@@ -175,7 +177,8 @@ class GrowthCallback(Callback):
             return uniform_positions(model, k)
         assert self.data is not None
         train, val = self.data
-        chosen, _ = best_positions(model, k, seeds, train, val, self.train_seed + event)
+        chosen, gains = best_positions(model, k, seeds, train, val, self.train_seed + event)
+        self._gains = gains
         return chosen
 
     # ---- when ----------------------------------------------------------------------------
@@ -191,6 +194,7 @@ class GrowthCallback(Callback):
         if k <= 0:
             return
         seeds = [block_seed(self.train_seed, event, j) for j in range(k)]
+        self._gains = {}
         positions = self.choose(model, event, k, seeds)
         new_params: list[torch.nn.Parameter] = []
         depth_before = model.total_blocks
@@ -207,6 +211,7 @@ class GrowthCallback(Callback):
                     "seed": seed,
                     "depth_before": depth_before,
                     "depth_after": depth_before + k,
+                    "certified_gain": self._gains.get(position),
                 }
             )
         add_parameters_to_optimizer(trainer, new_params, self.weight_decay)
