@@ -217,7 +217,8 @@ def submit_job(
     return job_out(job)
 
 
-def _decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str) -> int:
+    """The id bound of a cursor from `encode_cursor`; 422 naming the cursor when it is not one."""
     try:
         payload = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii") + b"=="))
         before = int(payload["before"])
@@ -249,7 +250,7 @@ def list_jobs(
     if kind is not None:
         query = query.where(Job.kind == kind)
     if cursor:
-        query = query.where(Job.id < _decode_cursor(cursor))
+        query = query.where(Job.id < decode_cursor(cursor))
     rows = list(session.scalars(query))
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return JobList(items=[job_out(j) for j in rows[:limit]], next_cursor=next_cursor)

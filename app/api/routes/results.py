@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, select
 
 from app.api.deps import ReadAccess, SessionDep
-from app.api.routes.jobs import MAX_PAGE, _decode_cursor, encode_cursor
+from app.api.routes.jobs import MAX_PAGE, decode_cursor, encode_cursor
 from app.api.schemas import RESULT_FIELDS, ErrorOut, JobKind, ResultList, ResultRow
 from app.db.models import Insertion, Job
 
@@ -73,7 +73,7 @@ def list_results(
     if condition_holds is not None:
         query = query.where(Insertion.condition_holds == condition_holds)
     if cursor:
-        query = query.where(Insertion.id < _decode_cursor(cursor))
+        query = query.where(Insertion.id < decode_cursor(cursor))
     if format == "csv":
         rows = [_row(i, j) for i, j in session.execute(query.limit(MAX_CSV_ROWS))]
         return StreamingResponse(
