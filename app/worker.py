@@ -1,8 +1,12 @@
 """The worker: claims jobs from the queue and runs each in a forked child process.
 
-The parent imports the science stack once (`expansion.experiments`, i.e. torch and lightning)
-but never initializes CUDA; each job runs in a child forked after those imports, pinned to the
-worker's GPUs through `CUDA_VISIBLE_DEVICES`. The parent heartbeats the lease, writes progress
+The science stack (`expansion.experiments`, i.e. torch and lightning) is imported once, by a
+single-threaded fork server started on the first job (`multiprocessing`'s forkserver with that
+module preloaded); every job is a child forked from it after those imports, pinned to the
+worker's GPUs through `CUDA_VISIBLE_DEVICES`. Forking from the fork server rather than from
+this process matters: the worker (and `jumpboard serve`, which runs it in a thread) has other
+threads, and a fork while one of them holds a lock deadlocks the child. So this process never
+imports torch at all, let alone initializes CUDA. The parent heartbeats the lease, writes progress
 and metrics in lease-guarded batches, watches for cancel requests, and turns every way a child
 can end (result, exception, NaN loss, out of memory, crash) into the job's final state, so one
 bad job never takes the worker down.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
 import signal
@@ -83,6 +88,17 @@ def crash_reason(exitcode: int | None) -> str:
     return f"job process exited with code {exitcode}{hint} before reporting a result"
 
 
+JOB_PRELOAD = ["expansion.experiments"]
+"""Imported once by the fork server, so every job starts with torch and lightning loaded."""
+
+
+def job_process_context() -> multiprocessing.context.ForkServerContext:
+    """The multiprocessing context jobs run in: forked from a warm, single-threaded server."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(JOB_PRELOAD)  # takes effect when the server first starts
+    return ctx
+
+
 class Worker:
     """One worker: a claim -> run -> complete/fail loop over a database, one job at a time."""
 
@@ -108,9 +124,6 @@ class Worker:
         self._stop_claiming = threading.Event()
         self._hand_back = threading.Event()
         self.outcomes: list[tuple[int, JobOutcome]] = []
-        if runner is None:
-            # Pay for torch/lightning once here, so every forked job starts warm.
-            import expansion.experiments  # noqa: F401
 
     # ------------------------------------------------------------------ control
 
@@ -146,6 +159,8 @@ class Worker:
             self.sessions, self.worker_id, socket.gethostname(), os.getpid(), self.devices
         )
         log.info("worker %s started (devices %r)", self.worker_id, self.devices or "default")
+        job_process_context()
+        multiprocessing.forkserver.ensure_running()  # pay for the imports before the first job
         ran = 0
         try:
             while not self._stop_claiming.is_set() and (max_jobs is None or ran < max_jobs):
@@ -191,7 +206,7 @@ class Worker:
         if out_dir.exists():
             shutil.rmtree(out_dir)  # files of an earlier, abandoned attempt
         out_dir.mkdir(parents=True)
-        ctx = multiprocessing.get_context("fork")
+        ctx = job_process_context()
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=child_main,

@@ -42,14 +42,16 @@ WORKER_SCRIPT = textwrap.dedent(
             check_stop(reporter)
         return {"kind": "train", "test_risk": 0.5, "steps": STEPS}
 
-    logging.basicConfig(level=logging.INFO)
-    settings = Settings(
-        database_url=sys.argv[1], artifact_dir=sys.argv[2], data_dir=sys.argv[2],
-        lease_seconds=1.5, heartbeat_seconds=0.2, metrics_flush_seconds=0.2,
-    )
-    worker = Worker(settings, runner=runner, poll_seconds=0.1, stop_grace_seconds=5)
-    worker.install_signal_handlers()
-    print("ran", worker.run(), flush=True)
+    # Jobs run in children of a fork server, which imports this script to find `runner`.
+    if __name__ == "__main__":
+        logging.basicConfig(level=logging.INFO)
+        settings = Settings(
+            database_url=sys.argv[1], artifact_dir=sys.argv[2], data_dir=sys.argv[2],
+            lease_seconds=1.5, heartbeat_seconds=0.2, metrics_flush_seconds=0.2,
+        )
+        worker = Worker(settings, runner=runner, poll_seconds=0.1, stop_grace_seconds=5)
+        worker.install_signal_handlers()
+        print("ran", worker.run(), flush=True)
     """
 )
 
