@@ -133,11 +133,12 @@ class Worker:
         if hand_back:
             self._hand_back.set()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT once: finish the running job, then exit; twice: hand it back now."""
+    def install_signal_handlers(self, *, hand_back_first: bool = False) -> None:
+        """SIGTERM/SIGINT once: finish the running job, then exit; twice: hand it back now.
+        With `hand_back_first`, the first signal already hands the running job back."""
 
         def handle(signum: int, _frame: FrameType | None) -> None:
-            if self._stop_claiming.is_set():
+            if self._stop_claiming.is_set() or hand_back_first:
                 log.warning("second %s: handing the running job back", signal.strsignal(signum))
                 self.request_stop(hand_back=True)
             else:

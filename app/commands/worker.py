@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from typing import Any
 
 from app.cli import CliError
@@ -26,6 +27,13 @@ def register(subparsers: Any) -> None:
         "--poll-seconds", type=float, default=2.0, help="wait between claims when idle"
     )
     parser.add_argument("--database-url", default=None, help="database URL")
+    parser.add_argument(
+        "--on-sigterm",
+        choices=("finish", "hand-back"),
+        default="finish",
+        help="first SIGTERM: finish the running job, or hand it back to the queue at once "
+        "(containers: `docker stop` kills after a grace period, so hand back)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -61,12 +69,10 @@ def handle(args: argparse.Namespace) -> int:
 
     from app.worker import Worker
 
-    try:
-        worker = Worker(settings, poll_seconds=args.poll_seconds)
-    except ImportError as exc:
-        raise CliError(
-            f"cannot load the training code ({exc}); is jumpboard fully installed?"
-        ) from None
-    worker.install_signal_handlers()
+    missing = [m for m in ("torch", "lightning") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(f"cannot run jobs: {', '.join(missing)} not installed")
+    worker = Worker(settings, poll_seconds=args.poll_seconds)
+    worker.install_signal_handlers(hand_back_first=args.on_sigterm == "hand-back")
     worker.run(max_jobs=1 if args.once else None, exit_when_idle=args.exit_when_idle or args.once)
     return 0

@@ -80,7 +80,9 @@ def submit_spec_text(session: Session, settings: Settings, text: str, token: str
     from app.queue import enqueue_job
 
     problems: list[str] = []
-    if verify_token(session, token.strip()) is None:
+    authorized = verify_token(session, token.strip()) is not None
+    session.commit()  # end the read transaction before writing (SQLite: no busy upgrade)
+    if not authorized:
         problems.append("token: missing, invalid or revoked (create one: jumpboard token create)")
     try:
         spec = validated_spec(parse_spec_text(text), settings)

@@ -339,6 +339,8 @@ def test_service_commands_are_valid_jumpboard_command_lines(stack: str) -> None:
     )
     assert parsed["worker"].command == "worker"
     assert not parsed["worker"].once and not parsed["worker"].exit_when_idle
+    # `docker stop` kills after a grace period: the running job goes back to the queue at once.
+    assert parsed["worker"].on_sigterm == "hand-back"
 
 
 def test_the_image_default_command_is_valid() -> None:

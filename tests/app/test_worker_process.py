@@ -50,17 +50,19 @@ WORKER_SCRIPT = textwrap.dedent(
             lease_seconds=1.5, heartbeat_seconds=0.2, metrics_flush_seconds=0.2,
         )
         worker = Worker(settings, runner=runner, poll_seconds=0.1, stop_grace_seconds=5)
-        worker.install_signal_handlers()
+        worker.install_signal_handlers(hand_back_first=sys.argv[4] == "hand-back")
         print("ran", worker.run(), flush=True)
     """
 )
 
 
-def _start_worker(url: str, tmp_path: Path, steps: int) -> subprocess.Popen[str]:
+def _start_worker(
+    url: str, tmp_path: Path, steps: int, on_sigterm: str = "finish"
+) -> subprocess.Popen[str]:
     script = tmp_path / "worker_script.py"
     script.write_text(WORKER_SCRIPT)
     return subprocess.Popen(
-        [sys.executable, str(script), url, str(tmp_path / "artifacts"), str(steps)],
+        [sys.executable, str(script), url, str(tmp_path / "artifacts"), str(steps), on_sigterm],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -149,12 +151,14 @@ def test_sigkilled_worker_job_is_reclaimed_and_finished_once(db_url: str, tmp_pa
         assert session.scalar(select(func.count()).select_from(Artifact)) == 1
 
 
-@pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.parametrize(
+    ("signals", "on_sigterm"), [(1, "finish"), (2, "finish"), (1, "hand-back")]
+)
 def test_sigterm_finishes_the_job_and_a_second_hands_it_back(
-    sqlite_url: str, tmp_path: Path, signals: int
+    sqlite_url: str, tmp_path: Path, signals: int, on_sigterm: str
 ) -> None:
     first, second = _enqueue(sqlite_url, 2)
-    proc = _start_worker(sqlite_url, tmp_path, steps=40)
+    proc = _start_worker(sqlite_url, tmp_path, steps=40, on_sigterm=on_sigterm)
     try:
         _wait(lambda: _job(sqlite_url, first).stage == "train", "the job to start")
         for _ in range(signals):
@@ -166,7 +170,7 @@ def test_sigterm_finishes_the_job_and_a_second_hands_it_back(
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, output
     job = _job(sqlite_url, first)
-    if signals == 1:
+    if signals == 1 and on_sigterm == "finish":
         assert job.status == "succeeded"
         assert job.result == {"kind": "train", "test_risk": 0.5, "steps": 40}
     else:

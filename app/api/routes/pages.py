@@ -179,7 +179,9 @@ def cancel_job_form(
 
     if session.get(Job, job_id) is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    if verify_token(session, token.strip()) is None:
+    authorized = verify_token(session, token.strip()) is not None
+    session.commit()  # end the read transaction before writing (SQLite: no busy upgrade)
+    if not authorized:
         return RedirectResponse(
             f"/jobs/{job_id}?cancel_error=invalid+or+missing+token", status_code=303
         )
