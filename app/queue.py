@@ -34,6 +34,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import begin_write
+from expansion.result_file import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +73,6 @@ def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every non-finite float replaced by None (JSON, and PostgreSQL's JSONB, have
-    no NaN or infinity)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return _finite_or_none(value)
 
 
 # --------------------------------------------------------------------------- enqueue / cancel

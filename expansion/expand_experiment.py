@@ -8,9 +8,7 @@ dict and its insertion records follow docs/architecture.md and DESIGN.md section
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from expansion.data import load_dataset
 from expansion.insertion import expanded_copy, function_drift
 from expansion.models import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
+from expansion.result_file import json_safe, write_result
 from expansion.scan import ScanGradients, scan_positions
 from expansion.specs import ExpandExperiment, parse_spec
 from expansion.training import evaluate, resolve_device, train_model
@@ -44,17 +43,6 @@ SCAN_SUMMARY_FIELDS = (
 def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
     start, end = STAGES[name]
     return StagedReporter(reporter, start, end, name)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: store them as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def scan_summary(scan: ScanGradients, seeds: list[int], confidence: float) -> dict[str, Any]:
@@ -277,7 +265,7 @@ def run_expand(
     val_risk, val_error = evaluate(base, bundle.x_val, bundle.y_val)
     test_risk, test_error = evaluate(base, bundle.x_test, bundle.y_test)
     timings["total_s"] = time.perf_counter() - started
-    result = _finite(
+    result = json_safe(
         {
             "kind": "expand",
             "spec": spec.model_dump(mode="json"),
@@ -299,6 +287,6 @@ def run_expand(
             "continue_lr": lr,
         }
     )
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    write_result(out_dir, result)
     reporter.progress(1.0, "continue", "done")
     return result

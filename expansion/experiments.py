@@ -7,9 +7,7 @@ the result dict. Kind `train` is implemented here; `expand` and `grow` have thei
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from expansion.checkpoint import save_checkpoint
 from expansion.data import DataBundle, load_dataset
 from expansion.models import count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter
+from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, GrowExperiment, TrainExperiment, parse_spec
 from expansion.training import evaluate, resolve_device, train_model
 
@@ -29,18 +28,13 @@ Spec = TrainExperiment | ExpandExperiment | GrowExperiment
 BASE_CHECKPOINT = "base.ckpt"
 
 
-def _finite(value: float) -> float | None:
-    # JSON has no NaN/inf; a diverged value is stored as null.
-    return value if math.isfinite(value) else None
-
-
 def risks(model: torch.nn.Module, bundle: DataBundle) -> dict[str, float | None]:
     """Test/validation/training risk (mean cross-entropy) and error (0-1 risk) of `model`."""
     out: dict[str, float | None] = {}
     for split in ("test", "val", "train"):
         x, y = getattr(bundle, f"x_{split}"), getattr(bundle, f"y_{split}")
         risk, error = evaluate(model, x, y)
-        out[f"{split}_risk"], out[f"{split}_error"] = _finite(risk), error
+        out[f"{split}_risk"], out[f"{split}_error"] = json_safe(risk), error
     return out
 
 
@@ -52,26 +46,6 @@ def result_header(spec: Spec, device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "torch_version": torch.__version__,
     }
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with NaN/inf floats replaced by None and tuples by lists (strict JSON)."""
-    if isinstance(value, float):
-        return _finite(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
-    """Write `result` as `out_dir/result.json` (atomically) and return its path."""
-    path = out_dir / "result.json"
-    tmp = out_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
-    tmp.replace(path)
-    return path
 
 
 def run_train(

@@ -8,9 +8,7 @@ depth) and `control_start` (kept at the starting depth); the controls only with
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,20 +25,11 @@ from expansion.models import (
     count_parameters,
 )
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
+from expansion.result_file import json_safe, write_result
 from expansion.specs import GrowExperiment, parse_spec
 from expansion.training import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _summary(model: PostNormResNet, bundle: DataBundle, history: dict, seconds: float) -> dict:
@@ -136,7 +125,7 @@ def run_grow(
         )
     g = results["grown"]
     timings = {"total_s": time.perf_counter() - started, "train_s": g["train_s"]}
-    result = _finite(
+    result = json_safe(
         {
             "kind": "grow",
             "spec": spec.model_dump(mode="json"),
@@ -157,6 +146,6 @@ def run_grow(
             },
         }
     )
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    write_result(out_dir, result)
     reporter.progress(1.0, "train", "done")
     return result

@@ -1,0 +1,31 @@
+"""The result record on disk: strict JSON (`result.json`), written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+RESULT_FILE = "result.json"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN/inf floats replaced by None and tuples by lists (strict JSON)."""
+    if isinstance(value, float):
+        # JSON has no NaN/inf; a diverged value is stored as null.
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
+    """Write `result` as `out_dir/result.json` (atomically) and return its path."""
+    path = out_dir / RESULT_FILE
+    tmp = out_dir / f".{RESULT_FILE}.tmp"
+    tmp.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+    tmp.replace(path)
+    return path
