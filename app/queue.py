@@ -344,26 +344,10 @@ def complete_job(
     artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
     curves = _curve_points(result)
     insertions = [insertion_row(claim.job_id, r) for r in result.get("insertions") or []]
-    now = utcnow()
     with session_factory() as session:
         begin_write(session)
-        updated = session.execute(
-            update(Job)
-            .where(*_guard(claim))
-            .values(
-                status="succeeded",
-                result=result_summary(result),
-                progress=1.0,
-                stage="done",
-                message="",
-                finished_at=now,
-                heartbeat_at=now,
-                lease_expires_at=None,
-                cancel_requested=False,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if not updated:
+        final = {"result": result_summary(result), "progress": 1.0, "stage": "done", "message": ""}
+        if not _end_attempt(session, claim, "succeeded", final):
             session.rollback()
             log.warning("job %s: lease lost before completion", claim.job_id)
             return False
@@ -389,17 +373,12 @@ def complete_job(
     return True
 
 
-def _finish(
-    session_factory: sessionmaker[Session],
-    claim: ClaimedJob,
-    status: str,
-    values: dict[str, Any],
-    metrics: Sequence[MetricPoint],
-) -> bool:
+def _end_attempt(session: Session, claim: ClaimedJob, status: str, values: dict[str, Any]) -> bool:
+    """Set the final `status` (and `values`) of the claimed attempt and drop its lease, guarded
+    by the lease token; False (nothing written) when the lease is lost."""
     now = utcnow()
-    with session_factory() as session:
-        begin_write(session)
-        updated = session.execute(
+    return bool(
+        session.execute(
             update(Job)
             .where(*_guard(claim))
             .values(
@@ -412,7 +391,19 @@ def _finish(
             )
             .execution_options(synchronize_session=False)
         ).rowcount
-        if not updated:
+    )
+
+
+def _finish(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    status: str,
+    values: dict[str, Any],
+    metrics: Sequence[MetricPoint],
+) -> bool:
+    with session_factory() as session:
+        begin_write(session)
+        if not _end_attempt(session, claim, status, values):
             session.rollback()
             return False
         session.execute(
