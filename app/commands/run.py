@@ -7,8 +7,6 @@ A progress bar on stderr follows the run; at the end the test risk and error are
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +80,8 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Run the spec with a progress bar; print the test risk and error at the end."""
     from app.commands.validate import load_spec_file
-    from expansion.specs import SpecError
 
-    try:
-        spec = load_spec_file(args.spec)
-    except SpecError as exc:
-        for problem in exc.problems:
-            print(f"{args.spec}: {problem}")
-        raise CliError(f"{args.spec}: invalid spec (see `jumpboard validate`)", code=1) from None
-    # OpenMP threads that spin while waiting collapse throughput when other processes share
-    # the cores; sleeping waiters cost little when they do not. Read when torch loads.
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    spec = load_spec_file(args.spec)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -23,12 +23,19 @@ def register(subparsers: Any) -> None:
 def load_spec_file(path: Path) -> Any:
     """The validated experiment spec in a YAML/JSON file.
 
-    Raises CliError for an unreadable file or bad YAML/JSON, SpecError listing the problems.
+    Raises CliError for an unreadable file or bad YAML/JSON; for an invalid spec, prints each
+    problem as `path: field: reason` and raises CliError (status 1) counting them.
     """
     from app.commands.submit import read_spec_file
-    from expansion.specs import parse_spec
+    from expansion.specs import SpecError, parse_spec
 
-    return parse_spec(read_spec_file(path))
+    try:
+        return parse_spec(read_spec_file(path))
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"{path}: {problem}")
+        noun = "problem" if len(exc.problems) == 1 else "problems"
+        raise CliError(f"{path}: {len(exc.problems)} {noun}", code=1) from None
 
 
 def describe_cost(spec: Any) -> list[str]:
@@ -47,15 +54,7 @@ def describe_cost(spec: Any) -> list[str]:
 
 def handle(args: argparse.Namespace) -> int:
     """Validate the spec; print the problems (status 1) or a summary with the cost (status 0)."""
-    from expansion.specs import SpecError
-
-    try:
-        spec = load_spec_file(args.spec)
-    except SpecError as exc:
-        for problem in exc.problems:
-            print(f"{args.spec}: {problem}")
-        noun = "problem" if len(exc.problems) == 1 else "problems"
-        raise CliError(f"{args.spec}: {len(exc.problems)} {noun}", code=1) from None
+    spec = load_spec_file(args.spec)
     m = spec.model
     print(
         f"{args.spec}: valid {spec.kind} spec: {m.kind} width {m.width} depth {m.depth}"
