@@ -101,9 +101,12 @@ def run_experiment(
     reporter: ProgressReporter | None = None,
     *,
     data_dir: Path | None = None,
+    base_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Run an experiment spec of any kind; writes `out_dir/result.json` and returns it.
 
+    `base_checkpoint` (kind `expand` only) loads the base network and its optimizer state from
+    a checkpoint (e.g. a `train` run's `base.ckpt`) instead of training one.
     Raises SpecError for an invalid raw spec, StopRequested soon after the reporter asks to
     stop, FloatingPointError when training diverges.
     """
@@ -114,12 +117,16 @@ def run_experiment(
     reporter = reporter or NullReporter()
     data_dir = Path(data_dir) if data_dir is not None else None
     log.info("running %s experiment %r into %s", spec.kind, spec.name, out_dir)
+    if base_checkpoint is not None and not isinstance(spec, ExpandExperiment):
+        raise ValueError(f"a base checkpoint applies to kind expand, not {spec.kind}")
     if isinstance(spec, TrainExperiment):
         result = run_train(spec, out_dir, reporter, data_dir=data_dir)
     elif isinstance(spec, ExpandExperiment):
         from expansion.expand_experiment import run_expand
 
-        result = run_expand(spec, out_dir, reporter, data_dir=data_dir)
+        result = run_expand(
+            spec, out_dir, reporter, data_dir=data_dir, base_checkpoint=base_checkpoint
+        )
     else:
         from expansion.grow_experiment import run_grow
 

@@ -24,6 +24,14 @@ def register(subparsers: Any) -> None:
         default=None,
         help="where MNIST-1D is cached and cifar-10-batches-py is read (~/.cache/jumpboard)",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="kind expand: start from this trained base checkpoint (e.g. runs/base/base.ckpt) "
+        "instead of training the base",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -82,6 +90,11 @@ def handle(args: argparse.Namespace) -> int:
     from app.commands.validate import load_spec_file
 
     spec = load_spec_file(args.spec)
+    if args.base is not None:
+        if spec.kind != "expand":
+            raise CliError(f"--base applies to kind expand, not {spec.kind}")
+        if not args.base.is_file():
+            raise CliError(f"--base: no checkpoint file {args.base}")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -99,7 +112,13 @@ def handle(args: argparse.Namespace) -> int:
     )
     try:
         with Progress(*columns, console=console, transient=False) as bar:
-            result = run_experiment(spec, args.out, BarReporter(bar), data_dir=args.data_dir)
+            result = run_experiment(
+                spec,
+                args.out,
+                BarReporter(bar),
+                data_dir=args.data_dir,
+                base_checkpoint=args.base,
+            )
     except (DataError, CheckpointError) as exc:
         raise CliError(str(exc)) from None
     except FloatingPointError as exc:

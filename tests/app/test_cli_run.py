@@ -120,3 +120,32 @@ def test_run_reports_missing_cifar_as_one_line(
     )
     err = capsys.readouterr().err
     assert "cifar-10-batches-py" in err and "Traceback" not in err
+
+
+def test_expand_from_a_trained_base_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    train_spec = tmp_path / "tiny.yaml"
+    train_spec.write_text(TINY)
+    assert main(["run", str(train_spec), "--out", str(tmp_path / "base"), *data]) == 0
+    base = tmp_path / "base" / "base.ckpt"
+    expand_spec = tmp_path / "expand.yaml"
+    expand_spec.write_text(
+        TINY.replace("name: tiny", "kind: expand\nname: tiny-expand")
+        + "expand: {select: all, seeds: [0], continue_steps: 3, grad_batch_size: 64}\n"
+    )
+    out = tmp_path / "expand"
+    assert main(["run", str(expand_spec), "--out", str(out), "--base", str(base), *data]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["timings"]["train_s"] == 0.0  # the base was loaded, not trained
+    assert not (out / "base.ckpt").exists()
+    assert [r["position"] for r in result["insertions"]] == [0, 1]
+    printed = capsys.readouterr().out
+    assert "realized gain vs control" in printed
+
+    assert main(["run", str(train_spec), "--out", str(tmp_path / "x"), "--base", str(base)]) == 2
+    assert "--base applies to kind expand" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.ckpt")
+    assert main(["run", str(expand_spec), "--out", str(tmp_path / "y"), "--base", missing]) == 2
+    assert "no checkpoint file" in capsys.readouterr().err
