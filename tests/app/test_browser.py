@@ -129,7 +129,8 @@ def base_url(browser_settings: Settings) -> Iterator[str]:
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium (scripts/test.sh does)")
+        # scripts/test.sh installs it: a missing browser is a broken setup, not a skip.
+        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/test.sh does)")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched

@@ -80,7 +80,7 @@ def empty_database() -> Iterator[str]:
     try:
         _admin_execute(f'CREATE DATABASE "{name}"')
     except OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.orig}")
+        pytest.fail(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.orig}")
     yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
