@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS
 from test_insertion import KINDS, inputs, tiny_model
 from test_scan import labels
 
@@ -15,19 +16,6 @@ from expansion.certificate import (
     unbiased_norm_sq,
 )
 from expansion.scan import PositionGradient, new_blocks, scan_positions, single_pass_gradients
-
-DESCENT_FIELDS = {
-    "grad_norm_sq_train",
-    "grad_norm_sq_val",
-    "grad_norm_sq_unbiased",
-    "grad_norm_sq_lcb",
-    "confidence",
-    "condition_holds",
-    "cosine_train_val",
-    "step",
-    "predicted_val_risk_delta",
-}
-JUMPBOARD_FIELDS = {"step", "val_risk_delta", "test_risk_delta", "test_risk_delta_ci"}
 
 
 def test_unbiased_estimate_matches_its_definition() -> None:
