@@ -25,8 +25,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from expansion.models import build_model  # noqa: E402
-from expansion.scan import autograd_gradients, new_blocks, single_pass_gradients  # noqa: E402
+from expansion.insertion.scan import autograd_gradients, new_blocks, single_pass_gradients  # noqa: E402
+from expansion.models.network import build_model  # noqa: E402
 from expansion.specs import DataSpec, ModelSpec  # noqa: E402
 
 

@@ -29,11 +29,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from expansion.data import DataBundle, DeviceBatches, augmentation_for, load_dataset  # noqa: E402
-from expansion.models import build_model  # noqa: E402
+from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for, load_dataset  # noqa: E402
+from expansion.models.network import build_model  # noqa: E402
 from expansion.progress import NullReporter  # noqa: E402
 from expansion.specs import TrainExperiment, parse_spec  # noqa: E402
-from expansion.training import WarmupCosineSchedule, steps_per_epoch, train_model  # noqa: E402
+from expansion.training.trainer import WarmupCosineSchedule, steps_per_epoch, train_model  # noqa: E402
 
 SPEC = {
     "data": {"name": "mnist1d", "augment": True},

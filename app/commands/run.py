@@ -98,9 +98,9 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from expansion.checkpoint import CheckpointError
-    from expansion.data import DataError
+    from expansion.data.datasets import DataError
     from expansion.experiments import run_experiment
+    from expansion.models.checkpoint import CheckpointError
     from expansion.progress import StopRequested
 
     console = Console(stderr=True)

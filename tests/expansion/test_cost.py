@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from expansion.cost import estimate_cost
-from expansion.models import build_model, count_parameters
+from expansion.models.network import build_model, count_parameters
 from expansion.specs import parse_spec
 
 

@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from expansion.certificate import certify, descent_record
-from expansion.continuation import continuation_lr, controlled_continuation, paired_summary
-from expansion.data import load_dataset
-from expansion.insertion import expanded_copy, function_drift
-from expansion.models import PostNormResNet, count_parameters
+from expansion.data.datasets import load_dataset
+from expansion.insertion.certificate import certify, descent_record
+from expansion.insertion.insert import expanded_copy, function_drift
+from expansion.insertion.scan import ScanGradients, scan_positions
+from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.result_file import json_safe, write_result
-from expansion.scan import ScanGradients, scan_positions
 from expansion.specs import ExpandExperiment, parse_spec
-from expansion.training import evaluate, resolve_device, train_model
+from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
+from expansion.training.trainer import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def choose_positions(spec: ExpandExperiment, scan_rows: list[dict[str, Any]]) ->
 
 
 def _load_base(path: Path, device: torch.device) -> tuple[PostNormResNet, dict[str, Any]]:
-    from expansion.checkpoint import load_checkpoint
+    from expansion.models.checkpoint import load_checkpoint
 
     model, payload = load_checkpoint(path, map_location=device)
     return model.to(device).eval(), payload
@@ -93,7 +93,7 @@ def _train_base(
     spec: ExpandExperiment, bundle: Any, reporter: ProgressReporter, out_dir: Path
 ) -> tuple[PostNormResNet, dict[str, Any] | None, float, dict[str, Any], float]:
     """(model, optimizer state, final lr, curves, seconds) of a freshly trained base."""
-    from expansion.checkpoint import save_checkpoint
+    from expansion.models.checkpoint import save_checkpoint
 
     outcome = train_model(spec, bundle, _stage(reporter, "train"), out_dir)
     model = outcome.model.eval()

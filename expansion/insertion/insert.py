@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from expansion.models import PostNormResNet, ResidualBlock
+from expansion.models.network import PostNormResNet, ResidualBlock
 
 DRIFT_CHUNK = 2048
 

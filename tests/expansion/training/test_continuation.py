@@ -9,16 +9,16 @@ import pytest
 import torch
 from scipy import stats
 
-from expansion.continuation import (
+from expansion.data.datasets import load_dataset
+from expansion.insertion.insert import insert_block
+from expansion.specs import DataSpec, ModelSpec, TrainSpec
+from expansion.training.continuation import (
     build_optimizer,
     controlled_continuation,
     paired_summary,
     run_arm,
 )
-from expansion.data import load_dataset
-from expansion.insertion import insert_block
-from expansion.specs import DataSpec, ModelSpec, TrainSpec
-from expansion.training import train_model
+from expansion.training.trainer import train_model
 
 
 class Spec:

@@ -7,17 +7,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from test_insertion import tiny_model
+from tiny_networks import tiny_model
 
-from expansion.data import load_dataset
-from expansion.growth import (
+from expansion.data.datasets import load_dataset
+from expansion.specs import DataSpec, GrowSpec, ModelSpec, TrainSpec
+from expansion.training.growth import (
     GrowthCallback,
     interpolate_positions,
     stack_positions,
     uniform_positions,
 )
-from expansion.specs import DataSpec, GrowSpec, ModelSpec, TrainSpec
-from expansion.training import DeviceDataModule, ResNetModule, build_trainer, train_model
+from expansion.training.trainer import DeviceDataModule, ResNetModule, build_trainer, train_model
 
 
 class OptimizerProbe(L.Callback):
@@ -103,7 +103,7 @@ def test_resumed_growth_run_rebuilds_its_architecture_and_continues(digits, tmp_
     data = DeviceDataModule(digits, 128, seed=0)
 
     def fresh_module() -> ResNetModule:
-        from expansion.models import build_model
+        from expansion.models.network import build_model
 
         model = build_model(spec.model, spec.data, seed=0)
         return ResNetModule.from_model(model, spec.train, total_steps=4 * 12)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from expansion.insertion import insert_block, remove_block
-from expansion.models import PostNormResNet, ResidualBlock
-from expansion.norms import PARAMETER_FREE_NORMS, norm_input_gradient
+from expansion.insertion.insert import insert_block, remove_block
+from expansion.models.network import PostNormResNet, ResidualBlock
+from expansion.models.norms import PARAMETER_FREE_NORMS, norm_input_gradient
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from expansion.checkpoint import CheckpointError, load_checkpoint, load_payload, save_checkpoint
-from expansion.models import build_model
+from expansion.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_payload,
+    save_checkpoint,
+)
+from expansion.models.network import build_model
 from expansion.specs import parse_spec
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from expansion.models import (
+from expansion.models.network import (
     Architecture,
     branch_scale,
     build_model,

@@ -23,10 +23,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from expansion.certificate import unbiased_norm_sq
-from expansion.insertion import insert_block
-from expansion.models import PostNormResNet
-from expansion.scan import scan_positions
+from expansion.insertion.certificate import unbiased_norm_sq
+from expansion.insertion.insert import insert_block
+from expansion.insertion.scan import scan_positions
+from expansion.models.network import PostNormResNet
 from expansion.specs import GrowSpec
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from expansion.data import (
+from expansion.data.datasets import (
     DataError,
     DeviceBatches,
     augmentation_for,

@@ -6,33 +6,9 @@ import copy
 
 import pytest
 import torch
+from tiny_networks import KINDS, inputs, tiny_model
 
-from expansion.insertion import expanded_copy, function_drift, insert_block, remove_block
-from expansion.models import PostNormResNet, build_model
-from expansion.specs import DataSpec, ModelSpec
-
-KINDS = {"mlp": "mnist1d", "conv1d": "mnist1d", "conv2d": "digits"}
-
-
-def tiny_model(kind: str, norm: str = "layer", scaling: str = "inv_sqrt_depth") -> PostNormResNet:
-    """A small network whose existing blocks all have non-zero branches."""
-    spec = ModelSpec(
-        kind=kind,
-        width=8,
-        depth=2,
-        stages=2 if kind == "conv2d" else 1,
-        norm=norm,
-        groups=4,
-        kernel_size=3,
-        scaling=scaling,
-    )
-    return build_model(spec, DataSpec(name=KINDS[kind]), seed=0)
-
-
-def inputs(model: PostNormResNet, n: int = 48, seed: int = 0) -> torch.Tensor:
-    """Gaussian inputs in the model's input shape."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *model.arch.in_shape, generator=gen)
+from expansion.insertion.insert import expanded_copy, function_drift, insert_block, remove_block
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from expansion.data import DataBundle, load_dataset
-from expansion.growth import GrowthCallback
-from expansion.models import (
+from expansion.data.datasets import DataBundle, load_dataset
+from expansion.models.network import (
     Architecture,
     PostNormResNet,
     branch_scale,
@@ -27,7 +26,8 @@ from expansion.models import (
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.result_file import json_safe, write_result
 from expansion.specs import GrowExperiment, parse_spec
-from expansion.training import evaluate, resolve_device, train_model
+from expansion.training.growth import GrowthCallback
+from expansion.training.trainer import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from expansion.models import PostNormResNet, model_from_architecture
+from expansion.models.network import PostNormResNet, model_from_architecture
 
 CHECKPOINT_FORMAT = "jumpboard/1"
 

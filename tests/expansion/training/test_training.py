@@ -8,11 +8,11 @@ import lightning as L
 import pytest
 import torch
 
-from expansion.data import DataBundle, load_dataset
-from expansion.models import build_model
+from expansion.data.datasets import DataBundle, load_dataset
+from expansion.models.network import build_model
 from expansion.progress import RecordingReporter, StopRequested
 from expansion.specs import parse_spec
-from expansion.training import (
+from expansion.training.trainer import (
     DeviceDataModule,
     ResNetModule,
     build_trainer,

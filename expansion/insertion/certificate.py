@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from expansion.insertion import insert_block
-from expansion.models import PostNormResNet
-from expansion.scan import PositionGradient
+from expansion.insertion.insert import insert_block
+from expansion.insertion.scan import PositionGradient
+from expansion.models.network import PostNormResNet
 
 EVAL_CHUNK = 2048
 BOOTSTRAP_RESAMPLES = 2000

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from expansion.data import DataBundle, DeviceBatches, augmentation_for
-from expansion.insertion import insert_block
-from expansion.models import PostNormResNet
+from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
+from expansion.insertion.insert import insert_block
+from expansion.models.network import PostNormResNet
 from expansion.specs import TrainSpec
-from expansion.training import evaluate
+from expansion.training.trainer import evaluate
 
 logger = logging.getLogger(__name__)
 

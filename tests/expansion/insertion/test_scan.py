@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_insertion import KINDS, inputs, tiny_model
+from tiny_networks import KINDS, inputs, labels, tiny_model
 
-from expansion.insertion import insert_block
-from expansion.models import PostNormResNet
-from expansion.scan import new_blocks, scan_positions, single_pass_gradients
-
-
-def labels(n: int, seed: int = 0) -> torch.Tensor:
-    """Random class labels."""
-    return torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed))
+from expansion.insertion.insert import insert_block
+from expansion.insertion.scan import new_blocks, scan_positions, single_pass_gradients
+from expansion.models.network import PostNormResNet
 
 
 def expanded_autograd(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS, REALIZED_FIELDS, RECORD_FIELDS
 
-from expansion.expand_experiment import run_expand
+from expansion.experiments.expand import run_expand
 from expansion.progress import RecordingReporter, StopRequested
 from expansion.report import position_table
 

@@ -26,8 +26,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from expansion.data import DataBundle, DeviceBatches, augmentation_for
-from expansion.models import PostNormResNet, build_model, model_from_architecture
+from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
+from expansion.models.network import PostNormResNet, build_model, model_from_architecture
 from expansion.progress import NullReporter, ProgressReporter, check_stop
 from expansion.specs import TrainSpec
 

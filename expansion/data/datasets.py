@@ -169,7 +169,7 @@ def _cifar10_arrays(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 def _teacher_sampler(spec: DataSpec, device: torch.device) -> Sampler:
     """Labels Gaussian inputs by the argmax of a random post-norm network seeded by spec.seed."""
-    from expansion.models import build_model
+    from expansion.models.network import build_model
     from expansion.specs import ModelSpec
 
     teacher_model = ModelSpec(

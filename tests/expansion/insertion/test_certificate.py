@@ -5,17 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS
-from test_insertion import KINDS, inputs, tiny_model
-from test_scan import labels
+from tiny_networks import KINDS, inputs, labels, tiny_model
 
-from expansion.certificate import (
+from expansion.insertion.certificate import (
     certify,
     descent_record,
     jumpboard_model,
     risk,
     unbiased_norm_sq,
 )
-from expansion.scan import PositionGradient, new_blocks, scan_positions, single_pass_gradients
+from expansion.insertion.scan import (
+    PositionGradient,
+    new_blocks,
+    scan_positions,
+    single_pass_gradients,
+)
 
 
 def test_unbiased_estimate_matches_its_definition() -> None:

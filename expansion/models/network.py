@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from expansion.norms import make_norm
+from expansion.models.norms import make_norm
 from expansion.specs import DataSpec, ModelSpec, input_shape, num_classes
 
 

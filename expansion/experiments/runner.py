@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from expansion.checkpoint import save_checkpoint
-from expansion.data import DataBundle, load_dataset
-from expansion.models import count_parameters
+from expansion.data.datasets import DataBundle, load_dataset
+from expansion.models.checkpoint import save_checkpoint
+from expansion.models.network import count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter
 from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, GrowExperiment, TrainExperiment, parse_spec
-from expansion.training import evaluate, resolve_device, train_model
+from expansion.training.trainer import evaluate, resolve_device, train_model
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,13 @@ def run_experiment(
     if isinstance(spec, TrainExperiment):
         result = run_train(spec, out_dir, reporter, data_dir=data_dir)
     elif isinstance(spec, ExpandExperiment):
-        from expansion.expand_experiment import run_expand
+        from expansion.experiments.expand import run_expand
 
         result = run_expand(
             spec, out_dir, reporter, data_dir=data_dir, base_checkpoint=base_checkpoint
         )
     else:
-        from expansion.grow_experiment import run_grow
+        from expansion.experiments.grow import run_grow
 
         result = run_grow(spec, out_dir, reporter, data_dir=data_dir)
     write_result(out_dir, result)

@@ -1,0 +1,1 @@
+"""Insertion of zero-initialised blocks, the single-pass scan and the descent certificate."""

@@ -1,0 +1,1 @@
+"""Training: the Lightning module and trainer, controlled continuation, growth schedules."""
