@@ -36,22 +36,23 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
         pip install "$TORCH_SPEC"; \
     fi
 
-# The remaining dependencies, from pyproject.toml alone (stub packages stand in for the code),
-# so that editing the code does not reinstall them.
+# The remaining dependencies, from pyproject.toml alone, so that editing the code does not
+# reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p app expansion \
-    && touch app/__init__.py expansion/__init__.py \
-    && pip install . \
-    && pip uninstall -y jumpboard \
-    && rm -rf app expansion build jumpboard.egg-info
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
-# The code. Installed editable on purpose: Alembic's revisions live in migrations/ next to the
-# packages (app/db/migrate.py finds them relative to the source tree), which a wheel omits.
+# The code, as the wheel users get: built here, installed, and the sources removed again.
+# The wheel carries the Alembic revisions as the package `app.migrations`.
 COPY app ./app
 COPY expansion ./expansion
 COPY migrations ./migrations
-RUN pip install --no-deps -e . \
-    && python -c "import app.cli, app.api.main, torch; print('torch', torch.__version__)"
+RUN pip wheel --no-deps -w /tmp/dist . \
+    && pip install --no-deps /tmp/dist/jumpboard-*.whl \
+    && cd / && rm -rf /tmp/dist /opt/jumpboard/* \
+    && python -c "import app.cli, app.api.main, torch; from app.db.migrate import migrations_dir; print('torch', torch.__version__, 'migrations', migrations_dir())"
 
 ENV JUMPBOARD_ARTIFACT_DIR=/var/lib/jumpboard/artifacts \
     JUMPBOARD_DATA_DIR=/var/lib/jumpboard/data \

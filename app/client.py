@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 
+from app.urls import API_PREFIX
+
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 

@@ -34,7 +34,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import begin_write
-from expansion.result_file import json_safe
+from expansion.result_file import finite_or_none, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,6 @@ class ClaimedJob:
     lease_expires_at: dt.datetime
     cancel_requested: bool = False
     """Refreshed by each successful heartbeat."""
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --------------------------------------------------------------------------- enqueue / cancel
@@ -216,7 +210,7 @@ def _metric_rows(claim: ClaimedJob, metrics: Iterable[MetricPoint]) -> list[dict
             "step": int(step),
             "split": str(split)[:16],
             "name": str(name)[:64],
-            "value": _finite_or_none(float(value)),
+            "value": finite_or_none(float(value)),
         }
         for step, split, name, value in metrics
     ]

@@ -10,11 +10,20 @@ from typing import Any
 RESULT_FILE = "result.json"
 
 
+def finite_or_none(value: Any) -> float | None:
+    """`value` as a float when it is a finite real number (not a bool); None otherwise.
+
+    JSON has no NaN/inf: a diverged value is stored, and read back, as null.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def json_safe(value: Any) -> Any:
     """`value` with NaN/inf floats replaced by None and tuples by lists (strict JSON)."""
     if isinstance(value, float):
-        # JSON has no NaN/inf; a diverged value is stored as null.
-        return value if math.isfinite(value) else None
+        return finite_or_none(value)
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

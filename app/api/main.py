@@ -15,17 +15,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.routes import health, jobs, pages, results
 from app.db.session import session_factory
 from app.settings import Settings, get_settings
+from app.urls import API_PREFIX
 from expansion.specs import spec_json_schema
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -202,5 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(results.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(pages.router)
+    # After the pages' router, whose versioned plotly bundle lives under /static/vendor/.
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     _install_openapi(app)
     return app

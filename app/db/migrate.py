@@ -1,10 +1,12 @@
 """Schema migrations through Alembic, driven from code (no alembic.ini needed).
 
-The revisions live in `migrations/` at the repository root.
+The revisions live in `migrations/` at the repository root, which the wheel installs as the
+package `app.migrations`; `migrations_dir` finds whichever of the two this process has.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from app.db.session import create_db_engine  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+CHECKOUT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+"""`migrations/` of a source checkout (editable installs and the test suite)."""
 
 
 __all__ = ["CommandError", "MigrationError", "downgrade", "upgrade"]
@@ -32,12 +35,28 @@ class MigrationError(RuntimeError):
     """A migration could not run; the message says why."""
 
 
+def migrations_dir() -> Path:
+    """The folder with Alembic's `env.py`: the installed `app.migrations` package, else the
+    checkout's `migrations/`.
+
+    Raises MigrationError when neither has an `env.py`.
+    """
+    candidates = []
+    spec = importlib.util.find_spec("app.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(location) for location in spec.submodule_search_locations]
+    candidates.append(CHECKOUT_MIGRATIONS_DIR)
+    for folder in candidates:
+        if (folder / "env.py").is_file():
+            return folder
+    searched = ", ".join(str(folder) for folder in candidates)
+    raise MigrationError(f"migrations folder (with env.py) not found; looked in {searched}")
+
+
 def alembic_config(url: str) -> Config:
-    """An Alembic configuration for `url` and this project's `migrations/` folder."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise MigrationError(f"migrations folder not found at {MIGRATIONS_DIR}")
+    """An Alembic configuration for `url` and this project's migrations folder."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

@@ -7,16 +7,15 @@ what a job without rows carries only there (curves, insertion records, artifacts
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Insertion, Job, Metric
+from app.urls import artifact_path
 from app.web.charts import (
     Chart,
     curve_chart,
@@ -25,6 +24,7 @@ from app.web.charts import (
     split_curves,
 )
 from app.web.results import positions_from_insertions
+from expansion.result_file import finite_or_none as _num
 
 SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
     ("test_risk", "test risk (cross-entropy)"),
@@ -81,15 +81,9 @@ class JobView:
         return self.job.status in ("queued", "running")
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def artifact_url(job_id: int, name: str) -> str:
     """Download URL of a job's artifact (served by the JSON API)."""
-    return f"/api/v1/jobs/{job_id}/artifacts/{quote(name, safe='')}"
+    return artifact_path(job_id, name)
 
 
 def position_rows(result: Mapping[str, Any], insertions: Sequence[Insertion]) -> list[dict]:

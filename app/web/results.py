@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Insertion, Job
+from expansion.result_file import finite_or_none as _finite
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,6 @@ def rank_correlation(points: Sequence[Mapping[str, Any]]) -> RankCorrelation:
     ]
     rho = spearman([x for x, _ in pairs], [y for _, y in pairs])
     return RankCorrelation(rho=rho, n=len(pairs))
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

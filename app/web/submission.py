@@ -11,10 +11,10 @@ import logging
 from typing import Any
 
 import yaml
-from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from app.db.models import Job
+from app.services.budget import budget_problems
 from app.settings import Settings
 from app.tokens import verify_token
 from expansion.specs import SpecError, parse_spec
@@ -51,28 +51,14 @@ def parse_spec_text(text: str) -> dict[str, Any]:
 
 def validated_spec(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The spec as stored on the job row, after the spec and compute-budget checks."""
-    from app.api.routes.jobs import check_budget
-
     try:
         spec = parse_spec(raw)
     except SpecError as exc:
         raise SubmissionError(exc.problems) from None
-    try:
-        check_budget(spec, settings)
-    except HTTPException as exc:
-        raise SubmissionError(_detail_lines(exc.detail)) from None
+    problems = budget_problems(spec, settings)
+    if problems:
+        raise SubmissionError(problems)
     return spec.model_dump(mode="json")
-
-
-def _detail_lines(detail: Any) -> list[str]:
-    """The API's error detail (a message, or items with `loc` and `msg`) as one line each."""
-    if not isinstance(detail, list):
-        return [str(detail)]
-    lines = []
-    for item in detail:
-        path = ".".join(str(p) for p in item.get("loc", []) if p != "body") or "spec"
-        lines.append(f"{path}: {item.get('msg', '')}")
-    return lines
 
 
 def submit_spec_text(session: Session, settings: Settings, text: str, token: str) -> Job:

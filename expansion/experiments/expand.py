@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import load_dataset
+from expansion.experiments.runner import result_header
 from expansion.insertion.certificate import certify, descent_record
 from expansion.insertion.insert import expanded_copy, function_drift
 from expansion.insertion.scan import ScanGradients, scan_positions
@@ -267,10 +268,7 @@ def run_expand(
     timings["total_s"] = time.perf_counter() - started
     result = json_safe(
         {
-            "kind": "expand",
-            "spec": spec.model_dump(mode="json"),
-            "device": str(device),
-            "torch_version": torch.__version__,
+            **result_header(spec, device),
             "test_risk": test_risk,
             "test_error": test_error,
             "val_risk": val_risk,

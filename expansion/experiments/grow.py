@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.experiments.runner import result_header
 from expansion.models.network import (
     Architecture,
     PostNormResNet,
@@ -127,10 +128,7 @@ def run_grow(
     timings = {"total_s": time.perf_counter() - started, "train_s": g["train_s"]}
     result = json_safe(
         {
-            "kind": "grow",
-            "spec": spec.model_dump(mode="json"),
-            "device": str(device),
-            "torch_version": torch.__version__,
+            **result_header(spec, device),
             **{k: g[k] for k in ("test_risk", "test_error", "val_risk", "val_error")},
             "train_risk": g["train_risk"],
             "train_error": g["train_error"],

@@ -106,17 +106,15 @@ def _weight_gradient(
 def norm_backward(kind: str, z: torch.Tensor, grad_out: torch.Tensor, eps: float) -> torch.Tensor:
     """J_Norm(z)^T grad_out for a parameter-free norm at z.
 
-    The layer norm uses ATen's fused layer-norm backward, the very kernel autograd runs on
-    the explicitly expanded network (one pass instead of a dozen elementwise ones); the RMS
-    norm uses the closed form of `norm_input_gradient`.
+    The layer norm back-propagates through `F.layer_norm`, so it runs the very fused kernel
+    autograd runs on the explicitly expanded network (one pass instead of a dozen elementwise
+    ones); the RMS norm uses the closed form of `norm_input_gradient`.
     """
     if kind == "layer":
-        shape = list(z.shape[1:])
-        zf = z.float()
-        _, mean, rstd = torch.ops.aten.native_layer_norm(zf, shape, None, None, eps)
-        grad, _, _ = torch.ops.aten.native_layer_norm_backward(
-            grad_out.float(), zf, shape, mean, rstd, None, None, [True, False, False]
-        )
+        with torch.enable_grad():
+            zf = z.detach().float().requires_grad_(True)
+            normed = F.layer_norm(zf, list(z.shape[1:]), eps=eps)
+            (grad,) = torch.autograd.grad(normed, zf, grad_out.float())
         return grad.to(z.dtype)
     return norm_input_gradient(kind, z, grad_out).to(z.dtype)
 

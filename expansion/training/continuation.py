@@ -25,6 +25,7 @@ from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.insert import insert_block
 from expansion.models.network import PostNormResNet
 from expansion.specs import TrainSpec
+from expansion.training.optim import clone_parameter_state, weight_decay_groups
 from expansion.training.trainer import evaluate
 
 logger = logging.getLogger(__name__)
@@ -42,17 +43,6 @@ class ArmResult:
     """Mean training loss over the K steps."""
 
 
-def _clone_state(saved: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    out = {}
-    for k, v in saved.items():
-        if torch.is_tensor(v):
-            v = v.detach().clone()
-            # scalar state ("step") stays on the CPU, as the optimizers keep it
-            v = v.to(device) if v.dim() else v
-        out[k] = v
-    return out
-
-
 def build_optimizer(
     model: PostNormResNet,
     train: TrainSpec,
@@ -68,13 +58,11 @@ def build_optimizer(
     existing, new = [], []
     for p in model.parameters():
         (existing if id(p) in base_names else new).append(p)
-    groups: list[dict[str, Any]] = []
-    for params, role in ((existing, "existing"), (new, "new")):
-        decayed = [p for p in params if p.dim() >= 2]
-        other = [p for p in params if p.dim() < 2]
-        for subset, wd in ((decayed, train.weight_decay), (other, 0.0)):
-            if subset:
-                groups.append({"params": subset, "weight_decay": wd, "role": role})
+    groups = [
+        group
+        for params, role in ((existing, "existing"), (new, "new"))
+        for group in weight_decay_groups(params, train.weight_decay, role=role)
+    ]
     if train.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=lr)
     else:
@@ -83,7 +71,7 @@ def build_optimizer(
     for p in existing:
         state = saved.get(base_names[id(p)])
         if state:
-            opt.state[p] = _clone_state(state, p.device)
+            opt.state[p] = clone_parameter_state(state, p.device)
     return opt
 
 

@@ -28,6 +28,8 @@ from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import scan_positions
 from expansion.models.network import PostNormResNet
 from expansion.specs import GrowSpec
+from expansion.training.optim import weight_decay_groups
+from expansion.training.trainer import WarmupCosineSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def best_positions(
 def add_parameters_to_optimizer(
     trainer: L.Trainer, params: list[torch.nn.Parameter], weight_decay: float
 ) -> None:
-    """Add `params` to the optimizer the trainer steps as new groups, and extend its schedulers.
+    """Add `params` to the optimizer the trainer steps as new groups, and to its schedule.
 
     Weight matrices/kernels get `weight_decay`, the rest none (as in `ResNetModule`); the new
     groups start at the learning rate the scheduler currently gives the first group.
@@ -110,28 +112,18 @@ def add_parameters_to_optimizer(
     optimizer = trainer.optimizers[0]
     ref = optimizer.param_groups[0]
     lr, initial_lr = ref["lr"], ref.get("initial_lr", ref["lr"])
-    decayed = [p for p in params if p.dim() >= 2]
-    other = [p for p in params if p.dim() < 2]
-    added = 0
-    for subset, wd in ((decayed, weight_decay), (other, 0.0)):
-        if not subset:
-            continue
-        optimizer.add_param_group(
-            {"params": subset, "weight_decay": wd, "lr": lr, "initial_lr": initial_lr}
-        )
-        added += 1
+    for group in weight_decay_groups(params, weight_decay, lr=lr, initial_lr=initial_lr):
+        optimizer.add_param_group(group)
     for config in trainer.lr_scheduler_configs:
         sched = config.scheduler
         if getattr(sched, "optimizer", None) is not optimizer:
             continue
-        for _ in range(added):
-            if hasattr(sched, "base_lrs"):
-                sched.base_lrs.append(initial_lr)
-            if hasattr(sched, "_last_lr"):
-                sched._last_lr.append(lr)
-            lambdas = getattr(sched, "lr_lambdas", None)
-            if isinstance(lambdas, list) and lambdas:
-                lambdas.append(lambdas[0])
+        if not isinstance(sched, WarmupCosineSchedule):
+            # Torch's own schedulers keep per-group lists with no public way to extend them.
+            raise TypeError(
+                f"growth needs the trainer's WarmupCosineSchedule, not {type(sched).__name__}"
+            )
+        sched.track_new_groups()
 
 
 class GrowthCallback(Callback):

@@ -30,6 +30,7 @@ from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.models.network import PostNormResNet, build_model, model_from_architecture
 from expansion.progress import NullReporter, ProgressReporter, check_stop
 from expansion.specs import TrainSpec
+from expansion.training.optim import clone_parameter_state, weight_decay_groups
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ class WarmupCosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         factor = lr_factor(self.last_epoch, self.total_steps, self.schedule, self.warmup_steps)
         return [g.setdefault("initial_lr", g["lr"]) * factor for g in self.optimizer.param_groups]
 
+    def track_new_groups(self) -> None:
+        """Schedule parameter groups added to the optimizer since the last call (from their
+        `initial_lr`, else their current learning rate), keeping `base_lrs` one per group."""
+        for group in self.optimizer.param_groups[len(self.base_lrs) :]:
+            self.base_lrs.append(group.setdefault("initial_lr", group["lr"]))
+
 
 # ---- optimizer state by parameter name -----------------------------------------------------
 
@@ -90,9 +97,7 @@ def named_optimizer_state(
     """
     names = {id(p): n for n, p in model.named_parameters()}
     state = {
-        names[id(p)]: {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in s.items()}
-        for p, s in optimizer.state.items()
-        if id(p) in names
+        names[id(p)]: clone_parameter_state(s) for p, s in optimizer.state.items() if id(p) in names
     }
     groups = [
         {
@@ -102,14 +107,6 @@ def named_optimizer_state(
         for g in optimizer.param_groups
     ]
     return {"state": state, "param_groups": groups}
-
-
-def _clone_to(value: Any, device: torch.device) -> Any:
-    # Scalar state ("step") stays where the optimizer keeps it (CPU unless capturable).
-    if not torch.is_tensor(value):
-        return value
-    value = value.detach().clone()
-    return value.to(device) if value.dim() else value
 
 
 def load_named_optimizer_state(
@@ -127,17 +124,12 @@ def load_named_optimizer_state(
         p = params.get(name)
         if p is None or id(p) not in in_optimizer:
             continue
-        optimizer.state[p] = {k: _clone_to(v, p.device) for k, v in saved.items()}
+        optimizer.state[p] = clone_parameter_state(saved, p.device)
         loaded += 1
     return loaded
 
 
 # ---- the LightningModule -------------------------------------------------------------------
-
-
-def _is_decayed(name: str, p: nn.Parameter) -> bool:
-    # Weight decay on weight matrices / kernels only: biases and branch scales are exempt.
-    return p.dim() >= 2
 
 
 class ResNetModule(L.LightningModule):
@@ -271,13 +263,7 @@ class ResNetModule(L.LightningModule):
             if rest:
                 groups.append(rest)
             return [{"params": g} for g in groups if g]
-        decay = [p for n, p in named.items() if _is_decayed(n, p)]
-        no_decay = [p for n, p in named.items() if not _is_decayed(n, p)]
-        wd = self.train_spec.weight_decay
-        return [
-            {"params": decay, "weight_decay": wd},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        return weight_decay_groups(named.values(), self.train_spec.weight_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW or SGD with a per-step warmup + cosine/constant schedule."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
@@ -20,6 +18,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, TokenDep
+from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from app.api.schemas import (
     ArtifactList,
     ArtifactOut,
@@ -36,15 +35,15 @@ from app.api.schemas import (
 )
 from app.db.models import FINISHED_STATUSES, Artifact, Insertion, Job, Metric
 from app.queue import cancel_job, enqueue_job
+from app.services.budget import budget_problems
 from app.settings import Settings
-from expansion.cost import estimate_cost
+from app.urls import artifact_path, job_path
 from expansion.specs import SpecError, parse_spec
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-MAX_PAGE = 200
 MAX_PRIORITY = 1000
 _SUMMARY_KEYS = (
     "test_risk",
@@ -65,7 +64,7 @@ JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The job's id."
 
 def job_links(job_id: int) -> JobLinks:
     """Relative links to a job's resources and its web page."""
-    base = f"/api/v1/jobs/{job_id}"
+    base = job_path(job_id)
     return JobLinks(
         self=base,
         page=f"/jobs/{job_id}",
@@ -124,26 +123,9 @@ def _spec_problems(problems: list[str]) -> HTTPException:
     return HTTPException(status_code=422, detail=detail)
 
 
-def _sci(value: float) -> str:
-    """Scientific notation without the exponent's plus sign and padding: 3.2e9, 5.0e7."""
-    mantissa, _, exponent = f"{value:.1e}".partition("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def check_budget(spec: Any, settings: Settings) -> None:
     """422 when the spec's estimated size or compute exceeds the configured limits."""
-    cost = estimate_cost(spec)
-    problems = []
-    if cost.parameters > settings.max_parameters:
-        problems.append(
-            f"model: estimated {_sci(cost.parameters)} parameters exceeds the limit "
-            f"{_sci(settings.max_parameters)}"
-        )
-    if cost.train_flops > settings.max_train_flops:
-        problems.append(
-            f"train: estimated {_sci(cost.train_flops)} training FLOPs exceeds the limit "
-            f"{_sci(settings.max_train_flops)}"
-        )
+    problems = budget_problems(spec, settings)
     if problems:
         raise _spec_problems(problems)
 
@@ -213,26 +195,8 @@ def submit_job(
         max_attempts=settings.max_attempts,
     )
     log.info("job %s queued (%s, %s)", job.id, job.kind, job.name or "unnamed")
-    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    response.headers["Location"] = job_path(job.id)
     return job_out(job)
-
-
-def decode_cursor(cursor: str) -> int:
-    """The id bound of a cursor from `encode_cursor`; 422 naming the cursor when it is not one."""
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii") + b"=="))
-        before = int(payload["before"])
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise HTTPException(
-            status_code=422,
-            detail=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
-        ) from None
-    return before
-
-
-def encode_cursor(before: int) -> str:
-    """An opaque cursor meaning 'rows with an id below `before`'."""
-    return base64.urlsafe_b64encode(json.dumps({"before": before}).encode()).decode().rstrip("=")
 
 
 @router.get("", response_model=JobList, dependencies=[ReadAccess], responses=_ERRORS)
@@ -346,7 +310,7 @@ def job_artifacts(session: SessionDep, job_id: JobId) -> ArtifactList:
             name=a.name,
             size=a.size,
             sha256=a.sha256,
-            url=f"/api/v1/jobs/{job_id}/artifacts/{a.name}",
+            url=artifact_path(job_id, a.name),
         )
         for a in rows
     ]

@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parents[2]
 STATIC_DIR = APP_DIR / "static"
-STATIC_FILES = {"style.css": "text/css", "pages.js": "text/javascript"}
-"""The only files `/static/{name}` serves: no request value ever becomes a path."""
+"""The app's own CSS and JavaScript, mounted at /static by `create_app` (StaticFiles)."""
 JOB_LIST_LIMIT = 200
 LIVE_REFRESH_SECONDS = 4
 
@@ -69,12 +68,6 @@ def _plotly_bundle() -> tuple[bytes, str]:
     return body, f'"plotly-{plotly.__version__}-{hashlib.sha256(body).hexdigest()[:16]}"'
 
 
-@functools.cache
-def _static_file(name: str) -> tuple[bytes, str]:
-    body = (STATIC_DIR / name).read_bytes()
-    return body, f'"{hashlib.sha256(body).hexdigest()[:20]}"'
-
-
 def _cached(request: Request, body: bytes, etag: str, media_type: str, max_age: int) -> Response:
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
     if request.headers.get("if-none-match") == etag:
@@ -97,15 +90,6 @@ def plotly_js(request: Request) -> Response:
     """plotly.js from the installed `plotly` package, cached for a year (versioned URL)."""
     body, etag = _plotly_bundle()
     return _cached(request, body, etag, "text/javascript", 31_536_000)
-
-
-@router.get("/static/{name}")
-def static_file(name: str, request: Request) -> Response:
-    """The app's own CSS and JavaScript (revalidated by ETag on every load)."""
-    if name not in STATIC_FILES:
-        raise HTTPException(status_code=404, detail="no such static file")
-    body, etag = _static_file(name)
-    return _cached(request, body, etag, STATIC_FILES[name], 0)
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, select
 
 from app.api.deps import ReadAccess, SessionDep
-from app.api.routes.jobs import MAX_PAGE, decode_cursor, encode_cursor
+from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from app.api.schemas import RESULT_FIELDS, ErrorOut, JobKind, ResultList, ResultRow
 from app.db.models import Insertion, Job
 

@@ -1,0 +1,31 @@
+"""The compute budget a submitted spec must fit, from its cost estimate and the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.settings import Settings
+from expansion.cost import estimate_cost
+
+
+def _sci(value: float) -> str:
+    """Scientific notation without the exponent's plus sign and padding: 3.2e9, 5.0e7."""
+    mantissa, _, exponent = f"{value:.1e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def budget_problems(spec: Any, settings: Settings) -> list[str]:
+    """One `field: reason` line per limit the spec's estimated size or compute exceeds."""
+    cost = estimate_cost(spec)
+    problems = []
+    if cost.parameters > settings.max_parameters:
+        problems.append(
+            f"model: estimated {_sci(cost.parameters)} parameters exceeds the limit "
+            f"{_sci(settings.max_parameters)}"
+        )
+    if cost.train_flops > settings.max_train_flops:
+        problems.append(
+            f"train: estimated {_sci(cost.train_flops)} training FLOPs exceeds the limit "
+            f"{_sci(settings.max_train_flops)}"
+        )
+    return problems
