@@ -20,9 +20,9 @@ import math
 import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import CursorResult, Result, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -67,6 +67,11 @@ class ClaimedJob:
     lease_expires_at: dt.datetime
     cancel_requested: bool = False
     """Refreshed by each successful heartbeat."""
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE/DELETE matched (its result is a CursorResult at run time)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 # --------------------------------------------------------------------------- enqueue / cancel
@@ -117,17 +122,19 @@ def cancel_job(session: Session, job_id: int) -> Job:
         # read transaction that later writes can fail at once instead of waiting for the lock.
         session.commit()
     begin_write(session)
-    cancelled = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(
-            status="cancelled",
-            finished_at=now,
-            stage="cancelled",
-            message="cancelled before it started",
+    cancelled = _rowcount(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(
+                status="cancelled",
+                finished_at=now,
+                stage="cancelled",
+                message="cancelled before it started",
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if not cancelled:
         session.execute(
             update(Job)
@@ -372,19 +379,21 @@ def _end_attempt(session: Session, claim: ClaimedJob, status: str, values: dict[
     by the lease token; False (nothing written) when the lease is lost."""
     now = utcnow()
     return bool(
-        session.execute(
-            update(Job)
-            .where(*_guard(claim))
-            .values(
-                status=status,
-                finished_at=now,
-                heartbeat_at=now,
-                lease_expires_at=None,
-                cancel_requested=False,
-                **values,
+        _rowcount(
+            session.execute(
+                update(Job)
+                .where(*_guard(claim))
+                .values(
+                    status=status,
+                    finished_at=now,
+                    heartbeat_at=now,
+                    lease_expires_at=None,
+                    cancel_requested=False,
+                    **values,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 
@@ -449,20 +458,22 @@ def release_job(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bo
     """Hand a running job back to the queue (worker shutting down); the attempt is not counted."""
     with session_factory() as session:
         begin_write(session)
-        updated = session.execute(
-            update(Job)
-            .where(*_guard(claim))
-            .values(
-                status="queued",
-                lease_owner=None,
-                lease_token=None,
-                lease_expires_at=None,
-                attempts=Job.attempts - 1,
-                stage="queued",
-                message=f"handed back by {claim.worker_id}",
+        updated = _rowcount(
+            session.execute(
+                update(Job)
+                .where(*_guard(claim))
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    attempts=Job.attempts - 1,
+                    stage="queued",
+                    message=f"handed back by {claim.worker_id}",
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         session.commit()
     return bool(updated)
 
@@ -476,48 +487,54 @@ def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
     with session_factory() as session:
         begin_write(session)
         opts = {"synchronize_session": False}
-        n = session.execute(
-            update(Job)
-            .where(*expired, Job.cancel_requested.is_(True))
-            .values(
-                status="cancelled",
-                finished_at=now,
-                cancel_requested=False,
-                stage="cancelled",
-                message="cancelled (its worker was lost)",
-                **cleared,
+        n = _rowcount(
+            session.execute(
+                update(Job)
+                .where(*expired, Job.cancel_requested.is_(True))
+                .values(
+                    status="cancelled",
+                    finished_at=now,
+                    cancel_requested=False,
+                    stage="cancelled",
+                    message="cancelled (its worker was lost)",
+                    **cleared,
+                )
+                .execution_options(**opts)
             )
-            .execution_options(**opts)
-        ).rowcount
-        n += session.execute(
-            update(Job)
-            .where(*expired, Job.attempts >= Job.max_attempts)
-            .values(
-                status="failed",
-                finished_at=now,
-                stage="failed",
-                error="worker lost: lease expired on attempt "
-                + Job.attempts.cast(Job.message.type)
-                + " of "
-                + Job.max_attempts.cast(Job.message.type)
-                + "; giving up",
-                message="worker lost; attempts exhausted",
-                **cleared,
+        )
+        n += _rowcount(
+            session.execute(
+                update(Job)
+                .where(*expired, Job.attempts >= Job.max_attempts)
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    stage="failed",
+                    error="worker lost: lease expired on attempt "
+                    + Job.attempts.cast(Job.message.type)
+                    + " of "
+                    + Job.max_attempts.cast(Job.message.type)
+                    + "; giving up",
+                    message="worker lost; attempts exhausted",
+                    **cleared,
+                )
+                .execution_options(**opts)
             )
-            .execution_options(**opts)
-        ).rowcount
-        n += session.execute(
-            update(Job)
-            .where(*expired)
-            .values(
-                status="queued",
-                lease_owner=None,
-                stage="queued",
-                message="requeued after its lease expired",
-                **cleared,
+        )
+        n += _rowcount(
+            session.execute(
+                update(Job)
+                .where(*expired)
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    stage="queued",
+                    message="requeued after its lease expired",
+                    **cleared,
+                )
+                .execution_options(**opts)
             )
-            .execution_options(**opts)
-        ).rowcount
+        )
         session.commit()
     if n:
         log.info("reclaimed %d job(s) with expired leases", n)

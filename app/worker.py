@@ -326,7 +326,7 @@ class Worker:
     def _record(
         self, claim: queue.ClaimedJob, state: _Supervision, exitcode: int | None, out_dir: Path
     ) -> JobOutcome:
-        final = state.final
+        final = state.final or ()
         cause = state.stop_cause
         if cause == "lost":
             log.warning("job %s: lease lost; its results are discarded", claim.job_id)

@@ -48,7 +48,9 @@ def _layer(c_in: int, c_out: int, taps: int, positions: int) -> tuple[int, int]:
     return weights + c_out, 2 * weights * positions
 
 
-def _network_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment, depth: int):
+def _network_cost(
+    spec: TrainExperiment | ExpandExperiment | GrowExperiment, depth: int
+) -> tuple[int, int, int]:
     m = spec.model
     shape = input_shape(spec.data, m.kind)
     spatial_dims = {"mlp": 0, "conv1d": 1, "conv2d": 2}[m.kind]

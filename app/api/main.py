@@ -178,6 +178,7 @@ def _install_openapi(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
+    # Replacing the method is FastAPI's documented way to customise the schema.
     app.openapi = openapi  # type: ignore[method-assign]
 
 

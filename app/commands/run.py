@@ -76,12 +76,9 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
         f"(val risk {fmt('val_risk')}, train risk {fmt('train_risk')})"
     )
     if result.get("kind") == "expand":
-        try:
-            from expansion.report import position_table
-        except ImportError:
-            position_table = None
-        if position_table is not None:
-            print(position_table(result))
+        from expansion.report import position_table
+
+        print(position_table(result))
     print(f"results in {out / 'result.json'}")
 
 

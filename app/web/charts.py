@@ -92,7 +92,7 @@ def curve_chart(
 
 
 def split_curves(
-    points: Iterable[tuple[int, str, str, float]],
+    points: Iterable[tuple[int, str, str, float | None]],
 ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float]]]]:
     """Split metric points (step, split, name, value) into loss series and accuracy series.
 

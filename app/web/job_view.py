@@ -153,7 +153,7 @@ def _insertion_rows(result: Mapping[str, Any], stored: Sequence[Insertion]) -> l
 def build_job_view(session: Session, job: Job) -> JobView:
     """Assemble the job page for `job`."""
     result: dict[str, Any] = job.result or {}
-    metric_points = [
+    metric_points: Sequence[tuple[int, str, str, float | None]] = [
         (step, split, name, value)
         for step, split, name, value in session.execute(
             select(Metric.step, Metric.split, Metric.name, Metric.value)
@@ -169,7 +169,9 @@ def build_job_view(session: Session, job: Job) -> JobView:
     stored_artifacts = session.scalars(
         select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
     ).all()
-    artifacts = [(a.name, artifact_url(job.id, a.name), a.size) for a in stored_artifacts] or [
+    artifacts: list[tuple[str, str, int | None]] = [
+        (a.name, artifact_url(job.id, a.name), a.size) for a in stored_artifacts
+    ] or [
         (name, artifact_url(job.id, name), None)
         for name in result.get("artifacts") or []
         if isinstance(name, str)

@@ -162,7 +162,7 @@ def collect_points(session: Session, filters: ResultFilters | None = None) -> li
     if filters.job is not None:
         query = query.where(Job.id == filters.job)
     points: list[dict[str, Any]] = []
-    for job_id, name, spec, positions in session.execute(query):
+    for job_id, name, spec, positions in session.execute(query).tuples():
         if not positions:
             rows = session.scalars(select(Insertion).where(Insertion.job_id == job_id)).all()
             positions = positions_from_insertions(rows)

@@ -126,10 +126,10 @@ def run_expand(
 
     With `base_checkpoint` the base network (and its optimizer state) is loaded, not trained.
     """
-    if isinstance(spec, dict):
-        spec = parse_spec(spec)  # type: ignore[assignment]
-    if not isinstance(spec, ExpandExperiment):
-        raise ValueError(f"run_expand needs an expand spec, not kind {spec.kind!r}")
+    parsed = parse_spec(spec) if isinstance(spec, dict) else spec
+    if not isinstance(parsed, ExpandExperiment):
+        raise ValueError(f"run_expand needs an expand spec, not kind {parsed.kind!r}")
+    spec = parsed
     reporter = reporter or NullReporter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

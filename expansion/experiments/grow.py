@@ -65,10 +65,10 @@ def run_grow(
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run a `grow` experiment; write and return its result dict."""
-    if isinstance(spec, dict):
-        spec = parse_spec(spec)  # type: ignore[assignment]
-    if not isinstance(spec, GrowExperiment):
-        raise ValueError(f"run_grow needs a grow spec, not kind {spec.kind!r}")
+    parsed = parse_spec(spec) if isinstance(spec, dict) else spec
+    if not isinstance(parsed, GrowExperiment):
+        raise ValueError(f"run_grow needs a grow spec, not kind {parsed.kind!r}")
+    spec = parsed
     if spec.train.devices > 1:
         raise ValueError(
             "train.devices > 1 is not supported for kind grow: DDP fixes the parameter set "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def unbiased_norm_sq(batches: torch.Tensor, confidence: float) -> tuple[float, f
     return u, lcb
 
 
-def descent_record(grad: PositionGradient, confidence: float) -> dict[str, float | bool | int]:
+def descent_record(grad: PositionGradient, confidence: float) -> dict[str, Any]:
     """The `descent` fields that need no model: norms, U, its bound, the condition, cosine."""
     gt, gv = grad.train.double(), grad.val.double()
     u, lcb = unbiased_norm_sq(grad.batches, confidence)
@@ -101,19 +102,19 @@ def jumpboard_model(
     """A copy of `model` expanded at `position` (W1 from `seed`) with W2, b2 = -step * gradient."""
     expanded = copy.deepcopy(model)
     block = insert_block(expanded, position, seed)
-    w2 = block.w2
-    nw = w2.weight.numel()
+    weight, bias = block.w2_parameters()
+    nw = weight.numel()
     with torch.no_grad():
-        w2.weight.copy_(-step * gradient[:nw].view_as(w2.weight))
-        w2.bias.copy_(-step * gradient[nw:].view_as(w2.bias))
+        weight.copy_(-step * gradient[:nw].view_as(weight))
+        bias.copy_(-step * gradient[nw:].view_as(bias))
     return expanded
 
 
 def _stage_w2_norm(model: PostNormResNet, position: int) -> float:
     stage, _ = model.position_to_stage_index(position)
     norms = [
-        torch.cat([b.w2.weight.reshape(-1), b.w2.bias.reshape(-1)]).detach().norm()
-        for b in model.stages[stage]  # type: ignore[union-attr]
+        torch.cat([p.reshape(-1) for p in b.w2_parameters()]).detach().norm()
+        for b in model.stage_blocks(stage)
     ]
     return float(torch.stack(norms).mean()) if norms else 1.0
 
@@ -170,6 +171,7 @@ def certify(
     inner = float(grad.train.double() @ grad.val.double())
     descent["step"] = best_step
     descent["predicted_val_risk_delta"] = -best_step * inner
+    jump: dict[str, Any]
     if best_model is None:  # zero gradient: the jumpboard model is the base itself
         jump = {"step": 0.0, "val_risk_delta": 0.0, "test_risk_delta": 0.0}
         jump |= {"test_risk_delta_ci": [0.0, 0.0], "test_error_delta": 0.0}

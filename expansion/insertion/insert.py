@@ -21,7 +21,9 @@ DRIFT_CHUNK = 2048
 def _calibrate_batch_norm(block: ResidualBlock) -> None:
     """Make a fresh batch norm the identity in eval mode (running_var + eps = 1, mean 0)."""
     norm = block.norm
-    if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
+    if not isinstance(norm, nn.BatchNorm1d | nn.BatchNorm2d):  # what `make_norm` builds
+        return
+    if norm.running_mean is not None and norm.running_var is not None:
         with torch.no_grad():
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
@@ -37,7 +39,7 @@ def insert_block(model: PostNormResNet, position: int, seed: int) -> ResidualBlo
     block = model.new_block(stage, seed)
     _calibrate_batch_norm(block)
     block.train(model.training)
-    model.stages[stage].insert(index, block)  # type: ignore[union-attr]
+    model.stage_modules(stage).insert(index, block)
     model.arch.block_scales[stage].insert(index, float(block.alpha.detach()))
     return block
 
@@ -45,13 +47,12 @@ def insert_block(model: PostNormResNet, position: int, seed: int) -> ResidualBlo
 def remove_block(model: PostNormResNet, position: int) -> ResidualBlock:
     """Undo `insert_block(model, position, ...)`: take out the block now at `position`."""
     stage, index = model.position_to_stage_index(position)
-    blocks = model.stages[stage]
-    if index >= len(blocks):  # type: ignore[arg-type]
+    blocks = model.stage_blocks(stage)
+    if index >= len(blocks):
         raise ValueError(f"no block at position {position} to remove")
-    block = blocks[index]  # type: ignore[index]
-    del blocks[index]  # type: ignore[arg-type]
+    del model.stage_modules(stage)[index]
     del model.arch.block_scales[stage][index]
-    return block  # type: ignore[return-value]
+    return blocks[index]
 
 
 def expanded_copy(model: PostNormResNet, positions: list[int] | int, seed: int) -> PostNormResNet:

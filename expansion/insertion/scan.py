@@ -23,10 +23,17 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn import grad as nn_grad
 
 from expansion.insertion.insert import insert_block, remove_block
 from expansion.models.network import PostNormResNet, ResidualBlock
-from expansion.models.norms import PARAMETER_FREE_NORMS, norm_input_gradient
+from expansion.models.norms import (
+    PARAMETER_FREE_NORMS,
+    ChannelPositionLayerNorm,
+    ChannelPositionRMSNorm,
+    norm_input_gradient,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,19 +95,25 @@ def new_blocks(
     return blocks
 
 
-def _weight_gradient(
-    kind: str, block: ResidualBlock, act: torch.Tensor, u: torch.Tensor
-) -> torch.Tensor:
+def _weight_gradient(block: ResidualBlock, act: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Gradient of sum(u * W2(act)) w.r.t. W2's weight and bias, flattened (W2 first)."""
     w2 = block.w2
-    if kind == "mlp":
+    if isinstance(w2, nn.Linear):
         dw = u.t() @ act
-    elif kind == "conv1d":
-        dw = torch.nn.grad.conv1d_weight(act, w2.weight.shape, u, padding=w2.padding)
+    elif isinstance(w2, nn.Conv1d):
+        dw = nn_grad.conv1d_weight(act, w2.weight.shape, u, padding=w2.padding)
     else:
-        dw = torch.nn.grad.conv2d_weight(act, w2.weight.shape, u, padding=w2.padding)
+        dw = nn_grad.conv2d_weight(act, w2.weight.shape, u, padding=w2.padding)
     db = u.sum(dim=0) if u.dim() == 2 else u.sum(dim=(0, *range(2, u.dim())))
     return torch.cat([dw.reshape(-1), db.reshape(-1)])
+
+
+def _norm_eps(block: ResidualBlock) -> float:
+    """The eps of a block's parameter-free norm (the only norms the single-pass scan handles)."""
+    norm = block.norm
+    if not isinstance(norm, ChannelPositionLayerNorm | ChannelPositionRMSNorm):
+        raise TypeError(f"the single-pass scan needs a parameter-free norm, not {norm!r}")
+    return norm.eps
 
 
 def norm_backward(kind: str, z: torch.Tensor, grad_out: torch.Tensor, eps: float) -> torch.Tensor:
@@ -150,11 +163,11 @@ def single_pass_gradients(
                 else:  # (P*N, C, *spatial)
                     h = torch.cat([boundaries[p].detach() for p, _ in chunk])
                     g = torch.cat([grads[p] for p, _ in chunk])
-                u = norm_backward(model.arch.norm, h, g, block.norm.eps)
+                u = norm_backward(model.arch.norm, h, g, _norm_eps(block))
                 act = block.branch_input(h)
                 for i, key in enumerate(chunk):
                     part = slice(i * n, (i + 1) * n)
-                    grad = _weight_gradient(model.arch.kind, block, act[part], u[part])
+                    grad = _weight_gradient(block, act[part], u[part])
                     out[key] = grad * block.alpha
     return out
 
@@ -171,8 +184,7 @@ def autograd_gradients(
         block = insert_block(model, p, seed)
         try:
             loss = F.cross_entropy(model(x), y)
-            params = [block.w2.weight, block.w2.bias]
-            dw, db = torch.autograd.grad(loss, params)
+            dw, db = torch.autograd.grad(loss, block.w2_parameters())
             out[(p, seed)] = torch.cat([dw.reshape(-1), db.reshape(-1)]).detach()
         finally:
             remove_block(model, p)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -85,7 +85,11 @@ def _spatial_dims(kind: str) -> int:
     return {"mlp": 0, "conv1d": 1, "conv2d": 2}[kind]
 
 
-def _linear_map(kind: str, c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Module:
+LinearMap = nn.Linear | nn.Conv1d | nn.Conv2d
+"""The affine maps of a block (W1, W2) and of the stem/transitions, by network kind."""
+
+
+def _linear_map(kind: str, c_in: int, c_out: int, kernel: int, stride: int = 1) -> LinearMap:
     if kind == "mlp":
         return nn.Linear(c_in, c_out)
     conv = nn.Conv1d if kind == "conv1d" else nn.Conv2d
@@ -94,6 +98,12 @@ def _linear_map(kind: str, c_in: int, c_out: int, kernel: int, stride: int = 1) 
 
 class ResidualBlock(nn.Module):
     """One post-norm block: Norm(h + alpha * W2 act(W1 h))."""
+
+    w1: LinearMap
+    w2: LinearMap
+    norm: nn.Module
+    alpha: torch.Tensor
+    """A parameter (scaling `learnable`) or a buffer: the branch scale."""
 
     def __init__(self, arch: Architecture, width: int, scale: float) -> None:
         super().__init__()
@@ -110,6 +120,13 @@ class ResidualBlock(nn.Module):
     def branch_input(self, h: torch.Tensor) -> torch.Tensor:
         """act(W1 h): what W2 sees (the factor of W2's gradient that comes from below)."""
         return self.act(self.w1(h))
+
+    def w2_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W2's weight and bias: the parameters the scan and the certificate are about."""
+        bias = self.w2.bias
+        if bias is None:  # every block's W2 is built with a bias
+            raise ValueError("this block's W2 has no bias")
+        return self.w2.weight, bias
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Norm(h + alpha * F(h))."""
@@ -154,27 +171,37 @@ class PostNormResNet(nn.Module):
     @property
     def total_blocks(self) -> int:
         """Number of residual blocks over all stages."""
-        return sum(len(stage) for stage in self.stages)
+        return sum(len(self.stage_modules(s)) for s in range(len(self.stages)))
 
     @property
     def num_positions(self) -> int:
         """Number of insertion positions (depth + 1 per stage)."""
-        return sum(len(stage) + 1 for stage in self.stages)
+        return sum(len(self.stage_modules(s)) + 1 for s in range(len(self.stages)))
 
     def position_to_stage_index(self, position: int) -> tuple[int, int]:
         """Global insertion position -> (stage, index within the stage)."""
         if position < 0:
             raise ValueError(f"position {position} must be >= 0")
         p = position
-        for s, stage in enumerate(self.stages):
-            if p <= len(stage):
+        for s in range(len(self.stages)):
+            depth = len(self.stage_modules(s))
+            if p <= depth:
                 return s, p
-            p -= len(stage) + 1
+            p -= depth + 1
         raise ValueError(f"position {position} out of range 0..{self.num_positions - 1}")
+
+    def stage_modules(self, stage: int) -> nn.ModuleList:
+        """The ModuleList that holds stage `stage`'s blocks (insertions edit it in place)."""
+        # __init__ builds every stage as a ModuleList; nn.Module indexing is typed as Module.
+        return cast(nn.ModuleList, self.stages[stage])
+
+    def stage_blocks(self, stage: int) -> list[ResidualBlock]:
+        """Stage `stage`'s residual blocks in forward order."""
+        return [cast(ResidualBlock, b) for b in self.stage_modules(stage)]
 
     def blocks(self) -> list[ResidualBlock]:
         """All residual blocks in forward order."""
-        return [b for stage in self.stages for b in stage]  # type: ignore[misc]
+        return [b for s in range(len(self.stages)) for b in self.stage_blocks(s)]
 
     def new_block(self, stage: int, seed: int, scale: float | None = None) -> ResidualBlock:
         """A block for `stage` with W1 from `seed` and W2 = 0 (the global RNG is untouched)."""
@@ -193,10 +220,10 @@ class PostNormResNet(nn.Module):
     ) -> torch.Tensor:
         """Logits (N, classes). With `boundaries`, append h_p at every position in order."""
         h = self.stem(x.reshape(x.shape[0], *self.arch.in_shape))  # (N, C, *spatial)
-        for s, stage in enumerate(self.stages):
+        for s in range(len(self.stages)):
             if boundaries is not None:
                 boundaries.append(h)
-            for block in stage:
+            for block in self.stage_modules(s):
                 h = block(h)
                 if boundaries is not None:
                     boundaries.append(h)

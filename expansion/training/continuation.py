@@ -55,7 +55,8 @@ def build_optimizer(
 
     Weight decay applies to weight matrices and kernels only, as in base training.
     """
-    existing, new = [], []
+    existing: list[torch.nn.Parameter] = []
+    new: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (existing if id(p) in base_names else new).append(p)
     groups = [

@@ -29,7 +29,7 @@ from expansion.insertion.scan import scan_positions
 from expansion.models.network import PostNormResNet
 from expansion.specs import GrowSpec
 from expansion.training.optim import weight_decay_groups
-from expansion.training.trainer import WarmupCosineSchedule
+from expansion.training.trainer import ResNetModule, WarmupCosineSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ class GrowthCallback(Callback):
         completed = trainer.current_epoch + 1
         if completed not in self.grow.at_epochs or completed in self.events_done:
             return
-        model: PostNormResNet = pl_module.model  # type: ignore[assignment]
+        if not isinstance(pl_module, ResNetModule):
+            raise TypeError(f"growth trains a ResNetModule, not {type(pl_module).__name__}")
+        model = pl_module.model
         event = self.grow.at_epochs.index(completed)
         k = min(self.grow.blocks_per_event, self.grow.target_depth - model.total_blocks)
         self.events_done.append(completed)

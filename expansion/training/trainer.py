@@ -22,6 +22,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -73,7 +74,7 @@ class WarmupCosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         self.total_steps, self.schedule, self.warmup_steps = total_steps, schedule, warmup_steps
         super().__init__(optimizer)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:
         """Each group's learning rate at the current step (`initial_lr` x the factor)."""
         factor = lr_factor(self.last_epoch, self.total_steps, self.schedule, self.warmup_steps)
         return [g.setdefault("initial_lr", g["lr"]) * factor for g in self.optimizer.param_groups]
@@ -134,6 +135,10 @@ def load_named_optimizer_state(
 
 class ResNetModule(L.LightningModule):
     """A `PostNormResNet` with its loss, metrics, optimizer and schedule (TrainSpec)."""
+
+    # Set per split with setattr in __init__; declared for the type checker.
+    train_loss: MeanMetric
+    train_acc: MulticlassAccuracy
 
     def __init__(
         self,
@@ -265,7 +270,7 @@ class ResNetModule(L.LightningModule):
             return [{"params": g} for g in groups if g]
         return weight_decay_groups(named.values(), self.train_spec.weight_decay)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW or SGD with a per-step warmup + cosine/constant schedule."""
         spec = self.train_spec
         groups = self._param_groups()

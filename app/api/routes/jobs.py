@@ -82,8 +82,8 @@ def job_out(job: Job) -> JobOut:
         summary = {k: job.result[k] for k in _SUMMARY_KEYS if k in job.result}
     return JobOut(
         id=job.id,
-        status=job.status,  # type: ignore[arg-type]
-        kind=job.kind,  # type: ignore[arg-type]
+        status=job.status,
+        kind=job.kind,
         name=job.name,
         priority=job.priority,
         progress=job.progress,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select, select
+from sqlalchemy import select
 
 from app.api.deps import ReadAccess, SessionDep
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
@@ -61,7 +61,7 @@ def list_results(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ResultList | StreamingResponse:
     """Insertion records of every job, newest first; `format=csv` returns all matches as CSV."""
-    query: Select[tuple[Insertion, Job]] = (
+    query = (
         select(Insertion, Job).join(Job, Insertion.job_id == Job.id).order_by(Insertion.id.desc())
     )
     if kind is not None:
