@@ -43,7 +43,8 @@ port="$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind((
 "$work/venv/bin/jumpboard" serve --host 127.0.0.1 --port "$port" >"$work/serve.log" 2>&1 &
 server_pid=$!
 check_status=0
-"$work/venv/bin/python" - "$port" "$checkout" <<'PY' || check_status=$?
+"$work/venv/bin/python" - "$port" "$checkout" "$server_pid" <<'PY' || check_status=$?
+import os
 import sys
 import time
 import urllib.error
@@ -51,7 +52,7 @@ import urllib.request
 
 import app
 
-port, checkout = sys.argv[1], sys.argv[2]
+port, checkout, server_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 assert not app.__file__.startswith(checkout), f"app imported from the checkout: {app.__file__}"
 deadline = time.monotonic() + 60
 while True:
@@ -60,6 +61,10 @@ while True:
             status = answer.status
         break
     except (urllib.error.URLError, ConnectionError):
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            raise SystemExit("check_wheel: jumpboard serve exited") from None
         if time.monotonic() > deadline:
             raise SystemExit("check_wheel: the server did not answer within 60 s")
         time.sleep(0.5)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up everything the tests need on a fresh machine, then lint and run the whole suite.
+# Set up everything the tests need on a fresh machine, then lint, type-check, check the import
+# contracts and the wheel, and run the whole suite.
 # Installs: .venv with the dev extras, Debian's chromium (browser tests), and starts the
 # local PostgreSQL (integration tests) when it is not running.
 set -euo pipefail
@@ -20,4 +21,7 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy                      # [tool.mypy] in pyproject.toml: app/ and expansion/
+.venv/bin/lint-imports              # [tool.importlinter] contracts in pyproject.toml
+bash scripts/check_wheel.sh         # the built wheel installs, migrates and serves on its own
 exec .venv/bin/python -m pytest "$@"

@@ -162,7 +162,8 @@ def collect_points(session: Session, filters: ResultFilters | None = None) -> li
     if filters.job is not None:
         query = query.where(Job.id == filters.job)
     points: list[dict[str, Any]] = []
-    for job_id, name, spec, positions in session.execute(query).tuples():
+    for row in session.execute(query):
+        job_id, name, spec, positions = row[0], row[1], row[2], row[3]
         if not positions:
             rows = session.scalars(select(Insertion).where(Insertion.job_id == job_id)).all()
             positions = positions_from_insertions(rows)
