@@ -17,6 +17,7 @@ import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.runner import result_header
+from expansion.models.checkpoint import save_checkpoint
 from expansion.models.network import (
     Architecture,
     PostNormResNet,
@@ -31,6 +32,9 @@ from expansion.training.growth import GrowthCallback
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
+
+GROWN_CHECKPOINT = "grown.ckpt"
+"""The grown network (architecture, weights, optimizer state) under the run's folder."""
 
 
 def _summary(model: PostNormResNet, bundle: DataBundle, history: dict, seconds: float) -> dict:
@@ -100,6 +104,13 @@ def run_grow(
     results: dict[str, Any] = {
         "grown": _summary(grown.model, bundle, grown.history, time.perf_counter() - t0)
     }
+    save_checkpoint(
+        out_dir / GROWN_CHECKPOINT,
+        grown.model,
+        spec=spec,
+        optimizer_state=grown.optimizer_state,
+        extra={"steps": grown.steps, "final_lr": grown.final_lr},
+    )
     check_stop(reporter)
     if spec.grow.controls:
         with torch.random.fork_rng(devices=[]):
@@ -135,7 +146,7 @@ def run_grow(
             "parameters": g["parameters"],
             "curves": g["curves"],
             "timings": timings,
-            "artifacts": [],
+            "artifacts": [GROWN_CHECKPOINT],
             "grow": {
                 "policy": spec.grow.policy,
                 "events": growth.inserted,
