@@ -103,6 +103,7 @@ def scan_summary(
         ]
         verdicts = [Verdict(r["verdict"]) for r in per_seed]
         bounds = [r["grad_norm_sq_lcb"] for r in per_seed]
+        known = [b for b in bounds if b is not None]
         seed_rows: list[ScanSeedRow] = [
             {
                 "seed": s,
@@ -115,9 +116,10 @@ def scan_summary(
             }
             for s, r in zip(seeds, per_seed, strict=True)
         ]
+        as_dicts: list[dict[str, Any]] = [dict(r) for r in per_seed]
         means = {
-            name: sum(float(r[name]) for r in per_seed) / len(per_seed) for name in MEAN_FIELDS
-        }  # type: ignore[literal-required]  # names from MEAN_FIELDS
+            name: sum(float(r[name]) for r in as_dicts) / len(as_dicts) for name in MEAN_FIELDS
+        }
         rows.append(
             {
                 "position": p,
@@ -125,7 +127,7 @@ def scan_summary(
                 "grad_norm_sq_val": means["grad_norm_sq_val"],
                 "grad_norm_sq_unbiased": means["grad_norm_sq_unbiased"],
                 "cosine_train_val": means["cosine_train_val"],
-                "seeds_lcb": None if any(b is None for b in bounds) else min(bounds),  # type: ignore[type-var]  # None excluded just before
+                "seeds_lcb": min(known) if len(known) == len(bounds) else None,
                 "seeds_lcb_method": SEEDS_LCB_METHOD,
                 "p_value": max(r["p_value"] for r in per_seed),
                 "verdict": _seed_verdict(verdicts),

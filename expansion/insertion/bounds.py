@@ -186,10 +186,11 @@ def two_level_bootstrap(
         d = d[None, :]
     seeds, examples = d.shape
     rng = np.random.default_rng(seed)
+    seed_counts = np.ones((resamples, 1))
     if seeds > 1:
-        seed_counts = rng.multinomial(seeds, np.full(seeds, 1.0 / seeds), size=resamples)
-    else:
-        seed_counts = np.ones((resamples, 1))
+        seed_counts = rng.multinomial(seeds, np.full(seeds, 1.0 / seeds), size=resamples).astype(
+            np.float64
+        )
     example_counts = rng.multinomial(examples, np.full(examples, 1.0 / examples), size=resamples)
     means = ((seed_counts @ d) * example_counts).sum(axis=1) / (seeds * examples)
     alpha = (1.0 - confidence) / 2
