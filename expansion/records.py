@@ -124,6 +124,7 @@ class ScanSeedRow(TypedDict):
     seed: int
     grad_norm_sq_unbiased: float
     grad_norm_sq_lcb: float | None
+    grad_norm_sq_batch_mean: float
     grad_norm_sq_unbiased_train: float
     grad_norm_sq_lcb_train: float | None
     p_value: float

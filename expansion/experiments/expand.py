@@ -109,6 +109,7 @@ def scan_summary(
                 "seed": s,
                 "grad_norm_sq_unbiased": r["grad_norm_sq_unbiased"],
                 "grad_norm_sq_lcb": r["grad_norm_sq_lcb"],
+                "grad_norm_sq_batch_mean": r["grad_norm_sq_batch_mean"],
                 "grad_norm_sq_unbiased_train": r["grad_norm_sq_unbiased_train"],
                 "grad_norm_sq_lcb_train": r["grad_norm_sq_lcb_train"],
                 "p_value": r["p_value"],
