@@ -196,3 +196,29 @@ def test_report_module_does_not_import_torch() -> None:
     code = "import sys, expansion.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_teacher_certificate_uses_fresh_samples(tmp_path: Path) -> None:
+    spec = {
+        "kind": "expand",
+        "data": {"name": "teacher", "teacher_train_size": 256, "teacher_test_size": 128},
+        "model": {"kind": "mlp", "width": 8, "depth": 1},
+        "train": {"epochs": 1, "batch_size": 64, "accelerator": "cpu"},
+        "expand": {
+            "select": "explicit",
+            "positions": [1],
+            "seeds": [0],
+            "continue_steps": 2,
+            "grad_batch_size": 16,
+            "grad_batches": 8,
+            "line_search_points": 2,
+        },
+    }
+    result = run_expand(spec, tmp_path)
+    assert result["scan"]["certificate_source"] == "fresh"
+    (record,) = result["insertions"]
+    descent = record["descent"]
+    assert descent["certificate_source"] == "fresh" and descent["certificate_batches"] == 8
+    assert descent["train_batches"] == 8 and descent["verdict"] in VERDICTS
+    (position,) = result["positions"]
+    assert position["gain_ci_method"] == "paired_bootstrap(test_examples)"  # one seed
