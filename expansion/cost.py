@@ -92,7 +92,7 @@ def estimate_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment) -> 
     samples = d.teacher_train_size if d.name == "teacher" else _TRAIN_SIZES[d.name]
     if d.max_train_samples is not None:
         samples = min(samples, d.max_train_samples)
-    samples = int(samples * (1 - d.val_fraction))
+    samples = int(samples * (1 - d.val_fraction - (d.certify_fraction or 0.0)))
     params, flops, act = _network_cost(spec, spec.model.total_blocks)
     train_step_flops = 3 * flops  # forward + backward (about twice the forward)
     total = train_step_flops * samples * spec.train.epochs
@@ -102,6 +102,7 @@ def estimate_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment) -> 
             "all": spec.model.num_positions,
             "explicit": len(e.positions),
             "top_k": min(e.top_k, spec.model.num_positions),
+            "certified": spec.model.num_positions,  # not known before the scan: at most all
         }[e.select]
         total += 2 * train_step_flops * samples  # scan and certificates
         total += (

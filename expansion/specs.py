@@ -42,6 +42,11 @@ class DataSpec(StrictModel):
     """Seed of the train/validation split (and of the teacher network)."""
     val_fraction: float = Field(0.1, gt=0.0, le=0.5)
     """Fraction of the training set held out for validation."""
+    certify_fraction: float | None = Field(None, ge=0.0, le=0.5)
+    """Fraction of the training set carved off (before training, never trained on, unused by
+    the line search) for the descent certificate's batches. None = DEFAULT_CERTIFY_FRACTION
+    for `expand` experiments on a finite data set, 0 otherwise; `teacher` draws fresh samples
+    instead and needs none."""
     max_train_samples: int | None = Field(None, ge=16, le=10_000_000)
     """Use at most this many training samples (before the validation split); None = all."""
     augment: bool = False
@@ -58,6 +63,16 @@ class DataSpec(StrictModel):
     """`teacher` only: training samples drawn."""
     teacher_test_size: int = Field(1000, ge=16, le=10_000_000)
     """`teacher` only: test samples drawn."""
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> DataSpec:
+        if self.val_fraction + (self.certify_fraction or 0.0) > 0.8:
+            raise ValueError("val_fraction + certify_fraction must leave at least 20% to train on")
+        return self
+
+
+DEFAULT_CERTIFY_FRACTION = 0.2
+"""Certificate split of an `expand` experiment when `data.certify_fraction` is not given."""
 
 
 class ModelSpec(StrictModel):
@@ -139,14 +154,17 @@ class TrainSpec(StrictModel):
 class ExpandSpec(StrictModel):
     """Scan every insertion position, choose some, and measure them against a control."""
 
-    select: Literal["all", "explicit", "top_k"] = "top_k"
-    """Which scanned positions get a controlled continuation."""
+    select: Literal["all", "explicit", "top_k", "certified"] = "top_k"
+    """Which scanned positions get a controlled continuation: all, an explicit list, the top k
+    by the certificate's lower bound (ties by U), or exactly those whose family-wise (Holm)
+    verdict holds (the control is always trained)."""
     positions: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(
         default_factory=list, max_length=1024
     )
     """Positions for `select: explicit` (0 = right after the stem)."""
     top_k: int = Field(2, ge=1, le=1024)
-    """Number of positions for `select: top_k`, ranked by certified first-order gain."""
+    """Number of positions for `select: top_k`, ranked by the certificate's lower bound of the
+    minimum over seeds of |E g|^2 (ties by U)."""
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
         default_factory=lambda: [0, 1, 2], min_length=1, max_length=64
     )
@@ -160,7 +178,11 @@ class ExpandSpec(StrictModel):
     grad_batch_size: int = Field(256, ge=2, le=65_536)
     """Batch size of the per-batch gradients behind the unbiased estimate."""
     grad_batches: int | None = Field(None, ge=2, le=100_000)
-    """Number of training batches for g_train; None = the whole training set."""
+    """At most this many batches, on the training set (for g_train) and on the certificate
+    split (n of the certificate); None = all of each (`teacher`: 16 fresh certificate
+    batches)."""
+    min_certificate_batches: int = Field(8, ge=8, le=100_000)
+    """Fewest certificate batches for a decided verdict; fewer give `undecided`."""
     line_search_points: int = Field(8, ge=2, le=64)
     """Step sizes tried on validation data for the jumpboard model."""
 
@@ -231,6 +253,19 @@ class ExpandExperiment(_ExperimentBase):
 
     @model_validator(mode="after")
     def _positions_exist(self) -> ExpandExperiment:
+        if self.data.name == "teacher":
+            if self.data.certify_fraction:
+                raise ValueError(
+                    "data.certify_fraction: the teacher task draws fresh certificate samples; "
+                    "leave it unset"
+                )
+        elif self.data.certify_fraction is None:
+            self.data.certify_fraction = DEFAULT_CERTIFY_FRACTION
+        elif self.data.certify_fraction == 0.0:
+            raise ValueError(
+                "data.certify_fraction: an expand experiment needs a certificate split "
+                "(examples the base never trained on); use a value > 0"
+            )
         bad = [p for p in self.expand.positions if p >= self.model.num_positions]
         if bad:
             raise ValueError(

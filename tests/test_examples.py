@@ -27,7 +27,7 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
     train.update(epochs=1, accelerator="cpu", warmup_steps=0)
     if spec["kind"] == "expand":
         spec["expand"].update(
-            seeds=[0], continue_steps=2, grad_batch_size=64, grad_batches=4, line_search_points=2
+            seeds=[0], continue_steps=2, grad_batch_size=16, grad_batches=4, line_search_points=2
         )
     if spec["kind"] == "grow":
         train["epochs"] = 2

@@ -116,10 +116,16 @@ class ResultRow(BaseModel):
     function_drift_eval: float | None
     function_drift_train: float | None
     condition_holds: bool | None
+    verdict: str | None = None
+    """Descent certificate verdict: holds, fails or undecided (None in older results)."""
+    certificate_source: str | None = None
+    certificate_batches: int | None = None
     grad_norm_sq_train: float | None
     grad_norm_sq_val: float | None
     grad_norm_sq_unbiased: float | None
     grad_norm_sq_lcb: float | None
+    grad_norm_sq_unbiased_train: float | None = None
+    grad_norm_sq_lcb_train: float | None = None
     confidence: float | None
     cosine_train_val: float | None
     predicted_val_risk_delta: float | None

@@ -150,6 +150,14 @@ class Insertion(Base):
     depth_before: Mapped[int | None] = mapped_column(Integer)
     depth_after: Mapped[int | None] = mapped_column(Integer)
     condition_holds: Mapped[bool | None] = mapped_column(Boolean)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    """Descent certificate verdict: holds, fails or undecided (docs/science.md)."""
+    certificate_source: Mapped[str | None] = mapped_column(String(16))
+    """Where the certificate batches came from: holdout or fresh."""
+    certificate_batches: Mapped[int | None] = mapped_column(Integer)
+    grad_norm_sq_unbiased_train: Mapped[float | None] = mapped_column(Float)
+    """U on the training batches (optimization, not the population)."""
+    grad_norm_sq_lcb_train: Mapped[float | None] = mapped_column(Float)
     grad_norm_sq_train: Mapped[float | None] = mapped_column(Float)
     grad_norm_sq_val: Mapped[float | None] = mapped_column(Float)
     grad_norm_sq_unbiased: Mapped[float | None] = mapped_column(Float)
@@ -222,6 +230,11 @@ INSERTION_COLUMNS: dict[str, tuple[str, str]] = {
     "grad_norm_sq_lcb": ("descent", "grad_norm_sq_lcb"),
     "confidence": ("descent", "confidence"),
     "condition_holds": ("descent", "condition_holds"),
+    "verdict": ("descent", "verdict"),
+    "certificate_source": ("descent", "certificate_source"),
+    "certificate_batches": ("descent", "certificate_batches"),
+    "grad_norm_sq_unbiased_train": ("descent", "grad_norm_sq_unbiased_train"),
+    "grad_norm_sq_lcb_train": ("descent", "grad_norm_sq_lcb_train"),
     "cosine_train_val": ("descent", "cosine_train_val"),
     "predicted_val_risk_delta": ("descent", "predicted_val_risk_delta"),
     "jumpboard_step": ("jumpboard", "step"),

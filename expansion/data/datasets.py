@@ -49,6 +49,10 @@ class DataBundle:
     augment: bool = False
     sampler: Sampler | None = field(default=None, repr=False)
     """`teacher` only: draws fresh labelled samples (population risk estimates)."""
+    x_certify: torch.Tensor | None = None
+    """The certificate split (`data.certify_fraction`): carved from the training set before
+    training, never trained on; None where the spec asks for none."""
+    y_certify: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -70,11 +74,27 @@ class DataBundle:
 
     def sizes(self) -> dict[str, int]:
         """Number of samples per split."""
-        return {
-            "train": len(self.y_train),
-            "val": len(self.y_val),
-            "test": len(self.y_test),
-        }
+        sizes = {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+        if self.y_certify is not None:
+            sizes["certify"] = len(self.y_certify)
+        return sizes
+
+    def certificate_data(
+        self, fresh_samples: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(x, y, source) of the certificate batches: fresh samples where the data set has a
+        generator (`fresh`, `fresh_samples` of them drawn with `seed`), else the held-out
+        certificate split (`holdout`)."""
+        if self.sampler is not None:
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            x, y = self.sample(fresh_samples, gen)
+            return x.to(self.device), y.to(self.device), "fresh"
+        if self.x_certify is None or self.y_certify is None or len(self.y_certify) == 0:
+            raise DataError(
+                f"data set {self.name!r} was loaded without a certificate split: "
+                "set data.certify_fraction > 0"
+            )
+        return self.x_certify, self.y_certify, "holdout"
 
 
 # ---- raw sources (numpy, CPU) --------------------------------------------------------------
@@ -196,17 +216,19 @@ def _teacher_sampler(spec: DataSpec, device: torch.device) -> Sampler:
 # ---- assembling a bundle -------------------------------------------------------------------
 
 
-def _split(
-    x: torch.Tensor, y: torch.Tensor, spec: DataSpec
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded subset (`max_train_samples`) then seeded train/validation split."""
+def _split(x: torch.Tensor, y: torch.Tensor, spec: DataSpec) -> tuple[torch.Tensor, ...]:
+    """Seeded subset (`max_train_samples`), then a seeded train/validation/certificate split:
+    (x_train, y_train, x_val, y_val, x_certify, y_certify). Without a certificate fraction
+    the train/validation split is the same as it always was."""
     gen = torch.Generator().manual_seed(spec.seed)
     perm = torch.randperm(len(y), generator=gen)
     if spec.max_train_samples is not None:
         perm = perm[: spec.max_train_samples]
     n_val = max(1, round(len(perm) * spec.val_fraction))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    n_cert = round(len(perm) * (spec.certify_fraction or 0.0))
+    val_idx, cert_idx = perm[:n_val], perm[n_val : n_val + n_cert]
+    train_idx = perm[n_val + n_cert :]
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[cert_idx], y[cert_idx]
 
 
 def _normalise(x_train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -251,9 +273,9 @@ def load_dataset(
         x, y, x_test, y_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
         if spec.name in ("mnist1d", "digits"):
             x, x_test = x.unsqueeze(1), x_test.unsqueeze(1)  # a single channel
-    x_train, y_train, x_val, y_val = _split(x.float(), y.long(), spec)
+    x_train, y_train, x_val, y_val, x_cert, y_cert = _split(x.float(), y.long(), spec)
     if spec.name != "teacher":  # teacher inputs are standard Gaussian already
-        x_train, x_val, x_test = _normalise(x_train, x_val, x_test.float())
+        x_train, x_val, x_test, x_cert = _normalise(x_train, x_val, x_test.float(), x_cert)
     bundle = DataBundle(
         name=spec.name,
         x_train=x_train.contiguous().to(device),
@@ -265,6 +287,8 @@ def load_dataset(
         num_classes=num_classes(spec),
         augment=spec.augment,
         sampler=sampler,
+        x_certify=x_cert.contiguous().to(device) if len(y_cert) else None,
+        y_certify=y_cert.to(device) if len(y_cert) else None,
     )
     log.debug("loaded %s: %s on %s", spec.name, bundle.sizes(), device)
     return bundle

@@ -1,9 +1,16 @@
 """The `expand` experiment: train a base, scan every position, certify and measure chosen ones.
 
 Stages (reported through the ProgressReporter): `train` (or load a base checkpoint), `scan`
-(every position's W2 gradients, one pass), `certify` (descent certificate, jumpboard model and
-function drift per chosen position and seed), `continue` (expanded vs control arms). The result
-dict and its insertion records follow docs/architecture.md and DESIGN.md section 5.
+(every position's W2 gradients: one pass over training batches, one over the certificate
+batches), `certify` (descent certificate, jumpboard model and function drift per chosen
+position and seed), `continue` (expanded vs control arms). The result dict and its records
+follow `expansion.records`, DESIGN.md section 5 and docs/science.md.
+
+Verdicts: per (position, seed) from the certificate batches; per position the
+intersection-union verdict "every seed's block has a descent direction" (holds iff every seed
+holds; its bound `seeds_lcb` is the minimum of the per-seed bounds, a valid bound of the
+minimum over seeds of |E g|^2 at the same confidence); family-wise over the scanned positions
+by Holm's step-down at level 1 - confidence.
 """
 
 from __future__ import annotations
@@ -15,13 +22,23 @@ from typing import Any
 
 import torch
 
-from expansion.data.datasets import load_dataset
+from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.runner import result_header
-from expansion.insertion.certificate import certify, descent_record
+from expansion.insertion.bounds import family_verdicts
+from expansion.insertion.certificate import CertificateBatches, certify, descent_record
 from expansion.insertion.insert import expanded_copy, function_drift
 from expansion.insertion.scan import ScanGradients, scan_positions
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
+from expansion.records import (
+    CertificateSource,
+    DescentRecord,
+    PositionRow,
+    ScanPositionRow,
+    ScanSeedRow,
+    Verdict,
+    VerdictCounts,
+)
 from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, parse_spec
 from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
@@ -32,13 +49,19 @@ logger = logging.getLogger(__name__)
 # Slices of the overall progress bar per stage.
 STAGES = {"train": (0.0, 0.45), "scan": (0.45, 0.55), "certify": (0.55, 0.65)}
 STAGES["continue"] = (0.65, 1.0)
-SCAN_SUMMARY_FIELDS = (
+MEAN_FIELDS = (
     "grad_norm_sq_train",
     "grad_norm_sq_val",
     "grad_norm_sq_unbiased",
-    "grad_norm_sq_lcb",
     "cosine_train_val",
 )
+"""Estimates averaged over seeds in a scan row (never a bound: a mean of bounds bounds nothing)."""
+FAMILY_METHOD = "holm"
+SEEDS_LCB_METHOD = "min_over_seeds_of_per_seed_bounds"
+FRESH_CERTIFICATE_BATCHES = 16
+"""Fresh certificate batches drawn (`teacher`) when `expand.grad_batches` is not given."""
+SCAN_SPLIT = 0.7
+"""Share of the scan stage's progress bar taken by the training batches."""
 
 
 def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
@@ -46,41 +69,154 @@ def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
     return StagedReporter(reporter, start, end, name)
 
 
-def scan_summary(scan: ScanGradients, seeds: list[int], confidence: float) -> dict[str, Any]:
-    """The result's `scan` section: per position, seed means of the descent fields."""
+def _seed_verdict(verdicts: list[Verdict]) -> Verdict:
+    """Intersection-union verdict over seeds: holds iff every seed holds."""
+    if all(v is Verdict.HOLDS for v in verdicts):
+        return Verdict.HOLDS
+    if any(v is Verdict.UNDECIDED for v in verdicts):
+        return Verdict.UNDECIDED
+    return Verdict.FAILS
+
+
+def _counts(verdicts: list[Verdict]) -> VerdictCounts:
+    return {
+        "holds": sum(v is Verdict.HOLDS for v in verdicts),
+        "fails": sum(v is Verdict.FAILS for v in verdicts),
+        "undecided": sum(v is Verdict.UNDECIDED for v in verdicts),
+    }
+
+
+def scan_summary(
+    scan: ScanGradients,
+    certificate: dict[tuple[int, int], CertificateBatches],
+    seeds: list[int],
+    confidence: float,
+    min_batches: int,
+) -> dict[str, Any]:
+    """The result's `scan` section: per position its seeds' certificates, the position's
+    intersection-union verdict over seeds and the family-wise (Holm) verdict over positions."""
     positions = sorted({p for p, _ in scan.gradients})
-    rows = []
+    rows: list[ScanPositionRow] = []
     for p in positions:
-        per_seed = [descent_record(scan.gradients[(p, s)], confidence) for s in seeds]
-        row: dict[str, Any] = {"position": p}
-        for name in SCAN_SUMMARY_FIELDS:
-            row[name] = sum(r[name] for r in per_seed) / len(per_seed)
-        row["condition_holds"] = row["grad_norm_sq_lcb"] > 0
-        row["condition_holds_seeds"] = sum(bool(r["condition_holds"]) for r in per_seed)
-        row["per_seed"] = [
-            {"seed": s, **{k: r[k] for k in (*SCAN_SUMMARY_FIELDS, "condition_holds")}}
+        per_seed: list[DescentRecord] = [
+            descent_record(scan.gradients[(p, s)], certificate[(p, s)], confidence, min_batches)
+            for s in seeds
+        ]
+        verdicts = [Verdict(r["verdict"]) for r in per_seed]
+        bounds = [r["grad_norm_sq_lcb"] for r in per_seed]
+        known = [b for b in bounds if b is not None]
+        seed_rows: list[ScanSeedRow] = [
+            {
+                "seed": s,
+                "grad_norm_sq_unbiased": r["grad_norm_sq_unbiased"],
+                "grad_norm_sq_lcb": r["grad_norm_sq_lcb"],
+                "grad_norm_sq_batch_mean": r["grad_norm_sq_batch_mean"],
+                "grad_norm_sq_unbiased_train": r["grad_norm_sq_unbiased_train"],
+                "grad_norm_sq_lcb_train": r["grad_norm_sq_lcb_train"],
+                "p_value": r["p_value"],
+                "verdict": r["verdict"],
+            }
             for s, r in zip(seeds, per_seed, strict=True)
         ]
-        rows.append(row)
+        as_dicts: list[dict[str, Any]] = [dict(r) for r in per_seed]
+        means = {
+            name: sum(float(r[name]) for r in as_dicts) / len(as_dicts) for name in MEAN_FIELDS
+        }
+        rows.append(
+            {
+                "position": p,
+                "grad_norm_sq_train": means["grad_norm_sq_train"],
+                "grad_norm_sq_val": means["grad_norm_sq_val"],
+                "grad_norm_sq_unbiased": means["grad_norm_sq_unbiased"],
+                "cosine_train_val": means["cosine_train_val"],
+                "seeds_lcb": min(known) if len(known) == len(bounds) else None,
+                "seeds_lcb_method": SEEDS_LCB_METHOD,
+                "p_value": max(r["p_value"] for r in per_seed),
+                "verdict": _seed_verdict(verdicts),
+                "verdict_counts": _counts(verdicts),
+                "family_verdict": Verdict.UNDECIDED,  # set below, over all positions
+                "family_method": FAMILY_METHOD,
+                "per_seed": seed_rows,
+            }
+        )
+    family = family_verdicts(
+        [r["verdict"] for r in rows], [r["p_value"] for r in rows], 1.0 - confidence
+    )
+    for row, verdict in zip(rows, family, strict=True):
+        row["family_verdict"] = verdict
+    sources = {c.source for c in certificate.values()}
     return {
         "method": scan.method,
         "reason": scan.reason,
         "train_samples": scan.train_samples,
         "grad_batch_size": scan.batch_size,
         "seeds": list(seeds),
+        "certificate_source": sources.pop() if len(sources) == 1 else None,
+        "certificate_batches": min(
+            (int(c.batches.shape[0]) for c in certificate.values()), default=0
+        ),
+        "min_certificate_batches": min_batches,
+        "confidence": confidence,
+        "family_method": FAMILY_METHOD,
+        "family_alpha": 1.0 - confidence,
         "positions": rows,
     }
 
 
+def _rank_key(row: dict[str, Any]) -> tuple[float, float]:
+    lcb = row.get("seeds_lcb")
+    return (float("-inf") if lcb is None else float(lcb), float(row["grad_norm_sq_unbiased"]))
+
+
 def choose_positions(spec: ExpandExperiment, scan_rows: list[dict[str, Any]]) -> list[int]:
-    """Positions that get certified and continued: explicit, all, or the top k by certified gain."""
+    """Positions that get certified and continued: explicit, all, the top k by the lower bound
+    over seeds (ties by U), or exactly those whose family-wise verdict holds."""
     e = spec.expand
     if e.select == "explicit":
         return sorted(set(e.positions))
     if e.select == "all":
         return [row["position"] for row in scan_rows]
-    ranked = sorted(scan_rows, key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
+    if e.select == "certified":
+        return [row["position"] for row in scan_rows if row["family_verdict"] == Verdict.HOLDS]
+    ranked = sorted(scan_rows, key=_rank_key, reverse=True)
     return sorted(row["position"] for row in ranked[: e.top_k])
+
+
+def certificate_gradients(
+    base: PostNormResNet,
+    spec: ExpandExperiment,
+    bundle: DataBundle,
+    on_batch: Any,
+) -> dict[tuple[int, int], CertificateBatches]:
+    """Per-batch gradients of every (position, seed) on the certificate data (held out or
+    fresh): never trained on, never used by the line search."""
+    e = spec.expand
+    fresh_samples = (e.grad_batches or FRESH_CERTIFICATE_BATCHES) * e.grad_batch_size
+    x, y, source = bundle.certificate_data(fresh_samples, seed=spec.data.seed + 2)
+    if len(y) // e.grad_batch_size < 2:
+        raise ValueError(
+            f"the certificate split has {len(y)} samples, fewer than 2 batches of "
+            f"expand.grad_batch_size={e.grad_batch_size}: raise data.certify_fraction or lower "
+            "expand.grad_batch_size"
+        )
+    # scan_positions also wants a validation set; one batch of the certificate data keeps that
+    # unused by-product cheap.
+    head = (x[: e.grad_batch_size], y[: e.grad_batch_size])
+    scan = scan_positions(
+        base,
+        (x, y),
+        head,
+        list(range(base.num_positions)),
+        e.seeds,
+        batch_size=e.grad_batch_size,
+        max_batches=e.grad_batches,
+        shuffle_seed=spec.train.seed + 1,
+        on_batch=on_batch,
+    )
+    return {
+        key: CertificateBatches(grad.batches, CertificateSource(source))
+        for key, grad in scan.gradients.items()
+    }
 
 
 def _load_base(path: Path, device: torch.device) -> tuple[PostNormResNet, dict[str, Any]]:
@@ -165,7 +301,12 @@ def run_expand(
     scan_rep = _stage(reporter, "scan")
 
     def on_batch(fraction: float) -> None:
-        scan_rep.progress(fraction, "scan", "gradients at every position")
+        scan_rep.progress(SCAN_SPLIT * fraction, "scan", "gradients at every position")
+        check_stop(reporter)
+
+    def on_certificate_batch(fraction: float) -> None:
+        done = SCAN_SPLIT + (1.0 - SCAN_SPLIT) * fraction
+        scan_rep.progress(done, "scan", "certificate gradients at every position")
         check_stop(reporter)
 
     scan = scan_positions(
@@ -179,7 +320,8 @@ def run_expand(
         shuffle_seed=spec.train.seed,
         on_batch=on_batch,
     )
-    summary = scan_summary(scan, e.seeds, e.confidence)
+    cert_grads = certificate_gradients(base, spec, bundle, on_certificate_batch)
+    summary = scan_summary(scan, cert_grads, e.seeds, e.confidence, e.min_certificate_batches)
     chosen = choose_positions(spec, summary["positions"])
     timings["scan_s"] = time.perf_counter() - t0
 
@@ -193,10 +335,12 @@ def run_expand(
         descent, jump = certify(
             base,
             scan.gradients[(p, s)],
+            cert_grads[(p, s)],
             val,
             test,
             confidence=e.confidence,
             line_search_points=e.line_search_points,
+            min_batches=e.min_certificate_batches,
         )
         drift = function_drift(base, expanded_copy(base, p, s), bundle.x_test)
         records[(p, s)] = {
@@ -226,7 +370,7 @@ def run_expand(
             cont_rep.progress(done[0] / total_steps, "continue", f"{done[0]}/{total_steps} steps")
             check_stop(reporter)
 
-    realized = controlled_continuation(
+    continuation = controlled_continuation(
         base,
         base_state,
         bundle,
@@ -236,29 +380,38 @@ def run_expand(
         steps=e.continue_steps,
         lr=lr,
         on_step=on_step,
+        confidence=e.confidence,
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
-        rec["realized"] = realized[key]
+        rec["realized"] = continuation.records[key]
         rec["realized"]["lr"] = lr
 
-    positions_summary = []
     rows = {row["position"]: row for row in summary["positions"]}
+    positions_summary: list[PositionRow] = []
     for p in chosen:
         per_seed = [records[(p, s)] for s in e.seeds]
-        gains = [r["realized"]["gain_vs_control"] for r in per_seed]
+        row = rows[p]
+        gain = paired_summary([continuation.differences[(p, s)] for s in e.seeds], e.confidence)
         positions_summary.append(
             {
                 "position": p,
                 "n_seeds": len(per_seed),
-                "certified_gain": rows[p]["grad_norm_sq_unbiased"],
-                "certified_gain_lcb": rows[p]["grad_norm_sq_lcb"],
-                "condition_holds": rows[p]["condition_holds"],
+                "verdict": row["verdict"],
+                "verdict_counts": row["verdict_counts"],
+                "family_verdict": row["family_verdict"],
+                "family_method": row["family_method"],
+                "seeds_lcb": row["seeds_lcb"],
+                "seeds_lcb_method": row["seeds_lcb_method"],
+                "certified_gain": row["grad_norm_sq_unbiased"],
                 "predicted_val_risk_delta": sum(
                     r["descent"]["predicted_val_risk_delta"] for r in per_seed
                 )
                 / len(per_seed),
-                **paired_summary(gains, e.confidence),
+                "gain_mean": gain["gain_mean"],
+                "gain_std": gain["gain_std"],
+                "gain_ci": gain["gain_ci"],
+                "gain_ci_method": gain.get("gain_ci_method", ""),
             }
         )
 

@@ -2,76 +2,100 @@
 
 At W2 = 0 only the gradient w.r.t. the new block's W2 (and bias) is non-zero. From the scan's
 gradients this module computes the `descent` record (train/val squared norms, the unbiased
-population estimate and its lower confidence bound, transfer) and the `jumpboard` record (the
-expanded model with W2 = -t g_train at a line-searched step t, evaluated on validation and
-test data).
+estimate of |E g|^2 and its lower confidence bound, the three-valued verdict, transfer) and
+the `jumpboard` record (the expanded model with W2 = -t g_train at a line-searched step t,
+evaluated on validation and test data).
 
-Unbiased estimate and lower bound. With n per-batch gradients g_1..g_n (equal batch size),
-    U = |mean g|^2 - trace(Cov g)/n = 1/(n(n-1)) sum_{i != j} <g_i, g_j>,
-a U-statistic of order 2, unbiased for |E g|^2 if the batches are i.i.d. draws. U is the mean
-of psi_i = <g_i, mean_{j != i} g_j>; its variance is estimated from the Hoeffding projection,
-Var U ~ 4 Var(psi)/n, and the one-sided bound at confidence c is
-    LCB = U - t_{c, n-1} * 2 sd(psi) / sqrt(n)        (Student-t on the psi terms).
-Assumptions: batches are i.i.d. (seeded random partition of the training set) and the
-projection is approximately normal. When E g = 0 the statistic is degenerate and this
-estimate overstates its spread by about sqrt(2), so the bound stays conservative exactly where
-the condition should fail. The batches are training data the base was fitted on, so U
-estimates the gradient norm of the training distribution conditional on the trained model.
+Two sets of per-batch gradients enter. The *certificate* batches come from data the base
+never trained on (the held-out certificate split, or fresh teacher samples): U and its bound
+on them estimate |E g|^2 of the data distribution, and they alone decide `verdict`. The
+*training* batches are the data the base was fitted on; the same statistics on them
+(`*_train`) describe optimization (they are biased low against fresh data for a trained
+base) and are kept under their own names. The statistics themselves (U, the jackknife-t bound,
+the numerical floor, the verdict rule) live in `expansion.insertion.bounds`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from scipy import stats
 
+from expansion.insertion.bounds import BOUND_METHOD, MIN_BATCHES, UBound, lower_bound
 from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import PositionGradient
 from expansion.models.network import PostNormResNet
+from expansion.records import CertificateSource, DescentRecord
 
 EVAL_CHUNK = 2048
 BOOTSTRAP_RESAMPLES = 2000
 CI_METHOD = "paired percentile bootstrap of per-sample cross-entropy differences"
-LCB_METHOD = "Student-t bound on the Hoeffding projection terms of the U-statistic"
 STEP_RANGE = (1e-4, 1.0)
 """Line-search steps move W2 by this range of the stage's mean existing W2 norm."""
 
 
+@dataclass
+class CertificateBatches:
+    """Per-batch W2/b2 gradients (n, dim) of one candidate on the certificate data."""
+
+    batches: torch.Tensor
+    source: CertificateSource
+
+
+def gradient_bound(
+    batches: torch.Tensor, confidence: float, min_batches: int = MIN_BATCHES
+) -> UBound:
+    """U, its lower bound and the verdict from per-batch gradients (n, dim), in float64."""
+    b = batches.detach().double()
+    return lower_bound((b @ b.t()).cpu().numpy(), confidence, min_batches)
+
+
 def unbiased_norm_sq(batches: torch.Tensor, confidence: float) -> tuple[float, float]:
-    """(U, one-sided lower bound at `confidence`) of |E g|^2 from per-batch gradients (n, dim)."""
-    n = batches.shape[0]
-    if n < 2:
-        raise ValueError(f"need at least 2 per-batch gradients, got {n}")
-    b = batches.double()
-    gram = b @ b.t()
-    off_diag_rows = gram.sum(dim=1) - gram.diagonal()
-    psi = off_diag_rows / (n - 1)
-    u = float(psi.mean())
-    spread = 2.0 * float(psi.std(unbiased=True)) / math.sqrt(n)
-    lcb = u - float(stats.t.ppf(confidence, n - 1)) * spread
-    return u, lcb
+    """(U, lower bound at `confidence`) of |E g|^2 from per-batch gradients (n, dim).
+
+    The bound is NaN where n < 3 (no valid bound exists).
+    """
+    result = gradient_bound(batches, confidence)
+    return result.u, math.nan if result.lcb is None else result.lcb
 
 
-def descent_record(grad: PositionGradient, confidence: float) -> dict[str, Any]:
-    """The `descent` fields that need no model: norms, U, its bound, the condition, cosine."""
+def descent_record(
+    grad: PositionGradient,
+    certificate: CertificateBatches,
+    confidence: float,
+    min_batches: int = MIN_BATCHES,
+) -> DescentRecord:
+    """The `descent` fields that need no model: norms, U and bound (certificate and training
+    batches), the verdict, cosine."""
     gt, gv = grad.train.double(), grad.val.double()
-    u, lcb = unbiased_norm_sq(grad.batches, confidence)
+    cert = gradient_bound(certificate.batches, confidence, min_batches)
+    train = gradient_bound(grad.batches, confidence, min_batches)
     nt, nv = float(gt.norm()), float(gv.norm())
     cosine = float(gt @ gv) / (nt * nv) if nt > 0 and nv > 0 else 0.0
     return {
         "grad_norm_sq_train": nt**2,
         "grad_norm_sq_val": nv**2,
-        "grad_norm_sq_unbiased": u,
-        "grad_norm_sq_lcb": lcb,
+        "grad_norm_sq_unbiased": cert.u,
+        "grad_norm_sq_lcb": cert.lcb,
+        "grad_norm_sq_batch_mean": cert.batch_mean,
+        "certificate_source": certificate.source,
+        "certificate_batches": cert.n,
         "confidence": confidence,
-        "condition_holds": bool(lcb > 0),
+        "bound_method": BOUND_METHOD,
+        "numerical_floor": cert.floor,
+        "p_value": cert.p_value,
+        "verdict": cert.verdict,
+        "verdict_reason": cert.reason,
+        "condition_holds": cert.verdict == "holds",
+        "grad_norm_sq_unbiased_train": train.u,
+        "grad_norm_sq_lcb_train": train.lcb,
+        "train_batches": train.n,
+        "verdict_train": train.verdict,
         "cosine_train_val": cosine,
-        "grad_batches": int(grad.batches.shape[0]),
-        "lcb_method": LCB_METHOD,
     }
 
 
@@ -147,21 +171,23 @@ def bootstrap_mean_ci(
 def certify(
     model: PostNormResNet,
     grad: PositionGradient,
+    certificate: CertificateBatches,
     val: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
     *,
     confidence: float,
     line_search_points: int,
-) -> tuple[dict, dict]:
+    min_batches: int = MIN_BATCHES,
+) -> tuple[DescentRecord, dict[str, Any]]:
     """(`descent`, `jumpboard`) records of one candidate insertion (DESIGN.md 5)."""
-    descent = descent_record(grad, confidence)
+    descent = descent_record(grad, certificate, confidence, min_batches)
     vx, vy = val
     tx, ty = test
     base_val, _ = per_sample_losses(model, vx, vy)
     base_test, base_test_err = per_sample_losses(model, tx, ty)
     best_step, best_val = 0.0, float(base_val.mean())
     best_model: PostNormResNet | None = None
-    tried = []
+    tried: list[list[float]] = []
     for t in line_search_steps(model, grad.position, grad.train, line_search_points):
         candidate = jumpboard_model(model, grad.position, grad.seed, grad.train, t)
         v = risk(candidate, vx, vy)

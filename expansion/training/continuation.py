@@ -6,27 +6,34 @@ optimizer settings and seed. The base optimizer state (keyed by parameter name) 
 into both arms; the new block's parameters join as new parameter groups, told apart from the
 existing ones by identity (`id(p)`), never by value. A plain PyTorch loop: both arms are short
 and must be exactly comparable.
+
+Each arm keeps its per-example test losses, so a gain's interval can include the finite test
+set's noise: per seed a paired bootstrap over test examples of control-minus-expanded loss
+differences, per position a two-level paired bootstrap (seeds, then test examples;
+`expansion.insertion.bounds.two_level_bootstrap`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
+from expansion.insertion.bounds import two_level_bootstrap, two_level_method
 from expansion.insertion.insert import insert_block
 from expansion.models.network import PostNormResNet
 from expansion.specs import TrainSpec
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
 from expansion.training.trainer import evaluate
+
+EVAL_CHUNK = 2048
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,24 @@ class ArmResult:
     test_error: float
     train_loss: float
     """Mean training loss over the K steps."""
+    test_losses: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False)
+    """Per-example test cross-entropy (float64), in test-set order."""
+
+
+@torch.no_grad()
+def per_example_test(
+    model: PostNormResNet, x: torch.Tensor, y: torch.Tensor
+) -> tuple[np.ndarray, float]:
+    """(per-example cross-entropy, 0-1 risk) of `model` in eval mode."""
+    was_training = model.training
+    model.eval()
+    losses, wrong = [], 0
+    for bx, by in zip(torch.split(x, EVAL_CHUNK), torch.split(y, EVAL_CHUNK), strict=True):
+        logits = model(bx).float()
+        losses.append(F.cross_entropy(logits, by, reduction="none").double().cpu())
+        wrong += int((logits.argmax(dim=1) != by).sum())
+    model.train(was_training)
+    return torch.cat(losses).numpy(), wrong / max(1, len(y))
 
 
 def build_optimizer(
@@ -130,18 +155,25 @@ def run_arm(
         insert_block(model, p, seed)
     optimizer = build_optimizer(model, train, lr, base_names, base_state)
     loss = train_steps(model, optimizer, bundle, train, steps, seed, on_step)
-    risk, error = evaluate(model, bundle.x_test, bundle.y_test)
-    return ArmResult(test_risk=risk, test_error=error, train_loss=loss)
+    losses, error = per_example_test(model, bundle.x_test, bundle.y_test)
+    return ArmResult(
+        test_risk=float(losses.mean()), test_error=error, train_loss=loss, test_losses=losses
+    )
 
 
 def realized_record(
-    base: ArmResult | tuple[float, float], expanded: ArmResult, control: ArmResult, steps: int
-) -> dict[str, float | int]:
-    """The `realized` fields of an insertion record (DESIGN.md 5)."""
+    base: ArmResult | tuple[float, float],
+    expanded: ArmResult,
+    control: ArmResult,
+    steps: int,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The `realized` fields of an insertion record (DESIGN.md 5), with this seed's interval of
+    the gain (bootstrap over test examples) where both arms kept per-example losses."""
     base_risk, base_error = (
         (base.test_risk, base.test_error) if isinstance(base, ArmResult) else base
     )
-    return {
+    record: dict[str, Any] = {
         "steps": steps,
         "base_test_risk": base_risk,
         "base_test_error": base_error,
@@ -151,17 +183,42 @@ def realized_record(
         "control_test_error": control.test_error,
         "gain_vs_control": control.test_risk - expanded.test_risk,
     }
+    diffs = control.test_losses - expanded.test_losses if expanded.test_losses.size else None
+    if diffs is not None and diffs.size == control.test_losses.size:
+        record["gain_ci"] = list(two_level_bootstrap(diffs, confidence))
+        record["gain_ci_method"] = two_level_method(1)
+    return record
 
 
-def paired_summary(gains: Sequence[float], confidence: float) -> dict[str, Any]:
-    """Mean, std and a paired Student-t interval of per-seed gains (None where n < 2)."""
+def paired_summary(differences: Sequence[np.ndarray], confidence: float) -> dict[str, Any]:
+    """Gain of one position over seeds: mean and std of the per-seed gains and a two-level
+    paired bootstrap interval (seeds, then test examples) of the mean.
+
+    `differences` holds, per seed, the per-example test losses of the control minus those of
+    the expanded arm (same test examples in the same order for every seed).
+    """
+    if not differences:
+        return {"gain_mean": None, "gain_std": None, "gain_ci": [None, None]}
+    d = np.stack([np.asarray(x, dtype=np.float64) for x in differences])
+    gains = d.mean(axis=1)
     n = len(gains)
-    mean = sum(gains) / n if n else float("nan")
-    if n < 2:
-        return {"gain_mean": mean, "gain_std": None, "gain_ci": [None, None]}
-    std = math.sqrt(sum((g - mean) ** 2 for g in gains) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return {"gain_mean": mean, "gain_std": std, "gain_ci": [mean - half, mean + half]}
+    std = float(np.std(gains, ddof=1)) if n > 1 else None
+    return {
+        "gain_mean": float(gains.mean()),
+        "gain_std": std,
+        "gain_ci": list(two_level_bootstrap(d, confidence)),
+        "gain_ci_method": two_level_method(n),
+    }
+
+
+@dataclass
+class Continuation:
+    """What `controlled_continuation` measured."""
+
+    records: dict[tuple[int, int], dict[str, Any]]
+    """`realized` record per (position, seed)."""
+    differences: dict[tuple[int, int], np.ndarray]
+    """Per (position, seed): control minus expanded per-example test cross-entropy."""
 
 
 def continuation_lr(expand_lr: float | None, base_final_lr: float, base_peak_lr: float) -> float:
@@ -190,14 +247,17 @@ def controlled_continuation(
     lr: float,
     on_arm: Callable[[str], None] | None = None,
     on_step: Callable[[], None] | None = None,
-) -> dict[tuple[int, int], dict[str, float | int]]:
-    """`realized` records keyed by (position, seed): each expanded arm against its seed's control.
+    confidence: float = 0.95,
+) -> Continuation:
+    """`realized` records keyed by (position, seed): each expanded arm against its seed's control,
+    and the per-example loss differences behind their intervals.
 
     The control depends on the seed only (same base, data order and settings), so it is
     trained once per seed and shared by every position.
     """
     base_risk, base_error = evaluate(base, bundle.x_test, bundle.y_test)
-    records: dict[tuple[int, int], dict[str, float | int]] = {}
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    differences: dict[tuple[int, int], np.ndarray] = {}
     for seed in seeds:
         control = run_arm(
             base,
@@ -224,7 +284,10 @@ def controlled_continuation(
                 lr=lr,
                 on_step=on_step,
             )
-            records[(p, seed)] = realized_record((base_risk, base_error), expanded, control, steps)
+            records[(p, seed)] = realized_record(
+                (base_risk, base_error), expanded, control, steps, confidence
+            )
+            differences[(p, seed)] = control.test_losses - expanded.test_losses
             if on_arm is not None:
                 on_arm(f"position {p} seed {seed}")
             logger.info(
@@ -233,4 +296,4 @@ def controlled_continuation(
                 seed,
                 records[(p, seed)]["gain_vs_control"],
             )
-    return records
+    return Continuation(records, differences)

@@ -293,3 +293,25 @@ def test_concurrent_claimers_claim_every_job_exactly_once_sqlite(sqlite_url: str
     ids = _enqueue(sqlite_url, 60)
     claimed = _claim_all(sqlite_url, 4)
     assert sorted(claimed) == sorted(ids)
+
+
+def test_insertion_row_flattens_the_certificate_verdict() -> None:
+    from app.queue import insertion_row
+
+    record = _record(1, 0)
+    descent = record["descent"]
+    assert isinstance(descent, dict)
+    descent |= {
+        "verdict": "undecided",
+        "certificate_source": "holdout",
+        "certificate_batches": 2,
+        "grad_norm_sq_unbiased_train": 0.4,
+        "grad_norm_sq_lcb_train": None,
+        "condition_holds": False,
+    }
+    row = insertion_row(7, record)
+    assert row["verdict"] == "undecided" and row["certificate_source"] == "holdout"
+    assert row["certificate_batches"] == 2 and row["grad_norm_sq_unbiased_train"] == 0.4
+    assert row["grad_norm_sq_lcb_train"] is None and row["condition_holds"] is False
+    older = insertion_row(7, _record(1, 0))  # results before issue 10 lack the keys
+    assert older["verdict"] is None and older["certificate_batches"] is None

@@ -43,3 +43,9 @@ def test_max_train_samples_caps_the_epoch() -> None:
     assert capped.train_samples == 360
     assert full.train_samples == 3600
     assert capped.train_flops < full.train_flops
+
+
+def test_select_certified_is_costed_as_every_position() -> None:
+    certified = parse_spec({"kind": "expand", "expand": {"select": "certified"}})
+    every = parse_spec({"kind": "expand", "expand": {"select": "all"}})
+    assert estimate_cost(certified).train_flops == estimate_cost(every).train_flops

@@ -104,3 +104,27 @@ def test_importing_specs_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_expand_gets_a_certificate_split() -> None:
+    assert parse_spec({"kind": "expand"}).data.certify_fraction == 0.2
+    assert parse_spec({"kind": "train"}).data.certify_fraction is None
+    teacher = {"name": "teacher"}
+    assert parse_spec({"kind": "expand", "data": teacher, "model": {"kind": "mlp"}})
+    with pytest.raises(SpecError, match=r"data\.certify_fraction"):
+        parse_spec({"kind": "expand", "data": {"certify_fraction": 0.0}})
+    with pytest.raises(SpecError, match="fresh certificate samples"):
+        parse_spec(
+            {
+                "kind": "expand",
+                "data": {**teacher, "certify_fraction": 0.1},
+                "model": {"kind": "mlp"},
+            }
+        )
+    with pytest.raises(SpecError, match="at least 20%"):
+        parse_spec({"kind": "expand", "data": {"val_fraction": 0.5, "certify_fraction": 0.4}})
+    with pytest.raises(SpecError, match=r"expand\.min_certificate_batches"):
+        parse_spec({"kind": "expand", "expand": {"min_certificate_batches": 4}})
+    assert parse_spec({"kind": "expand", "expand": {"select": "certified"}}).expand.select == (
+        "certified"
+    )

@@ -143,3 +143,29 @@ def test_augmentations_keep_shapes_and_move_content() -> None:
     assert torch.equal(random_shift(seq, 0, g), seq)
     assert augmentation_for("teacher") is None
     assert augmentation_for("digits")(torch.randn(4, 1, 8, 8), g).shape == (4, 1, 8, 8)
+
+
+def test_certificate_split_is_carved_before_training_and_disjoint(data_dir: Path) -> None:
+    plain = load_dataset(DataSpec(name="digits", seed=3, max_train_samples=500), "mlp", "cpu")
+    spec = DataSpec(name="digits", seed=3, max_train_samples=500, certify_fraction=0.2)
+    bundle = load_dataset(spec, "mlp", "cpu", data_dir)
+    assert bundle.sizes() == {"train": 350, "val": 50, "certify": 100, "test": 360}
+    assert torch.equal(bundle.y_val, plain.y_val)  # the validation split does not move
+    train = {tuple(r.tolist()) for r in bundle.x_train.flatten(1)}
+    held = [tuple(r.tolist()) for r in bundle.x_certify.flatten(1)]
+    assert not any(r in train for r in held)
+    _, y, source = bundle.certificate_data(64, seed=0)
+    assert source == "holdout" and torch.equal(y, bundle.y_certify)
+    with pytest.raises(DataError, match="certify_fraction"):
+        plain.certificate_data(64, seed=0)
+
+
+def test_teacher_certificate_draws_fresh_samples(data_dir: Path) -> None:
+    spec = DataSpec(name="teacher", teacher_train_size=64, teacher_test_size=32)
+    bundle = load_dataset(spec, "mlp", "cpu", data_dir)
+    x, y, source = bundle.certificate_data(40, seed=5)
+    again, _, _ = bundle.certificate_data(40, seed=5)
+    assert source == "fresh" and x.shape == (40, 1, spec.teacher_dim) and len(y) == 40
+    assert torch.equal(x, again)  # seeded
+    train = {tuple(r.tolist()) for r in bundle.x_train.flatten(1)}
+    assert not any(tuple(r.tolist()) in train for r in x.flatten(1))

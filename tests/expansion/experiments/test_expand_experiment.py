@@ -15,13 +15,29 @@ from expansion.report import position_table
 POSITION_FIELDS = {
     "position",
     "n_seeds",
-    "certified_gain",
-    "certified_gain_lcb",
+    "verdict_counts",
+    "family_verdict",
+    "family_method",
+    "seeds_lcb",
     "predicted_val_risk_delta",
     "gain_mean",
     "gain_std",
     "gain_ci",
+    "gain_ci_method",
 }
+CERTIFICATE_FIELDS = {
+    "verdict",
+    "verdict_reason",
+    "certificate_source",
+    "certificate_batches",
+    "grad_norm_sq_batch_mean",
+    "bound_method",
+    "numerical_floor",
+    "grad_norm_sq_unbiased_train",
+    "grad_norm_sq_lcb_train",
+    "train_batches",
+}
+VERDICTS = {"holds", "fails", "undecided"}
 
 
 def tiny_spec(**expand) -> dict:
@@ -37,7 +53,7 @@ def tiny_spec(**expand) -> dict:
             "seeds": [0, 1],
             "continue_steps": 5,
             "continue_lr": 1e-3,
-            "grad_batch_size": 128,
+            "grad_batch_size": 32,
             "line_search_points": 3,
             **expand,
         },
@@ -57,7 +73,12 @@ def test_every_record_has_every_field(expand_run) -> None:
     assert len(result["insertions"]) == 2 * 2  # top 2 positions x 2 seeds
     for rec in result["insertions"]:
         assert set(rec) >= RECORD_FIELDS
-        assert set(rec["descent"]) >= DESCENT_FIELDS
+        assert set(rec["descent"]) >= DESCENT_FIELDS | CERTIFICATE_FIELDS
+        descent = rec["descent"]
+        assert descent["verdict"] in VERDICTS
+        assert descent["condition_holds"] == (descent["verdict"] == "holds")
+        assert descent["certificate_source"] == "holdout"
+        assert descent["certificate_batches"] >= 8  # 287 held-out digits / 32
         assert set(rec["jumpboard"]) >= JUMPBOARD_FIELDS
         assert set(rec["realized"]) >= REALIZED_FIELDS
         assert rec["depth_after"] == rec["depth_before"] + 1 == 3
@@ -66,6 +87,22 @@ def test_every_record_has_every_field(expand_run) -> None:
     for pos in result["positions"]:
         assert set(pos) >= POSITION_FIELDS
         assert pos["n_seeds"] == 2
+        assert pos["family_verdict"] in VERDICTS and pos["family_method"] == "holm"
+        assert "certified_gain_lcb" not in pos  # a mean of bounds bounds nothing
+        assert pos["gain_ci_method"] == "two_level_paired_bootstrap(seeds, test_examples)"
+        low, high = pos["gain_ci"]
+        assert low <= pos["gain_mean"] <= high
+        bounds = [
+            r["descent"]["grad_norm_sq_lcb"]
+            for r in result["insertions"]
+            if r["position"] == pos["position"]
+        ]
+        assert pos["seeds_lcb"] == pytest.approx(min(bounds))
+        counts = pos["verdict_counts"]
+        assert sum(counts.values()) == 2
+        for rec in result["insertions"]:
+            if rec["position"] == pos["position"]:
+                assert rec["realized"]["gain_ci_method"] == "paired_bootstrap(test_examples)"
     assert json.loads((out / "result.json").read_text()) == result
     assert (out / "base.ckpt").exists() and result["artifacts"] == ["base.ckpt"]
 
@@ -75,7 +112,21 @@ def test_scan_section_and_top_k_choice(expand_run) -> None:
     scan = result["scan"]
     assert scan["method"] == "single_pass" and scan["reason"]
     assert [row["position"] for row in scan["positions"]] == [0, 1, 2]
-    ranked = sorted(scan["positions"], key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
+    assert scan["certificate_source"] == "holdout" and scan["family_method"] == "holm"
+    for row in scan["positions"]:
+        assert row["verdict"] in VERDICTS and row["family_verdict"] in VERDICTS
+        assert "grad_norm_sq_lcb" not in row  # only real bounds: per seed, and over seeds
+        seeds = row["per_seed"]
+        assert row["seeds_lcb"] == pytest.approx(min(s["grad_norm_sq_lcb"] for s in seeds))
+        if row["family_verdict"] == "holds":
+            assert row["verdict"] == "holds"
+        if row["verdict"] == "holds":
+            assert all(s["verdict"] == "holds" for s in seeds)
+
+    def key(r: dict) -> tuple[float, float]:  # by the bound, ties by U
+        return (r["seeds_lcb"], r["grad_norm_sq_unbiased"])
+
+    ranked = sorted(scan["positions"], key=key, reverse=True)
     assert [p["position"] for p in result["positions"]] == sorted(r["position"] for r in ranked[:2])
 
 
@@ -99,6 +150,31 @@ def test_base_checkpoint_is_reused_and_explicit_positions(expand_run, tmp_path: 
     assert result["timings"]["train_s"] == 0.0
 
 
+def test_two_gradient_batches_never_hold(expand_run, tmp_path: Path) -> None:
+    _, out, _ = expand_run
+    spec = tiny_spec(grad_batches=2, select="all", seeds=[0])
+    result = run_expand(spec, tmp_path, None, base_checkpoint=out / "base.ckpt")
+    verdicts = [r["descent"]["verdict"] for r in result["insertions"]]
+    verdicts += [r["verdict_train"] for r in (x["descent"] for x in result["insertions"])]
+    for row in result["scan"]["positions"]:
+        verdicts += [row["verdict"], row["family_verdict"]]
+        verdicts += [s["verdict"] for s in row["per_seed"]]
+    assert verdicts and set(verdicts) == {"undecided"}
+    assert all(r["descent"]["certificate_batches"] == 2 for r in result["insertions"])
+
+
+def test_select_certified_continues_exactly_the_family_wise_holds(
+    expand_run, tmp_path: Path
+) -> None:
+    first, out, _ = expand_run
+    result = run_expand(
+        tiny_spec(select="certified"), tmp_path, None, base_checkpoint=out / "base.ckpt"
+    )
+    held = [r["position"] for r in result["scan"]["positions"] if r["family_verdict"] == "holds"]
+    assert [p["position"] for p in result["positions"]] == held
+    assert result["scan"]["positions"] == first["scan"]["positions"]
+
+
 class StopInScan(RecordingReporter):
     """Asks to stop as soon as the scan stage starts."""
 
@@ -120,3 +196,29 @@ def test_report_module_does_not_import_torch() -> None:
     code = "import sys, expansion.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_teacher_certificate_uses_fresh_samples(tmp_path: Path) -> None:
+    spec = {
+        "kind": "expand",
+        "data": {"name": "teacher", "teacher_train_size": 256, "teacher_test_size": 128},
+        "model": {"kind": "mlp", "width": 8, "depth": 1},
+        "train": {"epochs": 1, "batch_size": 64, "accelerator": "cpu"},
+        "expand": {
+            "select": "explicit",
+            "positions": [1],
+            "seeds": [0],
+            "continue_steps": 2,
+            "grad_batch_size": 16,
+            "grad_batches": 8,
+            "line_search_points": 2,
+        },
+    }
+    result = run_expand(spec, tmp_path)
+    assert result["scan"]["certificate_source"] == "fresh"
+    (record,) = result["insertions"]
+    descent = record["descent"]
+    assert descent["certificate_source"] == "fresh" and descent["certificate_batches"] == 8
+    assert descent["train_batches"] == 8 and descent["verdict"] in VERDICTS
+    (position,) = result["positions"]
+    assert position["gain_ci_method"] == "paired_bootstrap(test_examples)"  # one seed

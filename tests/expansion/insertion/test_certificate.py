@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS
 from tiny_networks import KINDS, inputs, labels, tiny_model
 
+from expansion.insertion.bounds import numerical_floor
 from expansion.insertion.certificate import (
+    CertificateBatches,
     certify,
     descent_record,
+    gradient_bound,
     jumpboard_model,
     risk,
     unbiased_norm_sq,
@@ -20,6 +25,20 @@ from expansion.insertion.scan import (
     scan_positions,
     single_pass_gradients,
 )
+from expansion.records import CertificateSource, Verdict
+
+NEW_FIELDS = {
+    "grad_norm_sq_batch_mean",
+    "certificate_source",
+    "certificate_batches",
+    "bound_method",
+    "numerical_floor",
+    "verdict",
+    "verdict_reason",
+    "grad_norm_sq_unbiased_train",
+    "grad_norm_sq_lcb_train",
+    "train_batches",
+}
 
 
 def test_unbiased_estimate_matches_its_definition() -> None:
@@ -31,6 +50,7 @@ def test_unbiased_estimate_matches_its_definition() -> None:
     expected = float(mean @ mean - cov_trace / n)
     u, lcb = unbiased_norm_sq(g, 0.95)
     assert u == pytest.approx(expected, rel=1e-9)
+    assert math.isnan(unbiased_norm_sq(g[:2], 0.95)[1])  # no valid bound from 2 batches
     assert lcb < u
     assert unbiased_norm_sq(g, 0.99)[1] < lcb  # more confidence, lower bound
 
@@ -61,6 +81,14 @@ def _scan_one(model, position: int, seed: int = 2):
     return scan.gradients[(position, seed)], (vx, vy), (x, y)
 
 
+def _certificate(model, position: int, seed: int = 2) -> CertificateBatches:
+    """8 batches of fresh teacher-labelled inputs (never seen by `_scan_one`'s data)."""
+    cx = inputs(model, 128, seed=11)
+    cy = teacher_labels(cx)
+    scan = scan_positions(model, (cx, cy), (cx, cy), [position], [seed], batch_size=16)
+    return CertificateBatches(scan.gradients[(position, seed)].batches, CertificateSource.FRESH)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_predicted_change_agrees_with_finite_difference(kind: str) -> None:
     model = tiny_model(kind).eval()
@@ -79,10 +107,26 @@ def test_predicted_change_agrees_with_finite_difference(kind: str) -> None:
 def test_certificate_has_every_field_and_consistent_values(kind: str) -> None:
     model = tiny_model(kind).eval()
     grad, val, test = _scan_one(model, 0)
-    descent, jump = certify(model, grad, val, test, confidence=0.9, line_search_points=5)
-    assert set(descent) >= DESCENT_FIELDS
+    cert = _certificate(model, 0)
+    descent, jump = certify(model, grad, cert, val, test, confidence=0.9, line_search_points=5)
+    assert set(descent) >= DESCENT_FIELDS | NEW_FIELDS
     assert set(jump) >= JUMPBOARD_FIELDS
-    assert descent["condition_holds"] == (descent["grad_norm_sq_lcb"] > 0)
+    assert descent["condition_holds"] == (descent["verdict"] == "holds")
+    assert descent["certificate_source"] == "fresh" and descent["certificate_batches"] == 8
+    assert descent["train_batches"] == 6
+    # U and the bound come from the certificate batches, the *_train values from training
+    on_cert = gradient_bound(cert.batches, 0.9)
+    on_train = gradient_bound(grad.batches, 0.9)
+    assert descent["grad_norm_sq_unbiased"] == pytest.approx(on_cert.u)
+    assert descent["grad_norm_sq_lcb"] == pytest.approx(on_cert.lcb)
+    assert descent["grad_norm_sq_unbiased_train"] == pytest.approx(on_train.u)
+    assert descent["grad_norm_sq_unbiased"] != descent["grad_norm_sq_unbiased_train"]
+    floor = numerical_floor(descent["grad_norm_sq_batch_mean"])
+    assert descent["numerical_floor"] == pytest.approx(floor)
+    if descent["verdict"] == "holds":
+        assert descent["grad_norm_sq_lcb"] > floor
+    elif descent["verdict"] == "fails":
+        assert descent["grad_norm_sq_lcb"] < -floor
     assert descent["grad_norm_sq_train"] == pytest.approx(float(grad.train.norm() ** 2), rel=1e-5)
     assert -1.0 <= descent["cosine_train_val"] <= 1.0
     assert descent["step"] == jump["step"] > 0
@@ -101,8 +145,11 @@ def test_condition_fails_where_the_downstream_gradient_vanishes(kind: str) -> No
         model.head.weight.zero_()
     for position in range(model.num_positions):
         grad, val, test = _scan_one(model, position)
-        descent, jump = certify(model, grad, val, test, confidence=0.95, line_search_points=4)
+        cert = _certificate(model, position)
+        descent, jump = certify(model, grad, cert, val, test, confidence=0.95, line_search_points=4)
         assert descent["grad_norm_sq_unbiased"] == 0.0
+        # exactly zero gradients sit inside the numerical floor: never `holds`
+        assert descent["verdict"] == Verdict.UNDECIDED
         assert descent["condition_holds"] is False
         assert jump["test_risk_delta"] == 0.0
 
@@ -123,11 +170,24 @@ def test_condition_fails_where_the_branch_input_is_zero() -> None:
     # keep only the W2 part (the bias still sees the downstream gradient)
     w2_grads = torch.stack([g[:w2_size] for g in per_batch])
     grad = PositionGradient(1, 5, w2_grads.mean(0), w2_grads.mean(0), w2_grads)
-    record = descent_record(grad, 0.95)
+    record = descent_record(grad, CertificateBatches(w2_grads, CertificateSource.HOLDOUT), 0.95)
     assert record["grad_norm_sq_unbiased"] == 0.0
-    assert record["condition_holds"] is False
+    assert record["condition_holds"] is False and record["verdict"] != "holds"
     # the same position with its usual W1 has a non-zero W2 gradient
     normal = single_pass_gradients(
         model, inputs(model, 16), labels(16), new_blocks(model, [1], [5])
     )
     assert torch.count_nonzero(normal[(1, 5)][:w2_size]) > 0
+
+
+def test_certificate_and_training_batches_are_told_apart() -> None:
+    """A mean that only the training batches have (an overfitted base) certifies nothing."""
+    gen = torch.Generator().manual_seed(4)
+    train = torch.randn(16, 40, generator=gen) + 1.0
+    held_out = torch.randn(16, 40, generator=gen)
+    grad = PositionGradient(0, 0, train.mean(0), held_out.mean(0), train)
+    record = descent_record(grad, CertificateBatches(held_out, CertificateSource.HOLDOUT), 0.95)
+    assert record["grad_norm_sq_lcb_train"] > 0  # optimization: a descent direction on train
+    assert record["verdict_train"] == "holds"
+    assert record["grad_norm_sq_lcb"] < 0 and record["verdict"] == "fails"
+    assert record["certificate_source"] == "holdout" and record["certificate_batches"] == 16

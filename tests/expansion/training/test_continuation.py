@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -18,7 +19,7 @@ from expansion.training.continuation import (
     paired_summary,
     run_arm,
 )
-from expansion.training.trainer import train_model
+from expansion.training.trainer import evaluate, train_model
 
 
 class Spec:
@@ -72,28 +73,45 @@ def test_arms_are_deterministic_and_the_base_is_untouched(trained) -> None:
 
 def test_controlled_continuation_records(trained) -> None:
     base, state, bundle = trained
-    records = controlled_continuation(
+    outcome = controlled_continuation(
         base, state, bundle, Spec.train, positions=[0, 2], seeds=[0, 1], steps=4, lr=1e-3
     )
+    records = outcome.records
     assert set(records) == {(0, 0), (2, 0), (0, 1), (2, 1)}
-    for rec in records.values():
+    base_risk, _ = evaluate(base, bundle.x_test, bundle.y_test)
+    for key, rec in records.items():
         assert rec["steps"] == 4
+        assert rec["base_test_risk"] == pytest.approx(base_risk)
         assert rec["gain_vs_control"] == pytest.approx(
             rec["control_test_risk"] - rec["expanded_test_risk"]
         )
+        diffs = outcome.differences[key]
+        assert diffs.shape == (len(bundle.y_test),)
+        assert float(diffs.mean()) == pytest.approx(rec["gain_vs_control"], abs=1e-9)
+        low, high = rec["gain_ci"]
+        assert low <= rec["gain_vs_control"] <= high
+        assert rec["gain_ci_method"] == "paired_bootstrap(test_examples)"
     # one control per seed, shared by the positions
     assert records[(0, 0)]["control_test_risk"] == records[(2, 0)]["control_test_risk"]
     assert records[(0, 0)]["control_test_risk"] != records[(0, 1)]["control_test_risk"]
 
 
-def test_paired_summary_is_a_student_t_interval() -> None:
-    gains = [0.01, -0.002, 0.004, 0.007]
-    s = paired_summary(gains, 0.9)
-    n = len(gains)
-    mean = sum(gains) / n
-    sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / (n - 1))
-    low, high = stats.t.interval(0.9, n - 1, loc=mean, scale=sd / math.sqrt(n))
-    assert s["gain_mean"] == pytest.approx(mean)
-    assert s["gain_std"] == pytest.approx(sd)
-    assert s["gain_ci"] == pytest.approx([low, high])
-    assert paired_summary([0.1], 0.9)["gain_ci"] == [None, None]
+def test_paired_summary_is_a_two_level_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    per_example = rng.normal(0.0, 0.2, size=500)
+    diffs = [per_example + shift for shift in (0.01, -0.002, 0.004, 0.007)]
+    s = paired_summary(diffs, 0.9)
+    gains = np.array([d.mean() for d in diffs])
+    assert s["gain_mean"] == pytest.approx(gains.mean())
+    assert s["gain_std"] == pytest.approx(gains.std(ddof=1))
+    assert s["gain_ci_method"] == "two_level_paired_bootstrap(seeds, test_examples)"
+    low, high = s["gain_ci"]
+    assert low < s["gain_mean"] < high
+    # the test examples' noise dominates here: the interval is far wider than the seeds-only
+    # t-interval, and about as wide as the example-level one
+    t_half = stats.t.ppf(0.95, 3) * gains.std(ddof=1) / math.sqrt(4)
+    example_half = 1.645 * per_example.std(ddof=1) / math.sqrt(500)
+    assert high - low > 2 * t_half
+    assert high - low == pytest.approx(2 * example_half, rel=0.35)
+    one = paired_summary(diffs[:1], 0.9)
+    assert one["gain_std"] is None and one["gain_ci_method"] == "paired_bootstrap(test_examples)"
