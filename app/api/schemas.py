@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["train", "expand", "grow"]
+JobKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
 
 
 class JobLinks(BaseModel):

@@ -132,6 +132,15 @@ def _sci(value: float) -> str:
 
 def check_budget(spec: Any, settings: Settings) -> None:
     """422 when the spec's estimated size or compute exceeds the configured limits."""
+    if spec.kind == "sweep":  # every grid point within the limits, every problem listed
+        from expansion.sweep_grid import budget_problems
+
+        found = budget_problems(
+            spec, max_parameters=settings.max_parameters, max_train_flops=settings.max_train_flops
+        )
+        if found:
+            raise _spec_problems(found)
+        return
     cost = estimate_cost(spec)
     problems = []
     if cost.parameters > settings.max_parameters:
