@@ -63,33 +63,26 @@ def _projection_norms(
     method: ProjectionMethod,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """(N, projections) squared norms ||J(x_i) v_ij||^2 (or ||J^T u_ij||^2)."""
+    """(N, projections) squared norms ||J(x_i) v_ij||^2 (or ||J^T u_ij||^2).
+
+    Every input is repeated `projections` times and all products are taken in one batched
+    call: in eval mode the samples of a batch are independent, so row (i, j) of the product is
+    exactly J(x_i) v_ij.
+    """
+    n = x.shape[0]
+    repeated = x.repeat_interleave(projections, dim=0)  # (N * k, *input)
 
     def logits(inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs)
 
-    columns = []
-    pullback = None
-    if method is ProjectionMethod.VJP:
-        _, pullback = vjp(logits, x)
-    for _ in range(projections):
-        if method is ProjectionMethod.JVP:
-            v = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            # Samples are independent in eval mode, so one batched product gives every J_i v_i.
-            _, jv = jvp(logits, (x,), (v,))
-            columns.append(jv.flatten(1).pow(2).sum(dim=1))
-        else:
-            assert pullback is not None
-            out_shape = (x.shape[0], _num_outputs(model, x))
-            u = torch.randn(out_shape, generator=generator, dtype=x.dtype).to(x.device)
-            (jtu,) = pullback(u)
-            columns.append(jtu.flatten(1).pow(2).sum(dim=1))
-    return torch.stack(columns, dim=1)
-
-
-def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(model(x[:1]).shape[1])
+    if method is ProjectionMethod.JVP:
+        v = torch.randn(repeated.shape, generator=generator, dtype=x.dtype).to(x.device)
+        _, product = jvp(logits, (repeated,), (v,))
+    else:
+        out, pullback = vjp(logits, repeated)
+        u = torch.randn(out.shape, generator=generator, dtype=out.dtype).to(x.device)
+        (product,) = pullback(u)
+    return product.detach().flatten(1).pow(2).sum(dim=1).reshape(n, projections)
 
 
 def input_sensitivity(
@@ -99,9 +92,10 @@ def input_sensitivity(
     projections: int = 16,
     seed: int = 0,
     method: ProjectionMethod | str = ProjectionMethod.JVP,
-    batch_size: int = 256,
+    max_rows: int = 8192,
 ) -> SensitivityEstimate:
-    """Estimate E_x ||d model(x) / d x||_F^2 over the inputs `x` (model in eval mode)."""
+    """Estimate E_x ||d model(x) / d x||_F^2 over the inputs `x` (model in eval mode); at most
+    `max_rows` (inputs x projections) go through the model at once."""
     if projections < 1:
         raise ValueError(f"projections must be at least 1 (got {projections})")
     if len(x) < 2:
@@ -112,6 +106,7 @@ def input_sensitivity(
     generator = torch.Generator().manual_seed(seed)
     per_input = []
     try:
+        batch_size = max(1, max_rows // projections)
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size]
             norms = _projection_norms(model, batch, projections, method, generator)
@@ -148,7 +143,7 @@ def capacity_measures(model: PostNormResNet) -> dict[str, float]:
     branch_norm_sum = 0.0
     alpha_sum = 0.0
     for block in model.blocks():
-        alpha = abs(float(block.alpha))
+        alpha = abs(float(block.alpha.detach()))
         w1 = float(block.w1.weight.detach().norm())
         w2 = float(block.w2.weight.detach().norm())
         branch_norm_sum += alpha * w1 * w2

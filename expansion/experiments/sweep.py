@@ -64,7 +64,7 @@ def measure_network(
     )
     x = bundle.x_test[pick[:n].to(bundle.x_test.device)]
     sensitivity = input_sensitivity(model, x, projections=measures.projections, seed=measures.seed)
-    alphas = [float(b.alpha) for b in model.blocks()]
+    alphas = [float(b.alpha.detach()) for b in model.blocks()]
     return {
         "arm": arm.value,
         "depth": model.total_blocks,
