@@ -169,3 +169,32 @@ def separated(a: SeriesPoint, b: SeriesPoint) -> bool | None:
     if a.low is None or a.high is None or b.low is None or b.high is None:
         return None
     return a.high < b.low or b.high < a.low
+
+
+def text_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of test error, gap and sensitivity per (arm, scaling, depth)."""
+    errors = {(p.arm, p.scaling, p.depth): p for p in series(rows, "test_error")}
+    gaps = {(p.arm, p.scaling, p.depth): p for p in series(rows, "generalization_gap_risk")}
+    sens = {(p.arm, p.scaling, p.depth): p for p in series(rows, "input_sensitivity")}
+
+    def cell(point: SeriesPoint | None) -> str:
+        if point is None:
+            return "n/a"
+        if point.low is None or point.high is None:
+            return f"{point.mean:.4g} (n={point.n})"
+        return f"{point.mean:.4g} [{point.low:.3g}, {point.high:.3g}]"
+
+    lines = [
+        f"{'arm':<8}{'scaling':<16}{'depth':>6}  {'test error':<28}{'gap (risk)':<28}sensitivity",
+    ]
+    for key, point in errors.items():
+        arm, scaling, depth = key
+        lines.append(
+            f"{arm:<8}{scaling:<16}{depth:>6}  {cell(point):<28}{cell(gaps.get(key)):<28}"
+            f"{cell(sens.get(key))}"
+        )
+    failed = sum(1 for r in rows if r.get("status") == "failed")
+    lines.append(
+        f"means over seeds with {CONFIDENCE:.0%} t-intervals; {len(rows)} rows, {failed} failed"
+    )
+    return "\n".join(lines)
