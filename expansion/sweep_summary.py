@@ -109,13 +109,15 @@ def table(points: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """The rows as CSV text (coordinates as `path=value;...`)."""
+    """The rows as CSV text (coordinates as `path=value;...`, paths sorted)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(ROW_FIELDS), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         out = dict(row)
-        out["coordinates"] = ";".join(f"{k}={v}" for k, v in (row["coordinates"] or {}).items())
+        # Sorted: JSONB (PostgreSQL) does not keep the keys' order.
+        coordinates = sorted((row["coordinates"] or {}).items())
+        out["coordinates"] = ";".join(f"{k}={v}" for k, v in coordinates)
         writer.writerow({k: "" if v is None else v for k, v in out.items()})
     return buffer.getvalue()
 
