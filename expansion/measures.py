@@ -92,7 +92,7 @@ def input_sensitivity(
     projections: int = 16,
     seed: int = 0,
     method: ProjectionMethod | str = ProjectionMethod.JVP,
-    max_rows: int = 8192,
+    max_rows: int = 1024,
 ) -> SensitivityEstimate:
     """Estimate E_x ||d model(x) / d x||_F^2 over the inputs `x` (model in eval mode); at most
     `max_rows` (inputs x projections) go through the model at once."""

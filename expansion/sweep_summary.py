@@ -144,8 +144,8 @@ def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[flo
     from scipy import stats
 
     mean = statistics.fmean(values)
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values)
-    half /= math.sqrt(len(values))
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1))
+    half = quantile * statistics.stdev(values) / math.sqrt(len(values))
     return mean - half, mean + half
 
 
@@ -170,7 +170,7 @@ def separated(a: SeriesPoint, b: SeriesPoint) -> bool | None:
     """True when the two intervals do not overlap; None when either has no interval."""
     if a.low is None or a.high is None or b.low is None or b.high is None:
         return None
-    return a.high < b.low or b.high < a.low
+    return bool(a.high < b.low or b.high < a.low)
 
 
 def text_table(rows: list[dict[str, Any]]) -> str:
