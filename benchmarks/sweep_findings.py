@@ -1,8 +1,8 @@
 """The findings sweep of docs/findings.md: run it (or read a finished run), write table and figure.
 
-    .venv/bin/python benchmarks/sweep_findings.py                      # the full grid (~1 h, 2 cores)
+    .venv/bin/python benchmarks/sweep_findings.py            # the full grid (~1 h on 2 cores)
     .venv/bin/python benchmarks/sweep_findings.py --spec examples/mnist1d-sweep.yaml \
-        --out runs/sweep-small --docs-dir docs/findings-small          # the small example
+        --out runs/sweep-small --docs-dir docs/findings-small    # the small example
     .venv/bin/python benchmarks/sweep_findings.py --from-result runs/findings/result.json
 
 Writes into --docs-dir: `table.md` (mean and 95% t-interval over seeds of test error,
