@@ -86,7 +86,7 @@ def enqueue_job(
     max_attempts: int | None = None,
 ) -> Job:
     """Validate `spec`, store it as a queued job and commit; raises `SpecError` on a bad spec."""
-    from expansion.specs import parse_spec
+    from expansion.specs import SweepExperiment, parse_spec
 
     parsed = parse_spec(spec)
     if max_attempts is None:
@@ -95,10 +95,10 @@ def enqueue_job(
         max_attempts = get_settings().max_attempts
     if max_attempts < 1:
         raise QueueError(f"max_attempts must be at least 1 (got {max_attempts})")
-    if parsed.kind == "sweep":  # a sweep is a parent job plus one queued job per grid point
+    if isinstance(parsed, SweepExperiment):  # a parent job plus one queued job per grid point
         from app.sweeps import enqueue_sweep
 
-        return enqueue_sweep(session, parsed, priority=priority, max_attempts=max_attempts)  # type: ignore[arg-type]
+        return enqueue_sweep(session, parsed, priority=priority, max_attempts=max_attempts)
     job = Job(
         name=parsed.name,
         kind=parsed.kind,

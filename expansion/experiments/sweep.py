@@ -27,7 +27,7 @@ from expansion.measures import (
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, StopRequested
 from expansion.result_file import json_safe, write_result
-from expansion.specs import MeasureSpec, SweepExperiment, SweepPointExperiment
+from expansion.specs import GrowExperiment, MeasureSpec, SweepExperiment, SweepPointExperiment
 from expansion.sweep_grid import expand_sweep
 from expansion.sweep_summary import Arm, table
 from expansion.training.trainer import evaluate, resolve_device, train_model
@@ -107,7 +107,8 @@ def run_sweep_point(
 
         # Grow points report the risks of all three runs; the networks themselves stay inside
         # run_grow, so the sensitivity and capacity measures are not taken for them.
-        grown = run_grow(experiment, out_dir, StagedReporter(reporter, 0.0, 0.95, "train"))  # type: ignore[arg-type]
+        assert isinstance(experiment, GrowExperiment)  # a point with `grow` runs a grow spec
+        grown = run_grow(experiment, out_dir, StagedReporter(reporter, 0.0, 0.95, "train"))
         runs = grown["grow"]["runs"]
         names = {"grown": Arm.GROWN, "control_target": Arm.SCRATCH, "control_start": Arm.START}
         arms = []

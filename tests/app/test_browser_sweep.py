@@ -96,7 +96,8 @@ def sweep_id(factory: sessionmaker[Session]) -> int:  # noqa: F811
             assert complete_job(factory, claim, _result(claim.spec))
     with factory() as session:
         refresh_sweep(session, sweep_id)
-        assert session.get(Job, sweep_id).status == "succeeded"  # type: ignore[union-attr]
+        sweep = session.get(Job, sweep_id)
+        assert sweep is not None and sweep.status == "succeeded"
     return sweep_id
 
 

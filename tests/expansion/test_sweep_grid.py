@@ -103,7 +103,9 @@ def test_grow_points_are_checked_by_the_grow_rules() -> None:
     problems = problems_of(raw)
     assert len(problems) == 1 and problems[0].startswith("points.0.spec: grow.target_depth 1")
     raw["grid"] = {"grow.target_depth": [3, 4]}
-    points = expand_sweep(parse_spec(raw))  # type: ignore[arg-type]
+    sweep = parse_spec(raw)
+    assert isinstance(sweep, SweepExperiment)
+    points = expand_sweep(sweep)
     assert [p.experiment_spec().kind for p in points] == ["grow", "grow"]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from app.cli import main
 from expansion.experiments.sweep import run_sweep_point
-from expansion.specs import SweepPointExperiment
+from expansion.specs import SweepExperiment, SweepPointExperiment
 from expansion.sweep_summary import series
 
 TINY_SWEEP = """\
@@ -81,7 +81,8 @@ def test_a_failed_point_fails_only_itself(tmp_path: Path) -> None:
             "grid": {"data.name": ["cifar10", "digits"]},
         }
     )
-    result = run_sweep(sweep, tmp_path / "out", data_dir=tmp_path / "data")  # type: ignore[arg-type]
+    assert isinstance(sweep, SweepExperiment)
+    result = run_sweep(sweep, tmp_path / "out", data_dir=tmp_path / "data")
     failed, succeeded = result["points"]
     assert failed["status"] == "failed" and "DataError" in failed["error"]
     assert failed["coordinates"] == {"data.name": "cifar10"}
