@@ -159,3 +159,20 @@ def test_the_job_page_of_a_sweep_links_to_its_sweep_page(
     page.click("#sweep-link")
     page.wait_for_selector("#sweep-charts")
     assert page.url.endswith(f"/jobs/{sweep_id}/sweep")
+
+
+def test_a_points_job_page_draws_its_curves_and_links_back(
+    page: Any,  # noqa: F811
+    base_url: str,  # noqa: F811
+    sweep_id: int,
+    factory: sessionmaker[Session],  # noqa: F811
+) -> None:
+    with factory() as session:
+        point_id = session.scalars(
+            select(Job.id).where(Job.parent_id == sweep_id, Job.status == "succeeded")
+        ).first()
+    page.goto(f"{base_url}/jobs/{point_id}")
+    assert page.inner_text("#job-status").strip() == "succeeded"
+    page.wait_for_selector('#loss-chart[data-ready="true"]', timeout=CHART_TIMEOUT_MS)
+    page.click(f'a[href="/jobs/{sweep_id}/sweep"]')
+    page.wait_for_selector("#sweep-charts")
