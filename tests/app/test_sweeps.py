@@ -210,3 +210,35 @@ def test_each_points_compute_budget_is_checked(sqlite_url: str, tmp_path: Path) 
         assert "model.width=512" in detail["msg"]
     finally:
         api_iter.close()
+
+
+def test_a_real_tiny_sweep_runs_through_a_worker(sqlite_url: str, tmp_path: Path) -> None:
+    from app.settings import Settings
+    from app.worker import Worker
+
+    settings = Settings(
+        database_url=sqlite_url,
+        artifact_dir=tmp_path / "artifacts",
+        data_dir=tmp_path / "data",
+        lease_seconds=120.0,
+    )
+    tiny = {
+        **SWEEP,
+        "data": {"name": "digits", "max_train_samples": 200},
+        "train": {"epochs": 1, "batch_size": 64, "accelerator": "cpu"},
+        "measures": {"projections": 2, "samples": 16},
+        "grid": {"model.scaling": ["constant", "inv_depth"]},
+    }
+    with session_factory(sqlite_url)() as session:
+        sweep_id = queue.enqueue_job(session, tiny).id
+    assert Worker(settings, poll_seconds=0.1).run(max_jobs=2) == 2
+    done = _job(sqlite_url, sweep_id)
+    assert done.status == "succeeded", done.message
+    for point in _jobs(sqlite_url, sweep_id):
+        assert point.status == "succeeded", point.error
+        assert point.result is not None and "curves" not in point.result
+        (arm,) = point.result["arms"]
+        assert arm["input_sensitivity"]["projections"] == 2
+        assert arm["capacity"]["alpha_sum"] == pytest.approx(
+            2.0 if point.spec["model"]["scaling"] == "constant" else 1.0
+        )

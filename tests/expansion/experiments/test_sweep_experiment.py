@@ -10,7 +10,7 @@ import pytest
 from app.cli import main
 from expansion.experiments.sweep import run_sweep_point
 from expansion.specs import SweepExperiment, SweepPointExperiment
-from expansion.sweep_summary import series
+from expansion.sweep_summary import series, table
 
 TINY_SWEEP = """\
 kind: sweep
@@ -106,3 +106,24 @@ def test_a_point_runs_from_its_own_spec(tmp_path: Path) -> None:
     assert result["kind"] == "sweep_point" and result["sweep_index"] == 5
     assert result["test_error"] == result["arms"][0]["test_error"]
     assert (tmp_path / "result.json").is_file()
+
+
+def test_a_grow_point_reports_grown_and_from_scratch_arms(tmp_path: Path) -> None:
+    point = SweepPointExperiment.model_validate(
+        {
+            "data": {"name": "digits", "max_train_samples": 200},
+            "model": {"kind": "mlp", "width": 8, "depth": 1, "scaling": "inv_sqrt_depth"},
+            "train": {"epochs": 2, "batch_size": 64, "accelerator": "cpu"},
+            "grow": {"at_epochs": [1], "policy": "stack", "target_depth": 2},
+            "measures": {"projections": 2, "samples": 16},
+        }
+    )
+    result = run_sweep_point(point, tmp_path)
+    arms = {arm["arm"]: arm for arm in result["arms"]}
+    assert set(arms) == {"grown", "scratch", "start"}
+    assert arms["grown"]["depth"] == arms["scratch"]["depth"] == 2
+    assert arms["start"]["depth"] == 1
+    for arm in arms.values():
+        assert arm["generalization_gap_risk"] == pytest.approx(arm["test_risk"] - arm["train_risk"])
+    rows = {row["arm"]: row for row in table([{**result, "status": "succeeded"}])}
+    assert rows["grown"]["depth"] == 2 and rows["grown"]["status"] == "succeeded"
