@@ -44,6 +44,9 @@ class JobOut(BaseModel):
     summary: dict[str, Any] | None = Field(
         None, description="Headline numbers of a finished job (test risk/error, parameters...)."
     )
+    parent_id: int | None = Field(
+        None, description="The sweep this job is a grid point of (kind sweep_point)."
+    )
     links: JobLinks
 
 

@@ -117,6 +117,8 @@ def test_a_sweeps_points_are_shared_by_two_workers(postgres_url: str, tmp_path: 
         assert len(points) == 4 and all(p.status == "queued" for p in points)
         assert [p.spec["sweep_index"] for p in points] == list(range(4))
         assert all(p.kind == "sweep_point" for p in points)
+        child = api.client.get(f"/api/v1/jobs/{points[0].id}").json()
+        assert child["parent_id"] == sweep["id"] and child["kind"] == "sweep_point"
 
         settings = api.settings.model_copy(
             update={"lease_seconds": 30.0, "heartbeat_seconds": 0.2, "metrics_flush_seconds": 0.2}
