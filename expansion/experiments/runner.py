@@ -2,7 +2,8 @@
 
 Runs a spec of any kind in this process (docs/architecture.md), writes `out_dir/result.json`
 and checkpoints under `out_dir`, reports progress through a `ProgressReporter`, and returns
-the result dict. Kind `train` is implemented here; `expand` and `grow` have their own modules.
+the result dict. Kind `train` is implemented here; `expand`, `grow`, `sweep` and `sweep_point`
+have their own modules.
 """
 
 from __future__ import annotations
