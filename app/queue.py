@@ -85,7 +85,7 @@ def enqueue_job(
     max_attempts: int | None = None,
 ) -> Job:
     """Validate `spec`, store it as a queued job and commit; raises `SpecError` on a bad spec."""
-    from expansion.specs import parse_spec
+    from expansion.specs import SweepExperiment, parse_spec
 
     parsed = parse_spec(spec)
     if max_attempts is None:
@@ -94,6 +94,10 @@ def enqueue_job(
         max_attempts = get_settings().max_attempts
     if max_attempts < 1:
         raise QueueError(f"max_attempts must be at least 1 (got {max_attempts})")
+    if isinstance(parsed, SweepExperiment):  # a parent job plus one queued job per grid point
+        from app.sweeps import enqueue_sweep
+
+        return enqueue_sweep(session, parsed, priority=priority, max_attempts=max_attempts)
     job = Job(
         name=parsed.name,
         kind=parsed.kind,
@@ -146,6 +150,10 @@ def cancel_job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise JobNotFound(f"no job with id {job_id}")
+    if job.kind == "sweep" and not job.is_finished:  # cancelling a sweep cancels its points
+        from app.sweeps import cancel_sweep_points
+
+        job = cancel_sweep_points(session, job)
     return job
 
 

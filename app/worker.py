@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import queue, worker_registry
+from app import queue, sweeps, worker_registry
 from app.db.session import session_factory
 from app.settings import Settings
 from app.worker_child import child_main, run_experiment_runner
@@ -167,6 +167,7 @@ class Worker:
             while not self._stop_claiming.is_set() and (max_jobs is None or ran < max_jobs):
                 try:
                     queue.reclaim_expired(self.sessions)
+                    sweeps.refresh_open_sweeps(self.sessions)
                     claim = queue.claim_next_job(
                         self.sessions, self.worker_id, self.settings.lease_seconds
                     )
@@ -183,6 +184,7 @@ class Worker:
                 ran += 1
                 self._touch(claim.job_id)
                 outcome = self.run_claimed(claim)
+                self._refresh_sweep_of(claim.job_id)
                 self.outcomes.append((claim.job_id, outcome))
                 self._touch(None)
         finally:
@@ -192,6 +194,13 @@ class Worker:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
         return ran
+
+    def _refresh_sweep_of(self, job_id: int) -> None:
+        # A sweep's status follows its points; a point just ended.
+        try:
+            sweeps.refresh_parent_of(self.sessions, job_id)
+        except SQLAlchemyError:
+            log.warning("could not refresh the sweep of job %s", job_id)
 
     def _touch(self, job_id: int | None) -> None:
         try:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from expansion.specs import (
+    AnyExperiment,
     ExpandExperiment,
     GrowExperiment,
+    SweepExperiment,
+    SweepPointExperiment,
     TrainExperiment,
     input_shape,
     num_classes,
@@ -86,8 +89,28 @@ def _network_cost(
     return params + p, flops + f, act * _BYTES_PER_FLOAT
 
 
-def estimate_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment) -> CostEstimate:
-    """Parameters, per-sample FLOPs and memory, and total FLOPs of an experiment."""
+def estimate_cost(spec: AnyExperiment) -> CostEstimate:
+    """Parameters, per-sample FLOPs and memory, and total FLOPs of an experiment.
+
+    A sweep point costs what its train/grow experiment costs; a sweep, its base network's
+    sizes with the total FLOPs of all its points.
+    """
+    if isinstance(spec, SweepPointExperiment):
+        return estimate_cost(spec.experiment_spec())
+    if isinstance(spec, SweepExperiment):
+        from expansion.sweep_grid import sweep_cost_totals
+
+        base = estimate_cost(
+            TrainExperiment.model_validate(spec.model_dump(include={"data", "model", "train"}))
+        )
+        largest, total = sweep_cost_totals(spec)
+        return CostEstimate(
+            parameters=largest,
+            flops_per_sample=base.flops_per_sample,
+            activation_bytes_per_sample=base.activation_bytes_per_sample,
+            train_samples=base.train_samples,
+            train_flops=total,
+        )
     d = spec.data
     samples = d.teacher_train_size if d.name == "teacher" else _TRAIN_SIZES[d.name]
     if d.max_train_samples is not None:

@@ -6,7 +6,7 @@ alone). Every field is bounded; errors name the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ DatasetName = Literal["mnist1d", "digits", "teacher", "cifar10"]
 ModelKind = Literal["mlp", "conv1d", "conv2d"]
 NormKind = Literal["layer", "rms", "group", "batch"]
 ScalingRule = Literal["constant", "inv_sqrt_depth", "inv_depth", "learnable"]
-ExperimentKind = Literal["train", "expand", "grow"]
+ExperimentKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
 
 MAX_SEED = 2**31 - 1
 
@@ -293,12 +293,107 @@ class GrowExperiment(_ExperimentBase):
         return self
 
 
-ExperimentSpec = Annotated[
-    TrainExperiment | ExpandExperiment | GrowExperiment, Field(discriminator="kind")
-]
-_ADAPTER: TypeAdapter[TrainExperiment | ExpandExperiment | GrowExperiment] = TypeAdapter(
-    ExperimentSpec
+class MeasureSpec(StrictModel):
+    """What a sweep measures at each grid point besides the risks (expansion/measures.py)."""
+
+    projections: int = Field(16, ge=2, le=1024)
+    """Random projections per input of the input-sensitivity (Hutchinson) estimate."""
+    samples: int = Field(512, ge=16, le=100_000)
+    """Test inputs the input sensitivity is averaged over (at most the test set)."""
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    """Seed of the projections and of the choice of inputs."""
+
+
+GridValue = str | int | float | bool | None
+MAX_GRID_AXES = 8
+MAX_GRID_VALUES = 64
+MAX_GRID_POINTS = 512
+"""A sweep expands to at most this many points (each one a job)."""
+
+
+class _PointFields(_ExperimentBase):
+    grow: GrowSpec | None = None
+    """A growth schedule: every point is then a `grow` experiment (grown vs from scratch)."""
+    measures: MeasureSpec = Field(default_factory=MeasureSpec)
+
+
+class SweepPointExperiment(_PointFields):
+    """One grid point of a sweep: a train (or, with `grow`, a grow) experiment plus measures."""
+
+    kind: Literal["sweep_point"] = "sweep_point"
+    sweep_index: int = Field(0, ge=0, le=MAX_GRID_POINTS)
+    """Index of the point in its sweep's grid (row-major over the grid axes)."""
+    coordinates: dict[Annotated[str, Field(max_length=64)], GridValue] = Field(
+        default_factory=dict, max_length=MAX_GRID_AXES
+    )
+    """The grid values of this point, by dotted spec path."""
+
+    @model_validator(mode="after")
+    def _grow_schedule_fits(self) -> SweepPointExperiment:
+        if self.grow is not None:
+            # The grow kind's own checks (target beyond the start, events before the end).
+            GrowExperiment.model_validate(self.experiment_dict())
+        return self
+
+    def experiment_dict(self) -> dict[str, Any]:
+        """The train or grow spec this point runs, as a raw mapping."""
+        raw = self.model_dump(
+            mode="json", exclude={"kind", "measures", "sweep_index", "coordinates", "grow"}
+        )
+        if self.grow is None:
+            return {**raw, "kind": "train"}
+        return {**raw, "kind": "grow", "grow": self.grow.model_dump(mode="json")}
+
+    def experiment_spec(self) -> TrainExperiment | GrowExperiment:
+        """The train or grow spec this point runs."""
+        raw = self.experiment_dict()
+        if raw["kind"] == "grow":
+            return GrowExperiment.model_validate(raw)
+        return TrainExperiment.model_validate(raw)
+
+
+class SweepExperiment(_PointFields):
+    """A grid of experiments: the base fields here, a list of values per dotted spec path.
+
+    Each grid point (the base with one value from every axis) is a `sweep_point` job of its
+    own; `expansion.sweep_grid` expands and validates them all before anything runs.
+    """
+
+    kind: Literal["sweep"] = "sweep"
+    grid: dict[
+        Annotated[str, Field(max_length=64, pattern=r"^[a-z_]+(\.[a-z_]+)*$")],
+        Annotated[list[GridValue], Field(min_length=1, max_length=MAX_GRID_VALUES)],
+    ] = Field(min_length=1, max_length=MAX_GRID_AXES)
+    """Dotted spec path (e.g. `model.depth`) -> the values it takes."""
+
+    @model_validator(mode="after")
+    def _grid_size(self) -> SweepExperiment:
+        size = 1
+        for values in self.grid.values():
+            size *= len(values)
+        if size > MAX_GRID_POINTS:
+            raise ValueError(f"grid has {size} points; at most {MAX_GRID_POINTS} are allowed")
+        return self
+
+    @property
+    def grid_size(self) -> int:
+        """Number of grid points."""
+        size = 1
+        for values in self.grid.values():
+            size *= len(values)
+        return size
+
+
+AnyExperiment: TypeAlias = (
+    TrainExperiment | ExpandExperiment | GrowExperiment | SweepExperiment | SweepPointExperiment
 )
+ExperimentSpec = Annotated[
+    TrainExperiment | ExpandExperiment | GrowExperiment | SweepExperiment | SweepPointExperiment,
+    Field(discriminator="kind"),
+]
+# mypy reads an Annotated union of five models as a value, not a type; pydantic takes it as one.
+_ADAPTER: TypeAdapter[AnyExperiment] = TypeAdapter(ExperimentSpec)  # type: ignore[arg-type]
+_KINDS = ("train", "expand", "grow", "sweep", "sweep_point")
 
 # (channels, length) for sequences, (channels, height, width) for images, flat for mlp.
 _RAW_SHAPES: dict[str, tuple[int, ...]] = {
@@ -339,7 +434,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     # The discriminated union puts the kind tag first (e.g. 'expand'); it is not a field.
     # A bare tag is a whole-spec (model validator) error.
     parts = [str(p) for p in loc]
-    if parts and parts[0] in ("train", "expand", "grow"):
+    if parts and parts[0] in _KINDS:
         parts = parts[1:]
     return ".".join(parts) or "spec"
 
@@ -355,18 +450,28 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return lines
 
 
-def parse_spec(raw: Any) -> TrainExperiment | ExpandExperiment | GrowExperiment:
-    """Validate a raw mapping into an experiment spec, or raise SpecError listing every problem."""
+def parse_spec(raw: Any) -> AnyExperiment:
+    """Validate a raw mapping into an experiment spec, or raise SpecError listing every problem.
+
+    A sweep is validated as a whole: its base, then every grid point (expansion.sweep_grid).
+    """
     if not isinstance(raw, dict):
         raise SpecError([f"spec: must be a mapping, not {type(raw).__name__}"])
     raw = dict(raw)
     raw.setdefault("kind", "train")
-    if raw["kind"] not in ("train", "expand", "grow"):
-        raise SpecError([f"kind: must be one of train, expand, grow (got {raw['kind']!r})"])
+    if raw["kind"] not in _KINDS:
+        raise SpecError([f"kind: must be one of {', '.join(_KINDS)} (got {raw['kind']!r})"])
     try:
-        return _ADAPTER.validate_python(raw)
+        spec = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise SpecError(describe_errors(exc)) from None
+    if isinstance(spec, SweepExperiment):
+        from expansion.sweep_grid import grid_problems
+
+        problems = grid_problems(spec)
+        if problems:
+            raise SpecError(problems)
+    return spec
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes import health, jobs, pages, results
+from app.api.routes import health, jobs, pages, results, sweeps
 from app.db.session import session_factory
 from app.settings import Settings, get_settings
 from app.urls import API_PREFIX
@@ -202,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(jobs.router, prefix=API_PREFIX)
     app.include_router(results.router, prefix=API_PREFIX)
+    app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(pages.router)
     # After the pages' router, whose versioned plotly bundle lives under /static/vendor/.

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["train", "expand", "grow"]
+JobKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
 
 
 class JobLinks(BaseModel):
@@ -43,6 +43,9 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     summary: dict[str, Any] | None = Field(
         None, description="Headline numbers of a finished job (test risk/error, parameters...)."
+    )
+    parent_id: int | None = Field(
+        None, description="The sweep this job is a grid point of (kind sweep_point)."
     )
     links: JobLinks
 

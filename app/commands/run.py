@@ -71,6 +71,12 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
         value = result.get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
+    if result.get("kind") == "sweep":
+        from expansion.sweep_summary import text_table
+
+        print(text_table(result.get("rows") or []))
+        print(f"results in {out / 'result.json'} (each point under {out / 'points'})")
+        return
     print(
         f"test risk {fmt('test_risk')}  test error {fmt('test_error')}  "
         f"(val risk {fmt('val_risk')}, train risk {fmt('train_risk')})"

@@ -61,6 +61,8 @@ def handle(args: argparse.Namespace) -> int:
         f"{f' x {m.stages} stages' if m.stages > 1 else ''}, {m.norm} norm, "
         f"{m.scaling} scaling on {spec.data.name}, {spec.train.epochs} epochs"
     )
+    if spec.kind == "sweep":  # the fields above are the base; the grid varies them
+        print(f"  grid:              {spec.grid_size} points over {', '.join(spec.grid)}")
     for line in describe_cost(spec):
         print(f"  {line}")
     return 0

@@ -16,6 +16,12 @@ def _sci(value: float) -> str:
 
 def budget_problems(spec: Any, settings: Settings) -> list[str]:
     """One `field: reason` line per limit the spec's estimated size or compute exceeds."""
+    if spec.kind == "sweep":  # every grid point within the limits, every problem listed
+        from expansion.sweep_grid import budget_problems as sweep_budget_problems
+
+        return sweep_budget_problems(
+            spec, max_parameters=settings.max_parameters, max_train_flops=settings.max_train_flops
+        )
     cost = estimate_cost(spec)
     problems = []
     if cost.parameters > settings.max_parameters:

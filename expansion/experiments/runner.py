@@ -2,7 +2,8 @@
 
 Runs a spec of any kind in this process (docs/architecture.md), writes `out_dir/result.json`
 and checkpoints under `out_dir`, reports progress through a `ProgressReporter`, and returns
-the result dict. Kind `train` is implemented here; `expand` and `grow` have their own modules.
+the result dict. Kind `train` is implemented here; `expand`, `grow`, `sweep` and `sweep_point`
+have their own modules.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from expansion.models.checkpoint import save_checkpoint
 from expansion.models.network import count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter
 from expansion.result_file import json_safe, write_result
-from expansion.specs import ExpandExperiment, GrowExperiment, TrainExperiment, parse_spec
+from expansion.specs import (
+    AnyExperiment,
+    ExpandExperiment,
+    GrowExperiment,
+    TrainExperiment,
+    parse_spec,
+)
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
 log = logging.getLogger(__name__)
 
-Spec = TrainExperiment | ExpandExperiment | GrowExperiment
+Spec = AnyExperiment
 BASE_CHECKPOINT = "base.ckpt"
 
 
@@ -127,9 +134,13 @@ def run_experiment(
         result = run_expand(
             spec, out_dir, reporter, data_dir=data_dir, base_checkpoint=base_checkpoint
         )
-    else:
+    elif isinstance(spec, GrowExperiment):
         from expansion.experiments.grow import run_grow
 
         result = run_grow(spec, out_dir, reporter, data_dir=data_dir)
+    else:
+        from expansion.experiments.sweep import run_sweep_kind
+
+        result = run_sweep_kind(spec, out_dir, reporter, data_dir=data_dir)
     write_result(out_dir, result)
     return result

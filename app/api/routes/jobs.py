@@ -98,6 +98,7 @@ def job_out(job: Job) -> JobOut:
         finished_at=job.finished_at,
         spec=job.spec,
         summary=summary,
+        parent_id=job.parent_id,
         links=job_links(job.id),
     )
 

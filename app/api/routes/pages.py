@@ -152,6 +152,22 @@ def job_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse
     )
 
 
+@router.get("/jobs/{job_id}/sweep", response_class=HTMLResponse)
+def sweep_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+    """A sweep: test error and gap against depth per scaling rule, sensitivity, every point."""
+    from app.web.sweep_view import build_sweep_view
+
+    job = session.get(Job, job_id)
+    if job is None or job.kind != "sweep":
+        return _not_found(request, f"There is no sweep {job_id}.")
+    view = build_sweep_view(session, job)
+    return templates.TemplateResponse(
+        request,
+        "sweep.html",
+        {"view": view, "job": job, "refresh": LIVE_REFRESH_SECONDS if view.live else 0},
+    )
+
+
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job_form(
     job_id: int,
