@@ -29,8 +29,8 @@ echo "check_wheel: built $(basename "$wheel")"
 
 "$python_bin" -m venv "$work/venv"
 # The CPU build of torch first (served from the local wheel folder where the machine has one).
-"$work/venv/bin/pip" install -q "torch==2.13.0" || "$work/venv/bin/pip" install -q "torch>=2.4,<2.15"
-"$work/venv/bin/pip" install -q "$wheel"
+"$work/venv/bin/pip" install -q --no-compile "torch==2.13.0" || "$work/venv/bin/pip" install -q --no-compile "torch>=2.4,<2.15"
+"$work/venv/bin/pip" install -q --no-compile "$wheel"
 
 mkdir "$work/run"
 cd "$work/run"
