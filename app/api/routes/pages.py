@@ -22,6 +22,7 @@ from sqlalchemy.orm import defer
 from app.api.deps import SessionDep, SettingsDep
 from app.db.models import JOB_STATUSES, Job
 from app.tokens import verify_token
+from app.urls import API_PREFIX
 from app.web.charts import CERTIFICATE_NOTE, scatter_chart
 from app.web.job_view import build_job_view
 from app.web.results import ResultFilters, collect_points, rank_correlation
@@ -83,6 +84,7 @@ def plotly_version() -> str:
 
 
 templates.env.globals["plotly_version"] = plotly_version
+templates.env.globals["api_prefix"] = API_PREFIX
 
 
 @router.get("/static/vendor/plotly.min.js")
