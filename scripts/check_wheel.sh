@@ -29,8 +29,8 @@ echo "check_wheel: built $(basename "$wheel")"
 
 "$python_bin" -m venv "$work/venv"
 # The CPU build of torch first (served from the local wheel folder where the machine has one).
-"$work/venv/bin/pip" install -q "torch==2.13.0" || "$work/venv/bin/pip" install -q "torch>=2.4,<2.15"
-"$work/venv/bin/pip" install -q "$wheel"
+"$work/venv/bin/pip" install -q --no-compile "torch==2.13.0" || "$work/venv/bin/pip" install -q --no-compile "torch>=2.4,<2.15"
+"$work/venv/bin/pip" install -q --no-compile "$wheel"
 
 mkdir "$work/run"
 cd "$work/run"
@@ -54,19 +54,37 @@ import app
 
 port, checkout, server_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 assert not app.__file__.startswith(checkout), f"app imported from the checkout: {app.__file__}"
-deadline = time.monotonic() + 60
+
+
+def server_alive(pid: int) -> bool:
+    """False once `jumpboard serve` has exited (a zombie until the shell reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+deadline = time.monotonic() + 120
 while True:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/jobs", timeout=5) as answer:
             status = answer.status
         break
+    except urllib.error.HTTPError as error:  # an answer, just not a 2xx one
+        status = error.code
+        break
     except (urllib.error.URLError, ConnectionError):
-        try:
-            os.kill(server_pid, 0)
-        except ProcessLookupError:
+        if not server_alive(server_pid):
             raise SystemExit("check_wheel: jumpboard serve exited") from None
         if time.monotonic() > deadline:
-            raise SystemExit("check_wheel: the server did not answer within 60 s")
+            raise SystemExit("check_wheel: the server did not answer within 120 s") from None
         time.sleep(0.5)
 assert status == 200, f"GET /api/v1/jobs answered {status}"
 print(f"check_wheel: GET /api/v1/jobs -> {status} from {app.__file__}")

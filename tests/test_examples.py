@@ -59,6 +59,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the first run also generates MNIST-1D (about a minute on 2 cores)
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs_when_shrunk(path: Path, data_dir: Path, tmp_path: Path) -> None:
     from expansion.experiments import run_experiment

@@ -401,6 +401,9 @@ def test_static_files_and_plotly_bundle_are_cached(client: TestClient) -> None:
     assert again.status_code == 304 and again.content == b""
     css = client.get("/static/style.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert css.headers["cache-control"] == "no-cache"  # revalidated on every load
+    fresh = client.get("/static/style.css", headers={"If-None-Match": css.headers["etag"]})
+    assert fresh.status_code == 304
     assert client.get("/static/pyproject.toml").status_code == 404
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import defer
@@ -22,6 +23,7 @@ from sqlalchemy.orm import defer
 from app.api.deps import SessionDep, SettingsDep
 from app.db.models import JOB_STATUSES, Job
 from app.tokens import verify_token
+from app.urls import API_PREFIX
 from app.web.charts import CERTIFICATE_NOTE, scatter_chart
 from app.web.job_view import build_job_view
 from app.web.results import ResultFilters, collect_points, rank_correlation
@@ -31,9 +33,21 @@ log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parents[2]
 STATIC_DIR = APP_DIR / "static"
-"""The app's own CSS and JavaScript, mounted at /static by `create_app` (StaticFiles)."""
+"""The app's own CSS and JavaScript, mounted at /static by `create_app` (`StaticAssets`)."""
 JOB_LIST_LIMIT = 200
 LIVE_REFRESH_SECONDS = 4
+
+
+class StaticAssets(StaticFiles):
+    """Starlette's StaticFiles, answered with `Cache-Control: no-cache`: browsers revalidate
+    (ETag / Last-Modified, 304) on every load, so an upgraded app never runs stale CSS or JS."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        """The file (or 304) with the revalidation header."""
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
 
 templates = Jinja2Templates(directory=str(APP_DIR / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -83,6 +97,7 @@ def plotly_version() -> str:
 
 
 templates.env.globals["plotly_version"] = plotly_version
+templates.env.globals["api_prefix"] = API_PREFIX
 
 
 @router.get("/static/vendor/plotly.min.js")
