@@ -214,6 +214,55 @@ def _rewrite_refs(node: Any) -> Any:
     return node
 
 
+_JOB = f"{API_PREFIX}/jobs/{{job_id}}"
+_JOB_ID_FROM_BODY = {"job_id": "$response.body#/id"}
+# (source path, method, status) -> {link name: (target path, method, parameters)}: how the
+# answer of one operation feeds the next (OpenAPI links; clients and the stateful fuzz
+# test follow them from a created job to everything about it).
+_LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    (f"{API_PREFIX}/jobs", "post", "201"): {
+        "GetJob": (_JOB, "get", _JOB_ID_FROM_BODY),
+        "CancelJob": (f"{_JOB}/cancel", "post", _JOB_ID_FROM_BODY),
+        "JobMetrics": (f"{_JOB}/metrics", "get", _JOB_ID_FROM_BODY),
+        "JobInsertions": (f"{_JOB}/insertions", "get", _JOB_ID_FROM_BODY),
+        "JobArtifacts": (f"{_JOB}/artifacts", "get", _JOB_ID_FROM_BODY),
+        "JobEvents": (f"{_JOB}/events", "get", _JOB_ID_FROM_BODY),
+        "JobResults": (f"{API_PREFIX}/results", "get", _JOB_ID_FROM_BODY),
+    },
+    (_JOB, "get", "200"): {
+        "CancelJob": (f"{_JOB}/cancel", "post", _JOB_ID_FROM_BODY),
+        "JobMetrics": (f"{_JOB}/metrics", "get", _JOB_ID_FROM_BODY),
+    },
+    (f"{_JOB}/cancel", "post", "200"): {
+        "GetJob": (_JOB, "get", _JOB_ID_FROM_BODY),
+        "CancelAgain": (f"{_JOB}/cancel", "post", _JOB_ID_FROM_BODY),
+    },
+    (f"{API_PREFIX}/tokens", "post", "201"): {
+        "RevokeToken": (
+            f"{API_PREFIX}/tokens/{{token_id}}",
+            "delete",
+            {"token_id": "$response.body#/id"},
+        ),
+    },
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    """Attach `_LINKS` to the generated OpenAPI document (by the targets' operationIds)."""
+    paths = schema.get("paths", {})
+    for (path, method, status), links in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        rendered = {}
+        for name, (target, target_method, parameters) in links.items():
+            operation = paths.get(target, {}).get(target_method)
+            if operation is None or "operationId" not in operation:
+                continue
+            rendered[name] = {"operationId": operation["operationId"], "parameters": parameters}
+        response["links"] = rendered
+
+
 def _install_openapi(app: FastAPI) -> None:
     """Add the experiment-spec schemas (the POST /jobs body) to the generated OpenAPI."""
 
@@ -228,6 +277,12 @@ def _install_openapi(app: FastAPI) -> None:
         for name, definition in spec_schema.get("$defs", {}).items():
             components.setdefault(name, _rewrite_refs(definition))
         components["ExperimentSpec"] = _rewrite_refs(spec_schema)
+        # A spec without `kind` is a train spec: only the train variant may leave it out
+        # (the discriminator alone does not say so to a generic JSON-schema reader).
+        for variant in ("ExpandExperiment", "GrowExperiment"):
+            required = components.get(variant, {}).setdefault("required", [])
+            if "kind" not in required:
+                required.append("kind")
         components["JobSubmission"] = {
             "title": "JobSubmission",
             "description": "An experiment spec and its queue priority.",
@@ -239,6 +294,7 @@ def _install_openapi(app: FastAPI) -> None:
             "required": ["spec"],
             "additionalProperties": False,
         }
+        _add_links(schema)
         app.openapi_schema = schema
         return schema
 

@@ -68,6 +68,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing or invalid bearer token."},
     404: {"model": ErrorOut, "description": "No such job."},
 }
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON text (say, not UTF-8)."},
+    413: {"model": ErrorOut, "description": "The body is larger than the limit."},
+    415: {"model": ErrorOut, "description": "The body is not application/json."},
+}
+"""Answers of any operation with a JSON body, before the body reaches the route."""
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"model": ErrorOut, "description": "The token's scope does not allow this (read)."},
+}
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The job's id.")]
 
 
@@ -233,7 +243,7 @@ _SUBMISSION_BODY = {
     "",
     status_code=201,
     response_model=JobOut,
-    responses={**_ERRORS, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    responses={**_WRITE_ERRORS, **BODY_ERRORS},
     openapi_extra=_SUBMISSION_BODY,
 )
 def submit_job(
@@ -314,7 +324,10 @@ def get_job(session: SessionDep, job_id: JobId) -> JobOut:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses={**_ERRORS, 409: {"model": ErrorOut, "description": "The job already ended."}},
+    responses={
+        **_WRITE_ERRORS,
+        409: {"model": ErrorOut, "description": "The job already ended."},
+    },
 )
 def cancel(session: SessionDep, job_id: JobId, _: TokenDep) -> JobOut:
     """Cancel a job: a queued job never starts, a running one is asked to stop."""

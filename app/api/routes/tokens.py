@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.deps import AdminDep, SessionDep
+from app.api.routes.jobs import BODY_ERRORS
 from app.api.schemas import MAX_ID, ErrorOut
 from app.db.session import begin_write
 from app.tokens import TokenScope, create_token, list_tokens, parse_expiry, revoke_token
@@ -71,7 +72,7 @@ class TokenList(BaseModel):
     items: list[TokenOut]
 
 
-@router.post("", status_code=201, response_model=CreatedToken, responses=_ERRORS)
+@router.post("", status_code=201, response_model=CreatedToken, responses={**_ERRORS, **BODY_ERRORS})
 def create(body: TokenRequest, session: SessionDep, _: AdminDep) -> CreatedToken:
     """Create a token; the answer holds the token, which cannot be shown again."""
     expires_at = parse_expiry(body.expires) if body.expires is not None else None
