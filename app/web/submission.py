@@ -20,11 +20,15 @@ from expansion.specs import SpecError, parse_spec
 
 log = logging.getLogger(__name__)
 
+_MAX_PROBLEM = 300
+
 
 class SubmissionError(Exception):
     """The form cannot become a job: `problems` holds one line per problem."""
 
     def __init__(self, problems: list[str], status_code: int = 422) -> None:
+        # A problem may quote the input (a key, a value): never show more than a line of it.
+        problems = [p if len(p) <= _MAX_PROBLEM else p[:_MAX_PROBLEM] + "..." for p in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
         self.status_code = status_code
