@@ -102,9 +102,14 @@ def _network_cost(spec: TrainExperiment | ExpandExperiment | GrowExperiment, dep
 
 def _teacher_cost(data: DataSpec) -> tuple[int, int]:
     """(parameters, forward FLOPs per sample) of the network that labels `teacher` data."""
-    teacher = TrainExperiment(
-        data=data,
-        model=ModelSpec(kind="mlp", width=data.teacher_width, depth=data.teacher_depth),
+    # The teacher of expansion.data.datasets: a layer-norm mlp of the teacher's width and depth.
+    teacher = TrainExperiment.model_validate(
+        {
+            "data": data,
+            "model": ModelSpec.model_validate(
+                {"kind": "mlp", "width": data.teacher_width, "depth": data.teacher_depth}
+            ),
+        }
     )
     params, flops, _ = _network_cost(teacher, teacher.model.total_blocks)
     return params, flops

@@ -129,12 +129,12 @@ def handle(args: argparse.Namespace) -> int:
                     for record in records:
                         print(_text_line(record))
                 return 0
-            row = revoke_token(session, args.token_id)
-            if row is None:
+            revoked = revoke_token(session, args.token_id)
+            if revoked is None:
                 raise CliError(f"no token {args.token_id} (see `jumpboard token list`)", code=1)
             session.commit()
-            record = token_record(row)
-            print(json.dumps(record) if args.json else f"revoked token {row.id}")
+            record = token_record(revoked)
+            print(json.dumps(record) if args.json else f"revoked token {revoked.id}")
             return 0
     except SQLAlchemyError as exc:
         raise _database_problem(exc) from None
