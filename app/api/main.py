@@ -320,6 +320,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DataError, _database_refused_value)
+    # SQLite's driver refuses integers past 64 bits with a bare OverflowError.
+    app.add_exception_handler(OverflowError, _database_refused_value)
     app.include_router(jobs.router, prefix=API_PREFIX)
     app.include_router(results.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)

@@ -84,6 +84,10 @@ def test_ids_past_the_database_range_are_404_or_422(api: Api) -> None:
         assert cancel.status_code in (404, 422), (job_id, cancel.text)
         results = api.client.get("/api/v1/results", params={"job_id": job_id})
         assert results.status_code in (200, 422), (job_id, results.text)
+        page = api.client.get(f"/jobs/{job_id}")
+        assert page.status_code in (404, 422), (job_id, page.text[:200])
+        form = api.client.post(f"/jobs/{job_id}/cancel", data={"token": api.token})
+        assert form.status_code in (404, 422), (job_id, form.text[:200])
 
 
 def test_overflowing_and_malformed_cursors_are_422(api: Api) -> None:
