@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(200, ge=1, le=100_000)
     """Live-progress streams (`/jobs/{id}/events`) open at once, server-wide; more get 503."""
     max_event_streams_per_client: int = Field(16, ge=1, le=100_000)
-    """Live-progress streams one client address may hold open at once; more get 429."""
+    """Live-progress streams one client address may hold open at once; more get 429 (behind a
+    reverse proxy, let uvicorn take the client from `X-Forwarded-For` or raise this)."""
     worker_devices: str = ""
     """GPUs a worker pins its jobs to, e.g. `0,1`; empty = whatever the child sees."""
     metrics_flush_seconds: float = Field(2.0, gt=0.0, le=600.0)
