@@ -54,7 +54,16 @@ class Settings(BaseSettings):
     max_parameters: int = Field(50_000_000, ge=1)
     """Largest model (parameters) a submitted spec may describe."""
     max_train_flops: float = Field(1e17, gt=0.0)
-    """Compute budget of one job (estimated training FLOPs)."""
+    """Compute budget of one job (estimated training FLOPs, teacher labelling included)."""
+    max_data_bytes: int = Field(4 << 30, ge=1)
+    """Largest data set (train + test, fp32 in memory) a submitted spec may describe."""
+    max_activation_bytes: int = Field(32 << 30, ge=1)
+    """Largest activation memory of one training step (batch x width x length x depth)."""
+    max_event_streams: int = Field(200, ge=1, le=100_000)
+    """Live-progress streams (`/jobs/{id}/events`) open at once, server-wide; more get 503."""
+    max_event_streams_per_client: int = Field(16, ge=1, le=100_000)
+    """Live-progress streams one client address may hold open at once; more get 429 (behind a
+    reverse proxy, let uvicorn take the client from `X-Forwarded-For` or raise this)."""
     worker_devices: str = ""
     """GPUs a worker pins its jobs to, e.g. `0,1`; empty = whatever the child sees."""
     metrics_flush_seconds: float = Field(2.0, gt=0.0, le=600.0)

@@ -1,8 +1,10 @@
 """Compute-cost estimate of an experiment from its spec alone (no torch, no model built).
 
 Used by `jumpboard validate` and by the API's compute budget. Counts are exact for the
-parameters of the base network and first-order for FLOPs (2 per multiply-add, a backward
-pass counted as twice the forward) and activation memory (fp32 tensors kept for backward).
+parameters of the base network (and of a `teacher` data set's labelling network) and
+first-order for FLOPs (2 per multiply-add, a backward pass counted as twice the forward),
+activation memory (fp32 tensors kept for backward: batch x width x length x depth) and the
+data set held in memory (fp32 inputs, int64 labels).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import asdict, dataclass
 
 from expansion.specs import (
     AnyExperiment,
+    DataSpec,
     ExpandExperiment,
     GrowExperiment,
+    ModelSpec,
     SweepExperiment,
     SweepPointExperiment,
     TrainExperiment,
@@ -22,7 +26,9 @@ from expansion.specs import (
 
 # Training-set sizes before the validation split (DESIGN.md section 2).
 _TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000}
+_TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10_000}
 _BYTES_PER_FLOAT = 4
+_BYTES_PER_LABEL = 8
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,17 @@ class CostEstimate:
     train_samples: int
     """Training samples seen per epoch."""
     train_flops: int
-    """Total FLOPs of the experiment (training, plus scan and continuation for expand/grow)."""
+    """Total FLOPs of the experiment (training, plus scan and continuation for expand/grow,
+    plus labelling the samples with the teacher network for `teacher` data)."""
+    teacher_parameters: int = 0
+    """Scalars of the teacher network that labels `teacher` data (0 for other data sets)."""
+    data_flops: int = 0
+    """FLOPs of generating the data set (the teacher's forward passes; 0 for stored data)."""
+    data_bytes: int = 0
+    """Memory of the data set (train + test inputs in fp32 and int64 labels)."""
+    activation_bytes_per_step: int = 0
+    """Activation memory of the largest training step: batch x per-sample activations of the
+    deepest network the experiment trains (expanded or grown included)."""
 
     def to_dict(self) -> dict[str, int]:
         """Plain dict."""
@@ -89,8 +105,38 @@ def _network_cost(
     return params + p, flops + f, act * _BYTES_PER_FLOAT
 
 
+def _teacher_cost(data: DataSpec) -> tuple[int, int]:
+    """(parameters, forward FLOPs per sample) of the network that labels `teacher` data."""
+    # The teacher of expansion.data.datasets: a layer-norm mlp of the teacher's width and depth.
+    teacher = TrainExperiment.model_validate(
+        {
+            "data": data,
+            "model": ModelSpec.model_validate(
+                {"kind": "mlp", "width": data.teacher_width, "depth": data.teacher_depth}
+            ),
+        }
+    )
+    params, flops, _ = _network_cost(teacher, teacher.model.total_blocks)
+    return params, flops
+
+
+def _data_cost(data: DataSpec) -> tuple[int, int, int]:
+    """(teacher parameters, data-generation FLOPs, bytes in memory) of the data set."""
+    if data.name == "teacher":
+        samples = data.teacher_train_size + data.teacher_test_size
+        features = data.teacher_dim
+        teacher_params, teacher_flops = _teacher_cost(data)
+        data_flops = teacher_flops * samples
+    else:
+        samples = _TRAIN_SIZES[data.name] + _TEST_SIZES[data.name]
+        features = input_shape(data, "mlp")[0]  # the flattened sample
+        teacher_params = data_flops = 0
+    data_bytes = samples * (features * _BYTES_PER_FLOAT + _BYTES_PER_LABEL)
+    return teacher_params, data_flops, data_bytes
+
+
 def estimate_cost(spec: AnyExperiment) -> CostEstimate:
-    """Parameters, per-sample FLOPs and memory, and total FLOPs of an experiment.
+    """Parameters, per-sample FLOPs and memory, data and activation memory, and total FLOPs.
 
     A sweep point costs what its train/grow experiment costs; a sweep, its base network's
     sizes with the total FLOPs of all its points.
@@ -110,6 +156,10 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
             activation_bytes_per_sample=base.activation_bytes_per_sample,
             train_samples=base.train_samples,
             train_flops=total,
+            teacher_parameters=base.teacher_parameters,
+            data_flops=base.data_flops,
+            data_bytes=base.data_bytes,
+            activation_bytes_per_step=base.activation_bytes_per_step,
         )
     d = spec.data
     samples = d.teacher_train_size if d.name == "teacher" else _TRAIN_SIZES[d.name]
@@ -119,6 +169,8 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
     params, flops, act = _network_cost(spec, spec.model.total_blocks)
     train_step_flops = 3 * flops  # forward + backward (about twice the forward)
     total = train_step_flops * samples * spec.train.epochs
+    # The deepest network trained and the largest batch pushed through it.
+    step_act, step_batch = act, spec.train.batch_size
     if isinstance(spec, ExpandExperiment):
         e = spec.expand
         n_pos = {
@@ -131,15 +183,23 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
         total += (
             2 * len(e.seeds) * n_pos * e.continue_steps * spec.train.batch_size * (train_step_flops)
         )
+        _, _, expanded_act = _network_cost(spec, spec.model.total_blocks + 1)
+        step_act, step_batch = expanded_act, max(step_batch, e.grad_batch_size)
     if isinstance(spec, GrowExperiment):
-        _, grown_flops, _ = _network_cost(spec, spec.grow.target_depth)
+        _, grown_flops, grown_act = _network_cost(spec, spec.grow.target_depth)
         # grown network for the whole run is an upper bound; controls add two more runs
         runs = 3 if spec.grow.controls else 1
         total = runs * 3 * grown_flops * samples * spec.train.epochs
+        step_act = grown_act
+    teacher_params, data_flops, data_bytes = _data_cost(d)
     return CostEstimate(
         parameters=params,
         flops_per_sample=flops,
         activation_bytes_per_sample=act,
         train_samples=samples,
-        train_flops=int(total),
+        train_flops=int(total + data_flops),
+        teacher_parameters=teacher_params,
+        data_flops=data_flops,
+        data_bytes=data_bytes,
+        activation_bytes_per_step=step_act * step_batch,
     )

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes import health, jobs, pages, results, sweeps
+from app.api.routes import health, jobs, pages, results, sweeps, tokens
+from app.api.routes.jobs import bounded_text
+from app.api.schemas import MAX_ERROR_TEXT
 from app.db.session import session_factory
 from app.settings import Settings, get_settings
 from app.urls import API_PREFIX
@@ -36,8 +39,24 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def _nul_location(scope: Scope) -> list[str] | None:
+    """Where a NUL character hides in the request's query (no database stores one).
+
+    Path parameters are the routes' own: an id is an integer, a file name is checked."""
+    for name, value in parse_qsl(
+        scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+    ):
+        if "\x00" in name or "\x00" in value:
+            return ["query", name.replace("\x00", "")[:MAX_ERROR_TEXT]]
+    return None
+
+
 async def _send_error(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    await _send_json(send, status, {"detail": detail})
+
+
+async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
     await send(
         {
             "type": "http.response.start",
@@ -65,7 +84,26 @@ class RequestLimitsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then pass it on with its (buffered) body."""
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        nul_in = _nul_location(scope)
+        if nul_in is not None:
+            await _send_json(
+                send,
+                422,
+                {
+                    "detail": [
+                        {
+                            "loc": nul_in,
+                            "msg": "must not contain NUL characters",
+                            "type": "value_error",
+                        }
+                    ]
+                },
+            )
+            return
+        if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -112,13 +150,20 @@ class RequestLimitsMiddleware:
         await self.app(scope, replay, send)
 
 
+def _bounded_loc(part: Any) -> str | int:
+    if isinstance(part, int) and not isinstance(part, bool):
+        return part
+    return bounded_text(str(part))
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 shape without echoing the input back."""
+    """FastAPI's 422 shape without echoing the input back: no `input`, and messages and
+    field names cut to MAX_ERROR_TEXT characters (a field name can be the input itself)."""
     assert isinstance(exc, RequestValidationError)
     detail = [
         {
-            "loc": list(err.get("loc", [])),
-            "msg": str(err.get("msg", "")).removeprefix("Value error, "),
+            "loc": [_bounded_loc(p) for p in err.get("loc", [])],
+            "msg": bounded_text(str(err.get("msg", "")).removeprefix("Value error, ")),
             "type": str(err.get("type", "value_error")),
         }
         for err in exc.errors()
@@ -130,6 +175,26 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     """A database that cannot be reached is the service being unavailable, not a bug (503)."""
     log.error("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
     return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+
+async def _database_refused_value(_request: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold (out of range, bad characters) is the caller's (422).
+
+    The routes bound their inputs so this should not happen; it is the net under them."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    log.warning("database refused a request value: %s", reason[0] if reason else exc)
+    return JSONResponse(
+        {
+            "detail": [
+                {
+                    "loc": ["request"],
+                    "msg": "a value is out of the range the database can store",
+                    "type": "value_error",
+                }
+            ]
+        },
+        status_code=422,
+    )
 
 
 def _rewrite_refs(node: Any) -> Any:
@@ -149,6 +214,55 @@ def _rewrite_refs(node: Any) -> Any:
     return node
 
 
+_JOB = f"{API_PREFIX}/jobs/{{job_id}}"
+_JOB_ID_FROM_BODY = {"job_id": "$response.body#/id"}
+# (source path, method, status) -> {link name: (target path, method, parameters)}: how the
+# answer of one operation feeds the next (OpenAPI links; clients and the stateful fuzz
+# test follow them from a created job to everything about it).
+_LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    (f"{API_PREFIX}/jobs", "post", "201"): {
+        "GetJob": (_JOB, "get", _JOB_ID_FROM_BODY),
+        "CancelJob": (f"{_JOB}/cancel", "post", _JOB_ID_FROM_BODY),
+        "JobMetrics": (f"{_JOB}/metrics", "get", _JOB_ID_FROM_BODY),
+        "JobInsertions": (f"{_JOB}/insertions", "get", _JOB_ID_FROM_BODY),
+        "JobArtifacts": (f"{_JOB}/artifacts", "get", _JOB_ID_FROM_BODY),
+        "JobEvents": (f"{_JOB}/events", "get", _JOB_ID_FROM_BODY),
+        "JobResults": (f"{API_PREFIX}/results", "get", _JOB_ID_FROM_BODY),
+    },
+    (_JOB, "get", "200"): {
+        "CancelJob": (f"{_JOB}/cancel", "post", _JOB_ID_FROM_BODY),
+        "JobMetrics": (f"{_JOB}/metrics", "get", _JOB_ID_FROM_BODY),
+    },
+    (f"{_JOB}/cancel", "post", "200"): {
+        "GetJob": (_JOB, "get", _JOB_ID_FROM_BODY),
+        "CancelAgain": (f"{_JOB}/cancel", "post", _JOB_ID_FROM_BODY),
+    },
+    (f"{API_PREFIX}/tokens", "post", "201"): {
+        "RevokeToken": (
+            f"{API_PREFIX}/tokens/{{token_id}}",
+            "delete",
+            {"token_id": "$response.body#/id"},
+        ),
+    },
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    """Attach `_LINKS` to the generated OpenAPI document (by the targets' operationIds)."""
+    paths = schema.get("paths", {})
+    for (path, method, status), links in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        rendered = {}
+        for name, (target, target_method, parameters) in links.items():
+            operation = paths.get(target, {}).get(target_method)
+            if operation is None or "operationId" not in operation:
+                continue
+            rendered[name] = {"operationId": operation["operationId"], "parameters": parameters}
+        response["links"] = rendered
+
+
 def _install_openapi(app: FastAPI) -> None:
     """Add the experiment-spec schemas (the POST /jobs body) to the generated OpenAPI."""
 
@@ -163,6 +277,12 @@ def _install_openapi(app: FastAPI) -> None:
         for name, definition in spec_schema.get("$defs", {}).items():
             components.setdefault(name, _rewrite_refs(definition))
         components["ExperimentSpec"] = _rewrite_refs(spec_schema)
+        # A spec without `kind` is a train spec: only the train variant may leave it out
+        # (the discriminator alone does not say so to a generic JSON-schema reader).
+        for variant in ("ExpandExperiment", "GrowExperiment"):
+            required = components.get(variant, {}).setdefault("required", [])
+            if "kind" not in required:
+                required.append("kind")
         components["JobSubmission"] = {
             "title": "JobSubmission",
             "description": "An experiment spec and its queue priority.",
@@ -174,6 +294,7 @@ def _install_openapi(app: FastAPI) -> None:
             "required": ["spec"],
             "additionalProperties": False,
         }
+        _add_links(schema)
         app.openapi_schema = schema
         return schema
 
@@ -199,9 +320,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DataError, _database_refused_value)
+    # SQLite's driver refuses integers past 64 bits with a bare OverflowError.
+    app.add_exception_handler(OverflowError, _database_refused_value)
     app.include_router(jobs.router, prefix=API_PREFIX)
     app.include_router(results.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
+    app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(pages.router)
     # After the pages' router, whose versioned plotly bundle lives under /static/vendor/.

@@ -7,6 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+MAX_ID = 2**31 - 1
+"""Largest row id (ids are 32-bit integers in the database); larger ids in a request are 422."""
+MAX_ERROR_TEXT = 200
+"""Longest message or location part in an error answer: input is never echoed back whole."""
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
 

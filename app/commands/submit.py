@@ -8,7 +8,6 @@ bar runs until the job ends, then one summary line; the exit status is 0 only on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 from app.cli import CliError
 
 POLL_SECONDS = 1.0
-MAX_SPEC_BYTES = 1 << 20
 
 
 def register(subparsers: Any) -> None:
@@ -67,24 +65,24 @@ def resolve_token(token: str | None, server: str | None) -> str | None:
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
-    """The spec mapping in a YAML or JSON file; CliError naming the problem otherwise."""
-    import yaml
+    """The spec mapping in a YAML or JSON file; CliError naming the problem otherwise.
+
+    Reads at most MAX_SPEC_BYTES (so `/dev/zero` or a pipe fails fast), refuses YAML aliases
+    and deep nesting (app.bounded_input)."""
+    from app.bounded_input import MAX_SPEC_BYTES, InputError, load_spec_mapping, read_bounded
 
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise CliError(f"{path}: larger than {MAX_SPEC_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        data = read_bounded(path, MAX_SPEC_BYTES)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise CliError(f"cannot read {path}: {exc.__class__.__name__}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    except InputError as exc:
+        raise CliError(f"{path}: {exc}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise CliError(f"{path}: not valid {kind}: {first}") from None
-    if not isinstance(data, dict):
-        raise CliError(f"{path}: a spec must be a mapping, not {type(data).__name__}")
-    return data
+        return load_spec_mapping(data, json_only=path.suffix == ".json")
+    except InputError as exc:
+        raise CliError(f"{path}: {exc}") from None
 
 
 def _summary_line(job: dict[str, Any], seconds: float) -> str:

@@ -215,7 +215,7 @@ class Worker(Base):
 
 
 class ApiToken(Base):
-    """An API token; only its hash is stored."""
+    """An API token with its scope and expiry; only its hash is stored."""
 
     __tablename__ = "api_tokens"
 
@@ -225,6 +225,12 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    scope: Mapped[str] = mapped_column(String(16), default="submit", server_default="admin")
+    """`read`, `submit` or `admin` (app.tokens.TokenScope); tokens from before scopes existed
+    keep the full rights they had (admin)."""
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    """After this moment the token is refused; None = never expires."""
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 INSERTION_COLUMNS: dict[str, tuple[str, str]] = {

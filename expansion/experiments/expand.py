@@ -219,10 +219,13 @@ def certificate_gradients(
     }
 
 
-def _load_base(path: Path, device: torch.device) -> tuple[PostNormResNet, dict[str, Any]]:
-    from expansion.models.checkpoint import load_checkpoint
+def _load_base(
+    path: Path, spec: ExpandExperiment, device: torch.device
+) -> tuple[PostNormResNet, dict[str, Any]]:
+    """The `--base` network, checked against the spec (architecture, shapes, finite weights)."""
+    from expansion.models.checkpoint import load_base_checkpoint
 
-    model, payload = load_checkpoint(path, map_location=device)
+    model, payload = load_base_checkpoint(path, spec.model, spec.data, map_location=device)
     return model.to(device).eval(), payload
 
 
@@ -277,7 +280,7 @@ def run_expand(
 
     curves: dict[str, Any] = {}
     if base_checkpoint is not None:
-        base, payload = _load_base(Path(base_checkpoint), device)
+        base, payload = _load_base(Path(base_checkpoint), spec, device)
         base_state = payload.get("optimizer_state")
         final_lr = float((payload.get("extra") or {}).get("final_lr", spec.train.lr))
         timings["train_s"] = 0.0

@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, TokenDep
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from app.api.schemas import (
+    MAX_ERROR_TEXT,
+    MAX_ID,
     ArtifactList,
     ArtifactOut,
     ErrorOut,
@@ -33,6 +38,7 @@ from app.api.schemas import (
     MetricSeries,
     MetricsOut,
 )
+from app.bounded_input import nesting_depth_problem
 from app.db.models import FINISHED_STATUSES, Artifact, Insertion, Job, Metric
 from app.queue import cancel_job, enqueue_job
 from app.services.budget import budget_problems
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+_SSE_SEP = "\n"
+"""Plain newlines between event fields (what line-based clients and the tests split on)."""
 MAX_PRIORITY = 1000
 _SUMMARY_KEYS = (
     "test_risk",
@@ -59,7 +67,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing or invalid bearer token."},
     404: {"model": ErrorOut, "description": "No such job."},
 }
-JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The job's id.")]
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON text (say, not UTF-8)."},
+    413: {"model": ErrorOut, "description": "The body is larger than the limit."},
+    415: {"model": ErrorOut, "description": "The body is not application/json."},
+}
+"""Answers of any operation with a JSON body, before the body reaches the route."""
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"model": ErrorOut, "description": "The token's scope does not allow this (read)."},
+}
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The job's id.")]
 
 
 def job_links(job_id: int) -> JobLinks:
@@ -111,21 +129,35 @@ def get_job_or_404(session: SessionDep, job_id: int) -> Job:
     return job
 
 
+def bounded_text(value: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """`value` cut to `limit` characters (marked with an ellipsis and the full length)."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value)} characters)"
+
+
 def _spec_problems(problems: list[str]) -> HTTPException:
-    """A 422 listing every problem with its field path (from `SpecError.problems`)."""
+    """A 422 listing every problem with its field path (from `SpecError.problems`).
+
+    Messages and field names are cut to MAX_ERROR_TEXT characters: a problem may quote the
+    input (an unknown key, a bad value), and the answer must stay small whatever was sent."""
     detail = []
     for line in problems:
         path, sep, msg = line.partition(": ")
         if not sep:
             path, msg = "spec", line
         loc: list[str | int] = ["body"]
-        loc += [int(p) if p.isdigit() else p for p in path.split(".") if p and p != "spec"]
-        detail.append({"loc": loc, "msg": msg, "type": "value_error"})
+        loc += [
+            int(p) if p.isascii() and p.isdigit() and len(p) < 10 else bounded_text(p)
+            for p in path.split(".")
+            if p and p != "spec"
+        ]
+        detail.append({"loc": loc, "msg": bounded_text(msg), "type": "value_error"})
     return HTTPException(status_code=422, detail=detail)
 
 
 def check_budget(spec: Any, settings: Settings) -> None:
-    """422 when the spec's estimated size or compute exceeds the configured limits."""
+    """422 when the spec's estimated size, data, memory or compute exceeds the configured limits."""
     problems = budget_problems(spec, settings)
     if problems:
         raise _spec_problems(problems)
@@ -135,6 +167,9 @@ def _split_submission(body: Any) -> tuple[Any, int]:
     """(raw spec, priority) from either `{"spec": {...}, "priority": n}` or a bare spec."""
     if not isinstance(body, dict):
         raise _spec_problems([f"spec: must be a JSON object, not {type(body).__name__}"])
+    problem = nesting_depth_problem(body)
+    if problem:
+        raise _spec_problems([f"spec: {problem}"])
     raw = dict(body)
     if isinstance(raw.get("spec"), dict):
         extra = sorted(set(raw) - {"spec", "priority"})
@@ -172,7 +207,7 @@ _SUBMISSION_BODY = {
     "",
     status_code=201,
     response_model=JobOut,
-    responses={**_ERRORS, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    responses={**_WRITE_ERRORS, **BODY_ERRORS},
     openapi_extra=_SUBMISSION_BODY,
 )
 def submit_job(
@@ -230,7 +265,10 @@ def get_job(session: SessionDep, job_id: JobId) -> JobOut:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses={**_ERRORS, 409: {"model": ErrorOut, "description": "The job already ended."}},
+    responses={
+        **_WRITE_ERRORS,
+        409: {"model": ErrorOut, "description": "The job already ended."},
+    },
 )
 def cancel(session: SessionDep, job_id: JobId, _: TokenDep) -> JobOut:
     """Cancel a job: a queued job never starts, a running one is asked to stop."""
@@ -368,19 +406,98 @@ def download_artifact(
     )
 
 
+class EventStreamLimiter:
+    """Counts open live-progress streams, server-wide and per client address.
+
+    A stream holds no database connection between polls, but each one still costs a poll
+    every `sse_poll_seconds`: the counts bound that cost whatever clients do."""
+
+    def __init__(self, max_total: int, max_per_client: int) -> None:
+        self.max_total, self.max_per_client = max_total, max_per_client
+        self.total = 0
+        self.per_client: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def acquire(self, client: str) -> Callable[[], None]:
+        """Count one more stream of `client` and return its (idempotent) release.
+
+        HTTPException 503 when the server holds its maximum, 429 when this client does."""
+        with self._lock:
+            if self.total >= self.max_total:
+                raise HTTPException(
+                    status_code=503,
+                    detail=f"too many live-progress streams open ({self.max_total}); retry later",
+                    headers={"Retry-After": "10"},
+                )
+            if self.per_client[client] >= self.max_per_client:
+                raise HTTPException(
+                    status_code=429,
+                    detail=(
+                        f"this client already has {self.max_per_client} live-progress streams "
+                        "open; close one first"
+                    ),
+                    headers={"Retry-After": "10"},
+                )
+            self.total += 1
+            self.per_client[client] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self.total -= 1
+                self.per_client[client] -= 1
+                if self.per_client[client] <= 0:
+                    del self.per_client[client]
+
+        return release
+
+
+def event_stream_limiter(request: Request) -> EventStreamLimiter:
+    """The app's stream limiter (created on first use from the app's settings)."""
+    state = request.app.state
+    limiter = getattr(state, "event_streams", None)
+    if limiter is None:
+        settings: Settings = state.settings
+        limiter = EventStreamLimiter(
+            settings.max_event_streams, settings.max_event_streams_per_client
+        )
+        state.event_streams = limiter
+    return limiter
+
+
 @router.get(
     "/{job_id}/events",
     dependencies=[ReadAccess],
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}},
-    response_class=StreamingResponse,
+    responses={
+        **_ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
+        429: {"model": ErrorOut, "description": "This client has too many streams open."},
+        503: {"model": ErrorOut, "description": "The server has too many streams open."},
+    },
+    response_class=EventSourceResponse,
 )
-def job_events(request: Request, session: SessionDep, job_id: JobId) -> StreamingResponse:
-    """Server-sent events: `status` and `progress` as they change, then `end` (bounded lifetime)."""
-    get_job_or_404(session, job_id)
-    return StreamingResponse(
-        _event_stream(request, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+async def job_events(request: Request, job_id: JobId) -> EventSourceResponse:
+    """Server-sent events: `status` and `progress` as they change, then `end` (bounded lifetime).
+
+    No database session is held while the stream is open: each poll opens a short session
+    of its own and closes it. Streams are bounded per client (429) and server-wide (503)."""
+    state = request.app.state
+    first = await run_in_threadpool(_job_snapshot, state.session_factory, job_id)
+    if first is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
+    client = request.client.host if request.client else "unknown"
+    release = event_stream_limiter(request).acquire(client)
+    return EventSourceResponse(
+        _event_stream(request, job_id, first, release),
+        headers={"Cache-Control": "no-cache"},
+        ping=15,
+        sep=_SSE_SEP,
+        # Releasing here too covers a client gone before the generator ever started.
+        background=BackgroundTask(release),
     )
 
 
@@ -400,34 +517,41 @@ def _job_snapshot(session_factory: Any, job_id: int) -> dict[str, Any] | None:
         }
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(data), event=event, sep=_SSE_SEP)
 
 
-async def _event_stream(request: Request, job_id: int) -> AsyncIterator[str]:
+async def _event_stream(
+    request: Request,
+    job_id: int,
+    first: dict[str, Any],
+    release: Callable[[], None],
+) -> AsyncIterator[ServerSentEvent]:
     """Poll the job row and emit what changed until the job ends or the lifetime is over."""
     state = request.app.state
     poll, lifetime = float(state.sse_poll_seconds), float(state.sse_max_seconds)
     deadline = time.monotonic() + lifetime
     last: dict[str, Any] | None = None
-    yield "retry: 2000\n\n"
-    while True:
-        snap = await run_in_threadpool(_job_snapshot, state.session_factory, job_id)
-        if snap is None:
-            yield _sse("end", {"id": job_id, "status": "deleted"})
-            return
-        if last is None or snap["status"] != last["status"]:
-            yield _sse("status", snap)
-        elif snap != last:
-            yield _sse("progress", snap)
-        last = snap
-        if snap["status"] in FINISHED_STATUSES:
-            yield _sse("end", snap)
-            return
-        if time.monotonic() >= deadline:
-            # Clients reconnect (the `retry` above) and get a fresh lifetime.
-            yield _sse("timeout", {"id": job_id, "after_seconds": lifetime})
-            return
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(poll)
+    snap: dict[str, Any] | None = first
+    try:
+        yield ServerSentEvent(retry=2000, sep=_SSE_SEP)
+        while True:
+            if snap is None:
+                yield _sse("end", {"id": job_id, "status": "deleted"})
+                return
+            if last is None or snap["status"] != last["status"]:
+                yield _sse("status", snap)
+            elif snap != last:
+                yield _sse("progress", snap)
+            last = snap
+            if snap["status"] in FINISHED_STATUSES:
+                yield _sse("end", snap)
+                return
+            if time.monotonic() >= deadline:
+                # Clients reconnect (the `retry` above) and get a fresh lifetime.
+                yield _sse("timeout", {"id": job_id, "after_seconds": lifetime})
+                return
+            await asyncio.sleep(poll)
+            snap = await run_in_threadpool(_job_snapshot, state.session_factory, job_id)
+    finally:
+        release()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import defer
 
 from app.api.deps import SessionDep, SettingsDep
 from app.db.models import JOB_STATUSES, Job
-from app.tokens import verify_token
+from app.tokens import TokenScope, verify_token
 from app.urls import API_PREFIX
 from app.web.charts import CERTIFICATE_NOTE, scatter_chart
 from app.web.job_view import build_job_view
@@ -194,7 +194,7 @@ def cancel_job_form(
 
     if session.get(Job, job_id) is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    authorized = verify_token(session, token.strip()) is not None
+    authorized = verify_token(session, token.strip(), TokenScope.SUBMIT) is not None
     session.commit()  # end the read transaction before writing (SQLite: no busy upgrade)
     if not authorized:
         return RedirectResponse(
@@ -216,7 +216,7 @@ def results_page(
     job: Annotated[str, Query(max_length=12)] = "",
 ) -> HTMLResponse:
     """Certificate vs realized gain across all jobs: scatter, rank correlation, table."""
-    job_id = int(job) if job.strip().isdigit() else None
+    job_id = int(job) if job.strip().isascii() and job.strip().isdigit() else None
     filters = ResultFilters(data=data, model=model, holds=holds, job=job_id)
     every_point = collect_points(session)
     points = [p for p in every_point if filters.accepts(p)]

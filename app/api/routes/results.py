@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app.api.deps import ReadAccess, SessionDep
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
-from app.api.schemas import RESULT_FIELDS, ErrorOut, JobKind, ResultList, ResultRow
+from app.api.schemas import MAX_ID, RESULT_FIELDS, ErrorOut, JobKind, ResultList, ResultRow
 from app.db.models import Insertion, Job
 
 router = APIRouter(prefix="/results", tags=["results"])
@@ -53,7 +53,7 @@ def _csv_lines(rows: Iterator[ResultRow]) -> Iterator[str]:
 def list_results(
     session: SessionDep,
     kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
-    job_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     position: Annotated[int | None, Query(ge=0, le=10_000)] = None,
     condition_holds: Annotated[bool | None, Query()] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
