@@ -18,8 +18,15 @@ import torch
 from expansion.data.datasets import load_dataset
 from expansion.insertion.certificate import certify, descent_record
 from expansion.insertion.insert import expanded_copy, function_drift
+from expansion.insertion.predictors import (
+    early_steps_for,
+    insertion_predictors,
+    probe_steps_for,
+    selection_scores,
+)
 from expansion.insertion.scan import ScanGradients, scan_positions
 from expansion.models.network import PostNormResNet, count_parameters
+from expansion.predictor_names import Predictor
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, parse_spec
@@ -71,15 +78,86 @@ def scan_summary(scan: ScanGradients, seeds: list[int], confidence: float) -> di
     }
 
 
-def choose_positions(spec: ExpandExperiment, scan_rows: list[dict[str, Any]]) -> list[int]:
-    """Positions that get certified and continued: explicit, all, or the top k by certified gain."""
+def choose_positions(
+    spec: ExpandExperiment,
+    scan_rows: list[dict[str, Any]],
+    scores: dict[int, float] | None = None,
+) -> list[int]:
+    """Positions that get certified and continued: explicit, all, or the top k by `expand.by`.
+
+    `scores` (position -> seed-mean predictor) ranks top_k; without it, the scan's U does.
+    """
     e = spec.expand
     if e.select == "explicit":
         return sorted(set(e.positions))
     if e.select == "all":
         return [row["position"] for row in scan_rows]
+    if scores is not None:
+        ranked_positions = sorted(scores, key=lambda p: scores[p], reverse=True)
+        return sorted(ranked_positions[: e.top_k])
     ranked = sorted(scan_rows, key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
     return sorted(row["position"] for row in ranked[: e.top_k])
+
+
+def _selection_scores(
+    spec: ExpandExperiment, base: PostNormResNet, scan: ScanGradients, bundle: Any, lr: float
+) -> dict[int, float] | None:
+    """Per-position scores of `expand.by` for top_k (None: rank by the scan's U, the default)."""
+    e = spec.expand
+    if e.select != "top_k" or e.by == Predictor.CERTIFICATE_U:
+        return None
+    positions = sorted({p for p, _ in scan.gradients})
+    descents: dict[tuple[int, int], dict[str, Any]] = {}
+    jumps: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, grad in scan.gradients.items():
+        if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
+            descents[key], jumps[key] = certify(
+                base,
+                grad,
+                (bundle.x_val, bundle.y_val),
+                (bundle.x_test, bundle.y_test),
+                confidence=e.confidence,
+                line_search_points=e.line_search_points,
+            )
+        else:
+            descents[key] = dict(descent_record(grad, e.confidence))
+    return selection_scores(
+        base,
+        scan.gradients,
+        descents,
+        bundle,
+        spec.train,
+        by=e.by,
+        positions=positions,
+        seeds=e.seeds,
+        lr=lr,
+        probe_steps=probe_steps_for(e.continue_steps, e.probe_steps),
+        jumpboard=jumps,
+    )
+
+
+def _attach_predictors(
+    spec: ExpandExperiment,
+    base: PostNormResNet,
+    scan: ScanGradients,
+    bundle: Any,
+    records: dict[tuple[int, int], dict[str, Any]],
+    lr: float,
+) -> None:
+    """Store every predictor (expansion.predictor_names) in each record's `predictors`."""
+    e = spec.expand
+    base_val_risk, _ = evaluate(base, bundle.x_val, bundle.y_val)
+    for key, rec in records.items():
+        rec["predictors"] = insertion_predictors(
+            base,
+            scan.gradients[key],
+            rec,
+            bundle,
+            spec.train,
+            lr=lr,
+            probe_steps=probe_steps_for(e.continue_steps, e.probe_steps),
+            base_val_risk=base_val_risk,
+        )
 
 
 def _load_base(path: Path, device: torch.device) -> tuple[PostNormResNet, dict[str, Any]]:
@@ -179,7 +257,10 @@ def run_expand(
         on_batch=on_batch,
     )
     summary = scan_summary(scan, e.seeds, e.confidence)
-    chosen = choose_positions(spec, summary["positions"])
+    lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
+    chosen = choose_positions(
+        spec, summary["positions"], _selection_scores(spec, base, scan, bundle, lr)
+    )
     timings["scan_s"] = time.perf_counter() - t0
 
     # ---- certify ------------------------------------------------------------------------
@@ -215,7 +296,6 @@ def run_expand(
     # ---- continue -----------------------------------------------------------------------
     t0 = time.perf_counter()
     cont_rep = _stage(reporter, "continue")
-    lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
     total_steps = e.continue_steps * len(e.seeds) * (len(chosen) + 1)
     done = [0]
 
@@ -235,11 +315,15 @@ def run_expand(
         steps=e.continue_steps,
         lr=lr,
         on_step=on_step,
+        early_steps=sorted(set(early_steps_for(e.continue_steps).values())),
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
         rec["realized"] = realized[key]
         rec["realized"]["lr"] = lr
+    t0 = time.perf_counter()
+    _attach_predictors(spec, base, scan, bundle, records, lr)
+    timings["predictors_s"] = time.perf_counter() - t0
 
     positions_summary = []
     rows = {row["position"]: row for row in summary["positions"]}
