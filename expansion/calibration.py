@@ -185,6 +185,8 @@ def _job_matrix(records: Sequence[CalibrationRecord]) -> _JobMatrix:
 def _column_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman per column of (n, B) arrays; rows with a NaN in a column are left out there."""
     out = np.full(x.shape[1], np.nan)
+    if x.shape[0] < 3:
+        return out
     complete = ~(np.isnan(x) | np.isnan(y))
     if complete.all():
         rx = stats.rankdata(x, axis=0)
@@ -194,8 +196,6 @@ def _column_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         denom = np.sqrt((rx**2).sum(axis=0) * (ry**2).sum(axis=0))
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.where(denom > 0, (rx * ry).sum(axis=0) / denom, np.nan)
-        if x.shape[0] < 3:
-            out[:] = np.nan
         return out
     for b in range(x.shape[1]):
         keep = complete[:, b]

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes import health, jobs, pages, results
+from app.api.routes import calibration, health, jobs, pages, results
 from app.db.session import session_factory
 from app.settings import Settings, get_settings
 from expansion.specs import spec_json_schema
@@ -200,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(jobs.router, prefix=API_PREFIX)
     app.include_router(results.router, prefix=API_PREFIX)
+    app.include_router(calibration.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(pages.router)
     _install_openapi(app)
