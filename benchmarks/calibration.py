@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=RUNS, help="result folder")
     parser.add_argument("--doc", type=Path, default=DOC, help="markdown file to write")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument(
+        "--first", nargs="*", default=[], help="spec names (file stems) to run before the rest"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     specs = sorted(SUITE.glob("*.yaml"))
     if not args.report_only:
-        run_suite(specs, args.runs)
+        run_suite(sorted(specs, key=lambda p: p.stem not in args.first), args.runs)
     from expansion.calibration import calibration_markdown
 
     records, walls, totals = load_results(args.runs)

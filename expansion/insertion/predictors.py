@@ -138,7 +138,7 @@ def gradient_predictors(
     }
 
 
-def probe_val_gain(
+def train_probe(
     model: PostNormResNet,
     bundle: DataBundle,
     train: TrainSpec,
@@ -147,16 +147,13 @@ def probe_val_gain(
     seed: int,
     steps: int,
     lr: float,
-    base_val_risk: float | None = None,
-) -> float:
-    """Validation-risk drop after `steps` steps that train only the new block.
+) -> PostNormResNet:
+    """A copy of `model` expanded at `position` whose new block alone trained `steps` steps.
 
     The rest of the network is frozen and stays in eval mode (batch-norm statistics do not
     move); the new block trains in train mode with the continuation's optimizer kind and
-    learning rate, on the continuation's data order for `seed`.
+    learning rate, on the continuation's data order for `seed`. Returned in eval mode.
     """
-    if base_val_risk is None:
-        base_val_risk, _ = evaluate(model, bundle.x_val, bundle.y_val)
     probe = copy.deepcopy(model).eval()
     for p in probe.parameters():
         p.requires_grad_(False)
@@ -183,7 +180,24 @@ def probe_val_gain(
             done += 1
             if done >= steps:
                 break
-    probe.eval()
+    return probe.eval()
+
+
+def probe_val_gain(
+    model: PostNormResNet,
+    bundle: DataBundle,
+    train: TrainSpec,
+    *,
+    position: int,
+    seed: int,
+    steps: int,
+    lr: float,
+    base_val_risk: float | None = None,
+) -> float:
+    """Validation-risk drop of the k-step probe (`train_probe`) against the base network."""
+    if base_val_risk is None:
+        base_val_risk, _ = evaluate(model, bundle.x_val, bundle.y_val)
+    probe = train_probe(model, bundle, train, position=position, seed=seed, steps=steps, lr=lr)
     probe_risk, _ = evaluate(probe, bundle.x_val, bundle.y_val)
     return base_val_risk - probe_risk
 
