@@ -11,7 +11,8 @@ realized `gain_vs_control` and the stored predictors. Output, per predictor and 
   of the group; interval from a bootstrap over those points.
 - noise ceiling: how well the realized ranking agrees with itself. Per job, the seeds are
   split into two random halves, the positions' half-mean gains are rank-correlated, averaged
-  over random splits and stepped up to the full seed count with Spearman-Brown (2r / (1 + r));
+  over random splits and stepped up to the full seed count with Spearman-Brown (2r / (1 + r),
+  for r > 0; a non-positive agreement is reported as it is);
   the group's figure is the mean over jobs. No predictor can be expected to rank the
   positions much better than this.
 
@@ -256,7 +257,9 @@ def noise_ceiling(job: _JobMatrix, splits: int = SPLIT_HALVES, seed: int = 0) ->
     if not rhos:
         return None
     r = float(np.mean(rhos))
-    return 2 * r / (1 + r) if r > -1 else -1.0
+    # Spearman-Brown steps a positive reliability up to the full seed count; a non-positive
+    # split-half agreement means no reproducible ranking and is reported as it is.
+    return 2 * r / (1 + r) if r > 0 else r
 
 
 def _interval(samples: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
