@@ -311,8 +311,8 @@ def calibrate_group(
     pooled = spearman(xs, ys)
     pooled_ci: tuple[float | None, float | None] = (None, None)
     if pooled is not None and resamples > 0:
-        idx = rng.integers(0, len(xs), size=(len(xs), resamples))
-        px, py = np.asarray(xs)[idx], np.asarray(ys)[idx]
+        picks = rng.integers(0, len(xs), size=(len(xs), resamples))
+        px, py = np.asarray(xs)[picks], np.asarray(ys)[picks]
         pooled_ci = _interval(_column_spearman(px, py), confidence)
     return len(usable), len(xs), rho, ci, pooled, pooled_ci
 

@@ -28,15 +28,16 @@ import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import PositionGradient
-from expansion.models.network import PostNormResNet
+from expansion.models.network import PostNormResNet, ResidualBlock
 from expansion.predictor_names import EARLY_GAIN_FRACTIONS, PREDICTOR_NAMES, Predictor
 from expansion.specs import TrainSpec
 from expansion.training.trainer import evaluate
@@ -74,15 +75,12 @@ def _finite_or_none(value: Any) -> float | None:
 def stage_w2_norm_sq(model: PostNormResNet, position: int) -> float:
     """Mean squared norm (weight and bias) of the existing blocks' W2 in `position`'s stage."""
     stage, _ = model.position_to_stage_index(position)
-    blocks = list(model.stages[stage])  # type: ignore[arg-type]  # a ModuleList of blocks
+    blocks = cast(list[ResidualBlock], list(cast(nn.ModuleList, model.stages[stage])))
     if not blocks:
         return float("nan")
     total = 0.0
-    for block in blocks:
-        w2 = block.w2
-        total += float(w2.weight.detach().double().pow(2).sum())
-        if w2.bias is not None:
-            total += float(w2.bias.detach().double().pow(2).sum())
+    for block in blocks:  # W2's parameters: its weight and its bias
+        total += sum(float(p.detach().double().pow(2).sum()) for p in block.w2.parameters())
     return total / len(blocks)
 
 

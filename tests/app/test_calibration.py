@@ -110,9 +110,10 @@ def test_insertion_rows_store_the_predictors(
         rows = session.scalars(select(Insertion).where(Insertion.job_id == three_jobs[0])).all()
     assert len(rows) == len(POSITIONS) * len(SEEDS)
     for row in rows:
-        assert set(row.predictors or {}) == set(PREDICTOR_NAMES)
-        assert row.predictors["grad_rel_w2"] == -row.position
-        assert row.predictors["probe_val_gain"] is None
+        stored = row.predictors or {}
+        assert set(stored) == set(PREDICTOR_NAMES)
+        assert stored["grad_rel_w2"] == -row.position
+        assert stored["probe_val_gain"] is None
 
 
 def test_calibration_by_dataset_has_a_row_per_group_and_predictor(
@@ -145,6 +146,7 @@ def test_pooled_spearman_matches_scipy(
         inserted = session.scalars(select(Insertion)).all()
     means: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for r in inserted:
+        assert r.predictors is not None and r.gain_vs_control is not None
         means.setdefault((r.job_id, r.position), []).append(
             (r.predictors["cosine_train_val"], r.gain_vs_control)
         )
@@ -190,9 +192,9 @@ def test_results_page_shows_the_table_and_a_scatter_per_predictor(
             re.S,
         )
         assert match, name
-    u_chart = re.search(r'id="predictor-certificate_u-spec">(.*?)</script>', page.text, re.S).group(
-        1
-    )  # type: ignore[union-attr]  # asserted present above
+    found = re.search(r'id="predictor-certificate_u-spec">(.*?)</script>', page.text, re.S)
+    assert found is not None
+    u_chart = found.group(1)
     assert u_chart.count('"type": "scatter"') == 3, "one trace (colour, legend entry) per job"
     assert '"tickmode": "array"' in u_chart, "5 decades of certificate_u: symmetric-log axis"
     assert 'href="/api/v1/calibration?format=csv"' in page.text

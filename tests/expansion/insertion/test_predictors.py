@@ -25,7 +25,7 @@ from expansion.insertion.predictors import (
 from expansion.insertion.scan import scan_positions
 from expansion.models.checkpoint import load_checkpoint
 from expansion.predictor_names import PREDICTOR_NAMES
-from expansion.specs import DataSpec, ModelSpec, TrainSpec, parse_spec
+from expansion.specs import DataSpec, ExpandExperiment, ModelSpec, TrainSpec, parse_spec
 from expansion.training.continuation import controlled_continuation, run_arm
 from expansion.training.trainer import train_model
 
@@ -91,8 +91,9 @@ def test_scale_free_gradients_match_an_independent_computation(trained) -> None:
 def test_probe_trains_only_the_new_block(trained) -> None:
     base, _, bundle = trained
     probe = train_probe(base, bundle, Spec.train, position=1, seed=2, steps=5, lr=1e-2)
-    new = probe.stages[0][1]
-    assert float(new.w2.weight.abs().max()) > 0, "the new block's W2 moved off zero"
+    new = probe.blocks()[1]
+    moved = max(float(p.detach().abs().max()) for p in new.w2.parameters())
+    assert moved > 0, "the new block's W2 moved off zero"
     before = dict(base.named_parameters())
     # the probe's existing blocks sit at indices 0 and 2 after the insertion at 1
     renamed = {"stages.0.2.": "stages.0.1."}
@@ -171,6 +172,7 @@ def test_top_k_ranks_by_the_given_scores() -> None:
     spec = parse_spec(
         {"kind": "expand", "model": {"depth": 4}, "expand": {"top_k": 2, "by": "grad_rel_w2"}}
     )
+    assert isinstance(spec, ExpandExperiment)
     rows = [{"position": p, "grad_norm_sq_unbiased": float(p)} for p in range(5)]
     assert choose_positions(spec, rows) == [3, 4]  # U without scores
     assert choose_positions(spec, rows, {0: 5.0, 1: 1.0, 2: 4.0, 3: 0.0, 4: -1.0}) == [0, 2]
@@ -194,7 +196,7 @@ def test_every_insertion_record_carries_every_predictor() -> None:
         },
     }
     with tempfile.TemporaryDirectory() as out:
-        result = run_expand(spec, out)
+        result = run_expand(spec, Path(out))
         base, _ = load_checkpoint(Path(out) / "base.ckpt")
     assert len(result["insertions"]) == 4
     for rec in result["insertions"]:
