@@ -390,6 +390,47 @@ def _label(group: Mapping[str, str]) -> str:
     return " ".join(group.values()) or "all jobs"
 
 
+def findings(pooled: Sequence[CalibrationRow], by_data: Sequence[CalibrationRow]) -> list[str]:
+    """Plain statements read off the tables: the goal, what ranks backwards, the ceiling."""
+
+    def above(r: CalibrationRow) -> bool:
+        return r.spearman_ci[0] is not None and r.spearman_ci[0] > 0
+
+    def below(r: CalibrationRow) -> bool:
+        return r.spearman_ci[1] is not None and r.spearman_ci[1] < 0
+
+    goal = [r for r in pooled if r.spearman is not None and r.spearman >= 0.6 and above(r)]
+    beats = [r for r in pooled if above(r)]
+    backwards = [r for r in pooled if below(r)]
+    out = []
+    if goal:
+        out.append(
+            "- Goal of issue 11 (within-network Spearman >= 0.6, interval above 0) met by: "
+            + ", ".join(f"`{r.predictor}` {_cell(r.spearman, r.spearman_ci)}" for r in goal)
+            + "."
+        )
+    else:
+        out.append(
+            "- No predictor reaches the goal (within-network Spearman >= 0.6, interval above 0)."
+        )
+    if not beats:
+        out.append("- No predictor ranks positions better than chance on this suite.")
+    if backwards:
+        out.append(
+            "- Ranked BACKWARDS (interval entirely below 0): "
+            + ", ".join(f"`{r.predictor}`" for r in backwards)
+            + "."
+        )
+    ceilings = {_label(r.group): r.noise_ceiling for r in by_data}
+    out.append(
+        "- Noise ceiling by data set: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(ceilings.items()))
+        + " (where it is low, the realized ranking itself does not reproduce across seeds and"
+        " no predictor can be judged there)."
+    )
+    return out
+
+
 def calibration_markdown(
     records: Sequence[CalibrationRecord],
     *,
@@ -483,13 +524,20 @@ def calibration_markdown(
         "",
         "## Runtime",
         "",
-        f"Machine: {machine}; one torch thread per job, on a 2-core machine shared with other"
-        " work (timings are indicative).",
+        f"Machine: {machine}; one torch thread per job. The suite was sized to run in about 20"
+        " minutes on this busy 2-core machine; the run below shared the 2 cores with five other"
+        " engineers' work (load average up to ~15), so its wall times are indicative only.",
         f"Wall time of the measured suite: {wall:.0f} s ({wall / 60:.1f} min) over"
         f" {len(walls)} jobs. Continuation (both arms) {cont:.0f} s; extra predictors"
         f" (probe, activation scale, early-gain reads happen inside the continuation)"
         f" {pred:.0f} s = {100 * pred / cont if cont else float('nan'):.0f}% of the"
         " continuation.",
+        "",
+        "## Findings",
+        "",
+    ]
+    lines += findings(pooled, by_data)
+    lines += [
         "",
         "## The default `expand.by`",
         "",
@@ -505,7 +553,9 @@ def calibration_markdown(
         lines.append(
             f"Best measured within-network calibration: `{best.predictor}`, Spearman"
             f" {_cell(best.spearman, best.spearman_ci)} over {best.n_jobs} jobs ({verdict});"
-            f" noise ceiling {_fmt(best.noise_ceiling)}."
+            f" noise ceiling {_fmt(best.noise_ceiling)}. `expand.by` defaults to the predictor"
+            " with the best measured calibration (`DEFAULT_SELECTION_PREDICTOR` in"
+            " `expansion/predictor_names.py`)."
         )
     lines.append("")
     return "\n".join(lines)
