@@ -62,22 +62,35 @@ def run_suite(specs: list[Path], runs: Path) -> None:
         log.info("%s: done in %.0f s", path.stem, seconds)
 
 
-def load_results(runs: Path) -> tuple[list[CalibrationRecord], dict[str, float], dict[str, Any]]:
-    """Insertion records of every stored result, wall seconds per job, and timing totals."""
+def load_results(
+    runs: Path,
+) -> tuple[list[CalibrationRecord], dict[str, float], dict[str, Any], list[str]]:
+    """Insertion records of every stored result, wall seconds per job, timing totals, and
+    notes on how the stored results were measured."""
     from expansion.calibration import records_from_result
 
     records: list[CalibrationRecord] = []
     walls: dict[str, float] = {}
     totals = {"continuation_s": 0.0, "predictors_s": 0.0, "certify_s": 0.0}
+    sources: set[str] = set()
     for result_path in sorted(runs.glob("*/result.json")):
         job = result_path.parent.name
         result = json.loads(result_path.read_text())
+        for rec in result.get("insertions") or []:
+            sources.add(str((rec.get("descent") or {}).get("certificate_source", "training")))
         records.extend(records_from_result(job, result))
         wall = result_path.parent / "wall_seconds.txt"
         walls[job] = float(wall.read_text()) if wall.is_file() else float("nan")
         for key in totals:
             totals[key] += float((result.get("timings") or {}).get(key) or 0.0)
-    return records, walls, totals
+    notes = []
+    if "training" in sources:
+        notes.append(
+            "`certificate_u`, `certificate_lcb` and `gradient_snr` of these results come from the"
+            " base's TRAINING batches (no held-out certificate was recorded); within a one-stage"
+            " network `grad_rel_w2` ranks positions exactly as the held-out |g_val|^2 does."
+        )
+    return records, walls, totals, notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         run_suite(sorted(specs, key=lambda p: p.stem not in args.first), args.runs)
     from expansion.calibration import calibration_markdown
 
-    records, walls, totals = load_results(args.runs)
+    records, walls, totals, notes = load_results(args.runs)
     machine = (
         f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
     )
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         command=COMMAND,
         machine=machine,
         resamples=args.resamples,
+        notes=notes,
     )
     args.doc.write_text(text)
     print(f"wrote {args.doc} from {len(walls)} jobs, {len(records)} insertions")

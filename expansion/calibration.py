@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from expansion.predictor_names import PREDICTOR_DESCRIPTIONS, PREDICTOR_NAMES
+from expansion.predictor_names import (
+    DEFAULT_SELECTION_PREDICTOR,
+    PREDICTOR_DESCRIPTIONS,
+    PREDICTOR_NAMES,
+    SELECTABLE_PREDICTORS,
+)
 
 GROUP_KEYS: tuple[str, ...] = ("dataset", "model", "norm", "scaling", "depth")
 """Configuration fields a calibration can be grouped by."""
@@ -365,13 +370,19 @@ def calibration_rows(
     return rows
 
 
-def best_predictor(rows: Sequence[CalibrationRow]) -> CalibrationRow | None:
-    """The row with the largest within-network Spearman whose interval lies above 0, if any;
-    else the largest Spearman."""
-    measured = [r for r in rows if r.spearman is not None]
+def best_predictor(
+    rows: Sequence[CalibrationRow], among: Sequence[str] = PREDICTOR_NAMES
+) -> CalibrationRow | None:
+    """Among predictors `among`: the row with the largest within-network Spearman whose
+    interval lies above 0, if any; else the largest Spearman. Ties: larger pooled Spearman."""
+    measured = [r for r in rows if r.spearman is not None and r.predictor in among]
     above = [r for r in measured if r.spearman_ci[0] is not None and r.spearman_ci[0] > 0]
     pool = above or measured
-    return max(pool, key=lambda r: r.spearman or -2.0) if pool else None
+
+    def key(r: CalibrationRow) -> tuple[float, float]:
+        return (round(r.spearman or -2.0, 6), r.pooled_spearman or -2.0)
+
+    return max(pool, key=key) if pool else None
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -421,6 +432,26 @@ def findings(pooled: Sequence[CalibrationRow], by_data: Sequence[CalibrationRow]
             + ", ".join(f"`{r.predictor}`" for r in backwards)
             + "."
         )
+    between = [r for r in pooled if r.pooled_ci[0] is not None and r.pooled_ci[0] > 0]
+    if between:
+        out.append(
+            "- Between networks (one Spearman over every job and position), interval above 0: "
+            + ", ".join(
+                f"`{r.predictor}` {_cell(r.pooled_spearman, r.pooled_ci)}"
+                for r in sorted(between, key=lambda r: -(r.pooled_spearman or 0))
+            )
+            + "."
+        )
+    groups = sorted({_label(r.group) for r in by_data})
+    per_group = []
+    for g in groups:
+        best_here = best_predictor([r for r in by_data if _label(r.group) == g])
+        if best_here is not None:
+            per_group.append(
+                f"{g}: `{best_here.predictor}` {_cell(best_here.spearman, best_here.spearman_ci)}"
+            )
+    if per_group:
+        out.append("- Best within-network predictor per data set: " + "; ".join(per_group) + ".")
     ceilings = {_label(r.group): r.noise_ceiling for r in by_data}
     out.append(
         "- Noise ceiling by data set: "
@@ -440,13 +471,14 @@ def calibration_markdown(
     command: str,
     machine: str,
     resamples: int = 1000,
+    notes: Sequence[str] = (),
 ) -> str:
     """docs/calibration.md: the measured tables, ceiling, runtime and command."""
     jobs = sorted({r.job for r in records})
     per_config = calibration_rows(records, GROUP_KEYS, resamples=resamples)
     pooled = calibration_rows(records, (), resamples=resamples)
     by_data = calibration_rows(records, ("dataset",), resamples=resamples)
-    best = best_predictor(pooled)
+    best = best_predictor(pooled, SELECTABLE_PREDICTORS)
     missing = [s for s in suite if s not in jobs]
     lines = [
         "# Calibration: which measurement predicts the realized gain?",
@@ -537,6 +569,7 @@ def calibration_markdown(
         "",
     ]
     lines += findings(pooled, by_data)
+    lines += [f"- {note}" for note in notes]
     lines += [
         "",
         "## The default `expand.by`",
@@ -553,9 +586,13 @@ def calibration_markdown(
         lines.append(
             f"Best measured within-network calibration: `{best.predictor}`, Spearman"
             f" {_cell(best.spearman, best.spearman_ci)} over {best.n_jobs} jobs ({verdict});"
-            f" noise ceiling {_fmt(best.noise_ceiling)}. `expand.by` defaults to the predictor"
-            " with the best measured calibration (`DEFAULT_SELECTION_PREDICTOR` in"
-            " `expansion/predictor_names.py`)."
+            f" noise ceiling {_fmt(best.noise_ceiling)}; between networks"
+            f" {_cell(best.pooled_spearman, best.pooled_ci)}. Only predictors known before the"
+            " continuation can select positions, so the early gains are not candidates."
+            " `expand.by` defaults to the selectable predictor with the best measured"
+            " calibration (`DEFAULT_SELECTION_PREDICTOR` in `expansion/predictor_names.py`,"
+            f" now `{DEFAULT_SELECTION_PREDICTOR}`); rerun this benchmark and revisit the default"
+            " when the predictors or the certificate change."
         )
     lines.append("")
     return "\n".join(lines)

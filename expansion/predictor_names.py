@@ -57,8 +57,10 @@ SELECTABLE_PREDICTORS: tuple[str, ...] = tuple(
 )
 """Predictors known before the continuation, so `select: top_k` can rank positions by them."""
 
-DEFAULT_SELECTION_PREDICTOR = Predictor.CERTIFICATE_U.value
-"""The default `expand.by` (docs/calibration.md says why)."""
+DEFAULT_SELECTION_PREDICTOR = Predictor.GRAD_REL_W2.value
+"""The default `expand.by`: the selectable predictor with the best measured calibration on
+the suite of benchmarks/calibration.py (docs/calibration.md gives the evidence; within one
+network no predictor beat chance there, and this one ranked best between networks)."""
 
 PREDICTOR_DESCRIPTIONS: dict[str, str] = {
     "certificate_u": "U, unbiased |E g|^2 on certificate batches",

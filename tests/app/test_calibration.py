@@ -41,7 +41,7 @@ def expand_spec(dataset: str, norm: str) -> dict[str, Any]:
         "data": {"name": dataset},
         "model": {"kind": "mlp", "width": 16, "depth": 4, "norm": norm},
         "train": {"epochs": 1},
-        "expand": {"select": "all", "seeds": SEEDS, "continue_steps": 5},
+        "expand": {"select": "all", "by": "certificate_u", "seeds": SEEDS, "continue_steps": 5},
     }
 
 
@@ -210,6 +210,6 @@ def test_calibration_for_job_uses_similar_jobs(
         assert job is not None
         summary = calibration_for_job(session, job, resamples=100)
     assert summary is not None
-    assert summary.predictor == "certificate_u"  # the spec has no `by`: the default
+    assert summary.predictor == "certificate_u"  # the spec's `by`
     assert summary.n_jobs == 1  # only this digits/layer job shares the configuration
     assert summary.rho == pytest.approx(1.0)
