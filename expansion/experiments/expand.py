@@ -99,6 +99,21 @@ def choose_positions(
     return sorted(row["position"] for row in ranked[: e.top_k])
 
 
+def selection_record(
+    spec: ExpandExperiment, scan_rows: list[dict[str, Any]], scores: dict[int, float] | None
+) -> dict[str, Any]:
+    """The result's `selection`: how positions were chosen, and each position's score."""
+    e = spec.expand
+    if e.select != "top_k":
+        return {"select": e.select, "by": None, "scores": []}
+    values = scores or {row["position"]: row["grad_norm_sq_unbiased"] for row in scan_rows}
+    return {
+        "select": e.select,
+        "by": e.by,
+        "scores": [{"position": p, "score": values[p]} for p in sorted(values)],
+    }
+
+
 def _selection_scores(
     spec: ExpandExperiment, base: PostNormResNet, scan: ScanGradients, bundle: Any, lr: float
 ) -> dict[int, float] | None:
@@ -258,9 +273,9 @@ def run_expand(
     )
     summary = scan_summary(scan, e.seeds, e.confidence)
     lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
-    chosen = choose_positions(
-        spec, summary["positions"], _selection_scores(spec, base, scan, bundle, lr)
-    )
+    scores = _selection_scores(spec, base, scan, bundle, lr)
+    chosen = choose_positions(spec, summary["positions"], scores)
+    selection = selection_record(spec, summary["positions"], scores)
     timings["scan_s"] = time.perf_counter() - t0
 
     # ---- certify ------------------------------------------------------------------------
@@ -368,6 +383,7 @@ def run_expand(
             "scan": summary,
             "insertions": [records[k] for k in keys],
             "positions": positions_summary,
+            "selection": selection,
             "continue_lr": lr,
         }
     )

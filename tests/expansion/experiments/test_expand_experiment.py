@@ -75,7 +75,10 @@ def test_scan_section_and_top_k_choice(expand_run) -> None:
     scan = result["scan"]
     assert scan["method"] == "single_pass" and scan["reason"]
     assert [row["position"] for row in scan["positions"]] == [0, 1, 2]
-    ranked = sorted(scan["positions"], key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
+    selection = result["selection"]  # ranked by expand.by (seed means per position)
+    assert selection["by"] == result["spec"]["expand"]["by"]
+    assert [r["position"] for r in selection["scores"]] == [0, 1, 2]
+    ranked = sorted(selection["scores"], key=lambda r: r["score"], reverse=True)
     assert [p["position"] for p in result["positions"]] == sorted(r["position"] for r in ranked[:2])
 
 

@@ -217,5 +217,11 @@ def test_every_insertion_record_carries_every_predictor() -> None:
     }
     expected = sorted(sorted(scores, key=lambda p: scores[p], reverse=True)[:2])
     assert sorted({rec["position"] for rec in result["insertions"]}) == expected
-    chosen = {rec["position"]: rec["predictors"]["probe_val_gain"] for rec in result["insertions"]}
-    assert all(math.isfinite(v) for v in chosen.values())
+    stored = {r["position"]: r["score"] for r in result["selection"]["scores"]}
+    assert result["selection"]["by"] == "probe_val_gain"
+    for p in expected:  # the selection score is the seed mean of the stored predictor
+        values = [
+            r["predictors"]["probe_val_gain"] for r in result["insertions"] if r["position"] == p
+        ]
+        assert stored[p] == pytest.approx(sum(values) / len(values))
+        assert stored[p] == pytest.approx(scores[p] / 2, abs=1e-6)
