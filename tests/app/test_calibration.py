@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 import re
 from collections.abc import Iterator
@@ -213,3 +214,19 @@ def test_calibration_for_job_uses_similar_jobs(
     assert summary.predictor == "certificate_u"  # the spec's `by`
     assert summary.n_jobs == 1  # only this digits/layer job shares the configuration
     assert summary.rho == pytest.approx(1.0)
+
+
+def test_symlog_axis_only_when_values_span_decades() -> None:
+    from app.web.charts import symlog_axis
+
+    assert symlog_axis([0.1, 0.5, 2.0, None]) is None  # 1.3 decades: linear
+    axis = symlog_axis([-1e-5, 0.0, 1e-3, 2.0])
+    assert axis is not None and axis.threshold == 1e-5
+    values = [-1e-5, 0.0, 1e-3, 2.0]
+    plotted = [axis.forward(v) for v in values]
+    assert plotted == sorted(plotted)  # order kept
+    assert axis.forward(-1e-3) == -axis.forward(1e-3)  # symmetric
+    assert axis.forward(1e-5) == pytest.approx(math.log10(2.0))  # linear-to-log at threshold
+    tickvals, ticktext = axis.ticks(values)
+    assert "0" in ticktext and "-1e-05" in ticktext and "1" in ticktext
+    assert tickvals == sorted(tickvals)
