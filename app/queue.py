@@ -292,6 +292,7 @@ def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
         "depth_after": record.get("depth_after"),
         "function_drift_eval": record.get("function_drift_eval"),
         "function_drift_train": record.get("function_drift_train"),
+        "predictors": record.get("predictors"),
         "record": record,
     }
     for column, (section, key) in INSERTION_COLUMNS.items():

@@ -18,6 +18,12 @@ from pydantic import (
     model_validator,
 )
 
+from expansion.predictor_names import (
+    DEFAULT_SELECTION_PREDICTOR,
+    SELECTABLE_PREDICTORS,
+    check_selection_predictor,
+)
+
 DatasetName = Literal["mnist1d", "digits", "teacher", "cifar10"]
 ModelKind = Literal["mlp", "conv1d", "conv2d"]
 NormKind = Literal["layer", "rms", "group", "batch"]
@@ -163,8 +169,18 @@ class ExpandSpec(StrictModel):
     )
     """Positions for `select: explicit` (0 = right after the stem)."""
     top_k: int = Field(2, ge=1, le=1024)
-    """Number of positions for `select: top_k`, ranked by the certificate's lower bound of the
-    minimum over seeds of |E g|^2 (ties by U)."""
+    """Number of positions for `select: top_k`, ranked by the predictor `by` (certificate_lcb:
+    the lower bound of the minimum over seeds of |E g|^2, ties by U)."""
+    by: str = Field(
+        DEFAULT_SELECTION_PREDICTOR,
+        max_length=64,
+        json_schema_extra={"enum": list(SELECTABLE_PREDICTORS)},
+    )
+    """Predictor that ranks positions for `select: top_k` (larger = predicted larger gain);
+    the default is the best-calibrated one measured (docs/calibration.md)."""
+    probe_steps: int | None = Field(None, ge=1, le=1_000_000)
+    """k of the k-step probe predictor (only the new block trains); None = 10% of
+    continue_steps."""
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
         default_factory=lambda: [0, 1, 2], min_length=1, max_length=64
     )
@@ -185,6 +201,11 @@ class ExpandSpec(StrictModel):
     """Fewest certificate batches for a decided verdict; fewer give `undecided`."""
     line_search_points: int = Field(8, ge=2, le=64)
     """Step sizes tried on validation data for the jumpboard model."""
+
+    @field_validator("by")
+    @classmethod
+    def _known_predictor(cls, value: str) -> str:
+        return check_selection_predictor(value)
 
     @model_validator(mode="after")
     def _explicit_needs_positions(self) -> ExpandSpec:

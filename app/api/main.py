@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes import health, jobs, pages, results, sweeps, tokens
+from app.api.routes import calibration, health, jobs, pages, results, sweeps, tokens
 from app.api.routes.jobs import bounded_text
 from app.api.schemas import MAX_ERROR_TEXT
 from app.db.session import session_factory
@@ -327,6 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(results.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(calibration.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(pages.router)
     # After the pages' router, whose versioned plotly bundle lives under /static/vendor/.

@@ -177,6 +177,8 @@ class Insertion(Base):
     gain_vs_control: Mapped[float | None] = mapped_column(Float)
     function_drift_eval: Mapped[float | None] = mapped_column(Float)
     function_drift_train: Mapped[float | None] = mapped_column(Float)
+    predictors: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    """{predictor name: value or None} (expansion.predictor_names); larger = larger gain."""
     record: Mapped[dict[str, Any]] = mapped_column(JsonType)
 
     job: Mapped[Job] = relationship(back_populates="insertions")

@@ -6,6 +6,7 @@ imports plotly's Python figure machinery, so building a page stays cheap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,3 +274,121 @@ def scatter_chart(element_id: str, points: Sequence[Mapping[str, Any]]) -> Chart
     for axis in ("xaxis", "yaxis"):
         layout[axis].update({"zeroline": True, "zerolinecolor": "#999", "tickformat": GAIN_TICKS})
     return Chart(element_id, data, layout, empty_message="No measured insertions yet.")
+
+
+JOB_COLORS = (
+    "#2f6fb0",
+    "#c2571a",
+    "#3a8d4f",
+    "#7b4fa8",
+    "#8a6d1f",
+    "#b03a6f",
+    "#1f8a8a",
+    "#6b6b6b",
+    "#d1a21f",
+    "#4a4ad1",
+    "#8fb03a",
+    "#d14a4a",
+)
+"""One colour per job on the calibration scatters (cycled beyond twelve jobs)."""
+SYMLOG_DECADES = 2.0
+"""An axis goes symmetric-log when its non-zero magnitudes span more than this many decades."""
+
+
+@dataclass(frozen=True)
+class SymlogAxis:
+    """y = sign(v) log10(1 + |v| / threshold): linear near 0, logarithmic beyond `threshold`."""
+
+    threshold: float
+
+    def forward(self, value: float) -> float:
+        """The plotted coordinate of `value`."""
+        sign = 1.0 if value >= 0 else -1.0
+        return sign * math.log10(1.0 + abs(value) / self.threshold)
+
+    def ticks(self, values: Sequence[float]) -> tuple[list[float], list[str]]:
+        """Tick positions (plotted coordinates) and labels (original values) at decades."""
+        top = max((abs(v) for v in values), default=self.threshold)
+        exponents = range(
+            math.floor(math.log10(self.threshold)), math.ceil(math.log10(max(top, 1e-300))) + 1
+        )
+        magnitudes = [10.0**e for e in exponents]
+        has_negative = any(v < 0 for v in values)
+        has_positive = any(v > 0 for v in values)
+        tick_values = [0.0]
+        if has_positive:
+            tick_values += magnitudes
+        if has_negative:
+            tick_values = [-m for m in reversed(magnitudes)] + tick_values
+        labels = [f"{v:g}" for v in tick_values]
+        return [self.forward(v) for v in tick_values], labels
+
+
+def symlog_axis(values: Sequence[float | None]) -> SymlogAxis | None:
+    """A symmetric-log axis for `values` when they span more than SYMLOG_DECADES; else None.
+
+    The linear threshold is the smallest non-zero magnitude, so every point stays apart.
+    """
+    magnitudes = sorted(abs(v) for v in values if v is not None and v != 0 and math.isfinite(v))
+    if len(magnitudes) < 2 or math.log10(magnitudes[-1] / magnitudes[0]) <= SYMLOG_DECADES:
+        return None
+    return SymlogAxis(threshold=magnitudes[0])
+
+
+def predictor_scatter_chart(
+    element_id: str,
+    predictor: str,
+    description: str,
+    points: Sequence[Mapping[str, Any]],
+    job_labels: Mapping[int, str],
+) -> Chart:
+    """Predictor (x) vs realized gain (y): a trace (colour, legend entry) per job.
+
+    `points` come from `app.web.calibration.predictor_points`; either axis becomes
+    symmetric-log (ticks labelled with the original values) when its values span decades.
+    """
+    usable = [
+        p
+        for p in points
+        if p["predictors"].get(predictor) is not None and p.get("gain_mean") is not None
+    ]
+    xs = [float(p["predictors"][predictor]) for p in usable]
+    ys = [float(p["gain_mean"]) for p in usable]
+    x_axis, y_axis = symlog_axis(xs), symlog_axis(ys)
+    jobs = sorted({int(p["job_id"]) for p in usable})
+    data = []
+    for index, job in enumerate(jobs):
+        mine = [p for p in usable if int(p["job_id"]) == job]
+        jx = [float(p["predictors"][predictor]) for p in mine]
+        jy = [float(p["gain_mean"]) for p in mine]
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": job_labels.get(job, f"job {job}"),
+                "x": [x_axis.forward(v) for v in jx] if x_axis else jx,
+                "y": [y_axis.forward(v) for v in jy] if y_axis else jy,
+                "customdata": [[x, y, p["position"]] for x, y, p in zip(jx, jy, mine, strict=True)],
+                "hovertemplate": f"job {job} · position %{{customdata[2]}}<br>"
+                f"{predictor} %{{customdata[0]:.3g}}<br>realized %{{customdata[1]:.3g}} nats"
+                "<extra></extra>",
+                "marker": {"color": JOB_COLORS[index % len(JOB_COLORS)], "size": 9},
+            }
+        )
+    layout = _layout(
+        predictor,
+        f"{predictor}: {description}" + (" (symmetric log)" if x_axis else ""),
+        "realized gain vs control (nats)" + (" (symmetric log)" if y_axis else ""),
+        height=380,
+        legend={"orientation": "v", "x": 1.02, "y": 1.0, "font": {"size": 11}},
+        showlegend=True,
+    )
+    layout["margin"] = {"l": 70, "r": 20, "t": 45, "b": 55}
+    for name, axis, values in (("xaxis", x_axis, xs), ("yaxis", y_axis, ys)):
+        layout[name].update({"zeroline": True, "zerolinecolor": "#999"})
+        if axis is None:
+            layout[name]["tickformat"] = GAIN_TICKS
+        else:
+            tickvals, ticktext = axis.ticks(values)
+            layout[name].update({"tickmode": "array", "tickvals": tickvals, "ticktext": ticktext})
+    return Chart(element_id, data, layout, empty_message=f"No insertions with {predictor} yet.")

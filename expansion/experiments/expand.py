@@ -27,8 +27,15 @@ from expansion.experiments.runner import result_header
 from expansion.insertion.bounds import family_verdicts
 from expansion.insertion.certificate import CertificateBatches, certify, descent_record
 from expansion.insertion.insert import expanded_copy, function_drift
+from expansion.insertion.predictors import (
+    early_steps_for,
+    insertion_predictors,
+    probe_steps_for,
+    selection_scores,
+)
 from expansion.insertion.scan import ScanGradients, scan_positions
 from expansion.models.network import PostNormResNet, count_parameters
+from expansion.predictor_names import Predictor
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.records import (
     CertificateSource,
@@ -168,9 +175,18 @@ def _rank_key(row: dict[str, Any]) -> tuple[float, float]:
     return (float("-inf") if lcb is None else float(lcb), float(row["grad_norm_sq_unbiased"]))
 
 
-def choose_positions(spec: ExpandExperiment, scan_rows: list[dict[str, Any]]) -> list[int]:
-    """Positions that get certified and continued: explicit, all, the top k by the lower bound
-    over seeds (ties by U), or exactly those whose family-wise verdict holds."""
+def choose_positions(
+    spec: ExpandExperiment,
+    scan_rows: list[dict[str, Any]],
+    scores: dict[int, float] | None = None,
+) -> list[int]:
+    """Positions that get certified and continued: explicit, all, exactly those whose
+    family-wise verdict holds (`certified`), or the top k by `expand.by`.
+
+    `scores` (position -> seed-mean predictor) ranks top_k; without it (`by` is a certificate
+    predictor) the certificate ranks: U for `certificate_u`, else the lower bound over seeds
+    (ties by U).
+    """
     e = spec.expand
     if e.select == "explicit":
         return sorted(set(e.positions))
@@ -178,7 +194,13 @@ def choose_positions(spec: ExpandExperiment, scan_rows: list[dict[str, Any]]) ->
         return [row["position"] for row in scan_rows]
     if e.select == "certified":
         return [row["position"] for row in scan_rows if row["family_verdict"] == Verdict.HOLDS]
-    ranked = sorted(scan_rows, key=_rank_key, reverse=True)
+    if scores is not None:
+        ranked_positions = sorted(scores, key=lambda p: scores[p], reverse=True)
+        return sorted(ranked_positions[: e.top_k])
+    if e.by == Predictor.CERTIFICATE_U:
+        ranked = sorted(scan_rows, key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
+    else:
+        ranked = sorted(scan_rows, key=_rank_key, reverse=True)
     return sorted(row["position"] for row in ranked[: e.top_k])
 
 
@@ -217,6 +239,96 @@ def certificate_gradients(
         key: CertificateBatches(grad.batches, CertificateSource(source))
         for key, grad in scan.gradients.items()
     }
+
+
+def selection_record(
+    spec: ExpandExperiment, scan_rows: list[dict[str, Any]], scores: dict[int, float] | None
+) -> dict[str, Any]:
+    """The result's `selection`: how positions were chosen, and each position's score."""
+    e = spec.expand
+    if e.select != "top_k":
+        return {"select": e.select, "by": None, "scores": []}
+    key = "grad_norm_sq_unbiased" if e.by == Predictor.CERTIFICATE_U else "seeds_lcb"
+    values: dict[int, float | None] = dict(scores) if scores is not None else {}
+    if scores is None:
+        values = {row["position"]: row.get(key) for row in scan_rows}
+    return {
+        "select": e.select,
+        "by": e.by,
+        "scores": [{"position": p, "score": values[p]} for p in sorted(values)],
+    }
+
+
+def _selection_scores(
+    spec: ExpandExperiment,
+    base: PostNormResNet,
+    scan: ScanGradients,
+    cert_grads: dict[tuple[int, int], CertificateBatches],
+    bundle: Any,
+    lr: float,
+) -> dict[int, float] | None:
+    """Per-position scores of `expand.by` for top_k (None: a certificate predictor, ranked by
+    `choose_positions` from the scan summary's held-out U and bound)."""
+    e = spec.expand
+    if e.select != "top_k" or e.by in (Predictor.CERTIFICATE_U, Predictor.CERTIFICATE_LCB):
+        return None
+    positions = sorted({p for p, _ in scan.gradients})
+    descents: dict[tuple[int, int], dict[str, Any]] = {}
+    jumps: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, grad in scan.gradients.items():
+        if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
+            descent, jumps[key] = certify(
+                base,
+                grad,
+                cert_grads[key],
+                (bundle.x_val, bundle.y_val),
+                (bundle.x_test, bundle.y_test),
+                confidence=e.confidence,
+                line_search_points=e.line_search_points,
+                min_batches=e.min_certificate_batches,
+            )
+            descents[key] = dict(descent)
+        else:
+            descents[key] = dict(
+                descent_record(grad, cert_grads[key], e.confidence, e.min_certificate_batches)
+            )
+    return selection_scores(
+        base,
+        scan.gradients,
+        descents,
+        bundle,
+        spec.train,
+        by=e.by,
+        positions=positions,
+        seeds=e.seeds,
+        lr=lr,
+        probe_steps=probe_steps_for(e.continue_steps, e.probe_steps),
+        jumpboard=jumps,
+    )
+
+
+def _attach_predictors(
+    spec: ExpandExperiment,
+    base: PostNormResNet,
+    scan: ScanGradients,
+    bundle: Any,
+    records: dict[tuple[int, int], dict[str, Any]],
+    lr: float,
+) -> None:
+    """Store every predictor (expansion.predictor_names) in each record's `predictors`."""
+    e = spec.expand
+    base_val_risk, _ = evaluate(base, bundle.x_val, bundle.y_val)
+    for key, rec in records.items():
+        rec["predictors"] = insertion_predictors(
+            base,
+            scan.gradients[key],
+            rec,
+            bundle,
+            spec.train,
+            lr=lr,
+            probe_steps=probe_steps_for(e.continue_steps, e.probe_steps),
+            base_val_risk=base_val_risk,
+        )
 
 
 def _load_base(
@@ -325,7 +437,10 @@ def run_expand(
     )
     cert_grads = certificate_gradients(base, spec, bundle, on_certificate_batch)
     summary = scan_summary(scan, cert_grads, e.seeds, e.confidence, e.min_certificate_batches)
-    chosen = choose_positions(spec, summary["positions"])
+    lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
+    scores = _selection_scores(spec, base, scan, cert_grads, bundle, lr)
+    chosen = choose_positions(spec, summary["positions"], scores)
+    selection = selection_record(spec, summary["positions"], scores)
     timings["scan_s"] = time.perf_counter() - t0
 
     # ---- certify ------------------------------------------------------------------------
@@ -363,7 +478,6 @@ def run_expand(
     # ---- continue -----------------------------------------------------------------------
     t0 = time.perf_counter()
     cont_rep = _stage(reporter, "continue")
-    lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
     total_steps = e.continue_steps * len(e.seeds) * (len(chosen) + 1)
     done = [0]
 
@@ -384,11 +498,15 @@ def run_expand(
         lr=lr,
         on_step=on_step,
         confidence=e.confidence,
+        early_steps=sorted(set(early_steps_for(e.continue_steps).values())),
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
         rec["realized"] = continuation.records[key]
         rec["realized"]["lr"] = lr
+    t0 = time.perf_counter()
+    _attach_predictors(spec, base, scan, bundle, records, lr)
+    timings["predictors_s"] = time.perf_counter() - t0
 
     rows = {row["position"]: row for row in summary["positions"]}
     positions_summary: list[PositionRow] = []
@@ -438,6 +556,7 @@ def run_expand(
             "scan": summary,
             "insertions": [records[k] for k in keys],
             "positions": positions_summary,
+            "selection": selection,
             "continue_lr": lr,
         }
     )

@@ -50,6 +50,8 @@ class ArmResult:
     """Mean training loss over the K steps."""
     test_losses: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False)
     """Per-example test cross-entropy (float64), in test-set order."""
+    early_val_risk: dict[int, float] = field(default_factory=dict)
+    """Validation risk after each of the requested early steps k < K (early-gain predictors)."""
 
 
 @torch.no_grad()
@@ -109,10 +111,11 @@ def train_steps(
     steps: int,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> float:
     """K optimizer steps in train mode; the data order (and augmentation) is a function of seed.
 
-    Returns the mean training loss over the steps.
+    Returns the mean training loss over the steps. `on_checkpoint(step)` runs after every step.
     """
     augment = augmentation_for(bundle.name) if bundle.augment else None
     batches = DeviceBatches(
@@ -130,6 +133,8 @@ def train_steps(
             done += 1
             if on_step is not None:
                 on_step()
+            if on_checkpoint is not None:
+                on_checkpoint(done)
             if done >= steps:
                 break
     model.eval()
@@ -147,17 +152,35 @@ def run_arm(
     steps: int,
     lr: float,
     on_step: Callable[[], None] | None = None,
+    early_steps: Sequence[int] = (),
+    early_data: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ArmResult:
-    """One arm: a copy of the base, expanded at `positions` (none = control), trained K steps."""
+    """One arm: a copy of the base, expanded at `positions` (none = control), trained K steps.
+
+    With `early_steps` the arm's risk on `early_data` (validation) is read after those steps.
+    """
     model = copy.deepcopy(base)
     base_names = {id(p): n for n, p in model.named_parameters()}  # names in the BASE network
     for p in sorted(positions, reverse=True):  # from the top, so base positions keep meaning
         insert_block(model, p, seed)
     optimizer = build_optimizer(model, train, lr, base_names, base_state)
-    loss = train_steps(model, optimizer, bundle, train, steps, seed, on_step)
+    early: dict[int, float] = {}
+    wanted = set(early_steps) if early_data is not None else set()
+
+    def read_early(step: int) -> None:
+        if step in wanted and early_data is not None:
+            early[step] = evaluate(model, *early_data)[0]  # evaluate restores train mode
+
+    loss = train_steps(
+        model, optimizer, bundle, train, steps, seed, on_step, read_early if wanted else None
+    )
     losses, error = per_example_test(model, bundle.x_test, bundle.y_test)
     return ArmResult(
-        test_risk=float(losses.mean()), test_error=error, train_loss=loss, test_losses=losses
+        test_risk=float(losses.mean()),
+        test_error=error,
+        train_loss=loss,
+        test_losses=losses,
+        early_val_risk=early,
     )
 
 
@@ -188,6 +211,20 @@ def realized_record(
         record["gain_ci"] = list(two_level_bootstrap(diffs, confidence))
         record["gain_ci_method"] = two_level_method(1)
     return record
+
+
+def early_rows(expanded: ArmResult, control: ArmResult) -> list[dict[str, float | int]]:
+    """Per early step: both arms' validation risk and `gain` = control - expanded."""
+    return [
+        {
+            "step": k,
+            "expanded_val_risk": expanded.early_val_risk[k],
+            "control_val_risk": control.early_val_risk[k],
+            "gain": control.early_val_risk[k] - expanded.early_val_risk[k],
+        }
+        for k in sorted(expanded.early_val_risk)
+        if k in control.early_val_risk
+    ]
 
 
 def paired_summary(differences: Sequence[np.ndarray], confidence: float) -> dict[str, Any]:
@@ -248,13 +285,16 @@ def controlled_continuation(
     on_arm: Callable[[str], None] | None = None,
     on_step: Callable[[], None] | None = None,
     confidence: float = 0.95,
+    early_steps: Sequence[int] = (),
 ) -> Continuation:
     """`realized` records keyed by (position, seed): each expanded arm against its seed's control,
     and the per-example loss differences behind their intervals.
 
     The control depends on the seed only (same base, data order and settings), so it is
-    trained once per seed and shared by every position.
+    trained once per seed and shared by every position. With `early_steps`, each record gets
+    `early`: validation risks of both arms (and their difference, `gain`) after those steps.
     """
+    early_data = (bundle.x_val, bundle.y_val) if early_steps else None
     base_risk, base_error = evaluate(base, bundle.x_test, bundle.y_test)
     records: dict[tuple[int, int], dict[str, Any]] = {}
     differences: dict[tuple[int, int], np.ndarray] = {}
@@ -269,6 +309,8 @@ def controlled_continuation(
             steps=steps,
             lr=lr,
             on_step=on_step,
+            early_steps=early_steps,
+            early_data=early_data,
         )
         if on_arm is not None:
             on_arm(f"control seed {seed}")
@@ -283,11 +325,15 @@ def controlled_continuation(
                 steps=steps,
                 lr=lr,
                 on_step=on_step,
+                early_steps=early_steps,
+                early_data=early_data,
             )
             records[(p, seed)] = realized_record(
                 (base_risk, base_error), expanded, control, steps, confidence
             )
             differences[(p, seed)] = control.test_losses - expanded.test_losses
+            if early_data is not None:
+                records[(p, seed)]["early"] = early_rows(expanded, control)
             if on_arm is not None:
                 on_arm(f"position {p} seed {seed}")
             logger.info(

@@ -267,3 +267,35 @@ def test_submit_form_shows_problems_then_creates_a_job(
     row = page.locator(f'#job-table tr[data-job-id="{job_id}"]')
     assert row.get_attribute("data-status") == "queued"
     _shot(page, "job-list")
+
+
+def test_results_page_calibration_table_and_predictor_scatters(
+    page: Any, base_url: str, finished_job: tuple[int, dict[str, Any]]
+) -> None:
+    from expansion.predictor_names import PREDICTOR_NAMES
+
+    job_id, result = finished_job
+    page.goto(f"{base_url}/results?group_by=dataset")
+    rows = page.locator("#calibration-table tbody tr")
+    assert rows.count() == len(PREDICTOR_NAMES)  # one data set: a row per predictor
+    first = rows.first.locator("td").all_inner_texts()
+    assert first[0] == "dataset=digits" and first[1] == PREDICTOR_NAMES[0]
+    positions = {rec["position"] for rec in result["insertions"]}
+    assert first[3] == str(len(positions))
+    for name in ("certificate_u", "grad_rel_w2", "probe_val_gain", "early_gain_25pct"):
+        traces, markers = _drawn(page, f"predictor-{name}")
+        assert traces == [{"name": f"job {job_id} · browser-digits", "n": len(positions)}]
+        assert markers == len(positions)
+    legend = page.eval_on_selector_all(
+        "#predictor-certificate_u .legendtext", "els => els.map(e => e.textContent)"
+    )
+    assert legend == [f"job {job_id} · browser-digits"]
+    assert page.get_attribute("#calibration-csv-link", "href") == "/api/v1/calibration?format=csv"
+    page.select_option("#group-by", "norm")
+    page.click("#calibration-group button[type=submit]")
+    page.wait_for_url(re.compile(r".*group_by=norm.*"))
+    assert page.locator("#calibration-table tbody tr").first.locator("td").first.inner_text() == (
+        "norm=layer"
+    )
+    page.locator("#calibration").scroll_into_view_if_needed()
+    _shot(page, "results-calibration")

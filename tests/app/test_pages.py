@@ -317,7 +317,7 @@ def test_results_page_scatter_rank_correlation_and_filters(
 
     holding = client.get("/results", params={"holds": "yes"}).text
     expected = sum(p["certified_gain_lcb"] > 0 for _, p in points)
-    table = re.search(r"<tbody>(.*?)</tbody>", holding, re.S)
+    table = re.search(r"id=\"results-table\".*?<tbody>(.*?)</tbody>", holding, re.S)
     assert (table.group(1).count("<tr>") if table else 0) == expected
 
     one_job = client.get("/results", params={"job": str(results[1][0])}).text

@@ -27,6 +27,7 @@ from app.urls import API_PREFIX
 from app.web.charts import CERTIFICATE_NOTE, scatter_chart
 from app.web.job_view import build_job_view
 from app.web.results import ResultFilters, collect_points, rank_correlation
+from app.web.results_calibration import results_calibration
 from app.web.submission import SubmissionError, submit_spec_text
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,10 @@ def results_page(
     model: Annotated[str, Query(max_length=32)] = "",
     holds: Annotated[str, Query(max_length=8)] = "",
     job: Annotated[str, Query(max_length=12)] = "",
+    group_by: Annotated[str, Query(max_length=100)] = "dataset",
 ) -> HTMLResponse:
-    """Certificate vs realized gain across all jobs: scatter, rank correlation, table."""
+    """Certificate vs realized gain across all jobs: scatter, rank correlation, table; and
+    every predictor's calibration, grouped by configuration, with a scatter per predictor."""
     job_id = int(job) if job.strip().isascii() and job.strip().isdigit() else None
     filters = ResultFilters(data=data, model=model, holds=holds, job=job_id)
     every_point = collect_points(session)
@@ -234,6 +237,7 @@ def results_page(
             "correlation": correlation,
             "scatter": scatter_chart("results-chart", points),
             "note": CERTIFICATE_NOTE,
+            **results_calibration(session, filters, group_by),
         },
     )
 

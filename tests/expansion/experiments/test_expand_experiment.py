@@ -123,10 +123,10 @@ def test_scan_section_and_top_k_choice(expand_run) -> None:
         if row["verdict"] == "holds":
             assert all(s["verdict"] == "holds" for s in seeds)
 
-    def key(r: dict) -> tuple[float, float]:  # by the bound, ties by U
-        return (r["seeds_lcb"], r["grad_norm_sq_unbiased"])
-
-    ranked = sorted(scan["positions"], key=key, reverse=True)
+    selection = result["selection"]  # ranked by expand.by (seed means per position)
+    assert selection["by"] == result["spec"]["expand"]["by"]
+    assert [r["position"] for r in selection["scores"]] == [0, 1, 2]
+    ranked = sorted(selection["scores"], key=lambda r: r["score"], reverse=True)
     assert [p["position"] for p in result["positions"]] == sorted(r["position"] for r in ranked[:2])
 
 

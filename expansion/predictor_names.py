@@ -1,0 +1,94 @@
+"""Names of the insertion predictors (DESIGN.md 1.5, issue 11); torch-free.
+
+Each predictor is one number measured per (position, seed) at insertion and stored in the
+insertion record's `predictors` mapping. Convention: a LARGER value predicts a LARGER realized
+gain against the control. The API validates `expand.by` with this module alone, so it must not
+import torch. How each is computed: `expansion.insertion.predictors` and docs/science.md.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Predictor(enum.StrEnum):
+    """Every predictor stored per insertion; larger = predicts a larger gain."""
+
+    CERTIFICATE_U = "certificate_u"
+    """U: unbiased estimate of |E g|^2 (certificate batches; training batches on older runs)."""
+    CERTIFICATE_LCB = "certificate_lcb"
+    """The one-sided lower confidence bound of U."""
+    GRADIENT_SNR = "gradient_snr"
+    """U over the mean per-batch squared norm: signal over signal-plus-noise, in [-1, 1]-ish."""
+    COSINE_TRAIN_VAL = "cosine_train_val"
+    """Cosine between the training and held-out gradients (transfer)."""
+    PREDICTED_VAL_GAIN = "predicted_val_gain"
+    """Minus the first-order predicted validation-risk change at the line-search step."""
+    JUMPBOARD_VAL_GAIN = "jumpboard_val_gain"
+    """Minus the best measured validation-risk change of the jumpboard line search."""
+    PROBE_VAL_GAIN = "probe_val_gain"
+    """Validation-risk drop after k steps training only the new block (rest frozen)."""
+    GRAD_REL_W2 = "grad_rel_w2"
+    """|g_val|^2 over the mean squared norm of the stage's existing W2 (LARS-style ratio)."""
+    GRAD_REL_ACTIVATION = "grad_rel_activation"
+    """|g_val|^2 over alpha^2 E|act(W1 h)|^2: the gradient per unit of branch input scale."""
+    ADAM_STEP_VAL_GAIN = "adam_step_val_gain"
+    """First-order validation gain of the optimizer's first step on the new block."""
+    EARLY_GAIN_5PCT = "early_gain_5pct"
+    """Control minus expanded validation risk after 5% of the continuation's K steps."""
+    EARLY_GAIN_10PCT = "early_gain_10pct"
+    """The same after 10% of K."""
+    EARLY_GAIN_25PCT = "early_gain_25pct"
+    """The same after 25% of K."""
+
+
+PREDICTOR_NAMES: tuple[str, ...] = tuple(p.value for p in Predictor)
+"""Every predictor name, in display order."""
+
+EARLY_GAIN_FRACTIONS: dict[str, float] = {
+    Predictor.EARLY_GAIN_5PCT.value: 0.05,
+    Predictor.EARLY_GAIN_10PCT.value: 0.10,
+    Predictor.EARLY_GAIN_25PCT.value: 0.25,
+}
+"""Early-gain predictors and the fraction of the continuation's K steps each is read at."""
+
+SELECTABLE_PREDICTORS: tuple[str, ...] = tuple(
+    name for name in PREDICTOR_NAMES if name not in EARLY_GAIN_FRACTIONS
+)
+"""Predictors known before the continuation, so `select: top_k` can rank positions by them."""
+
+DEFAULT_SELECTION_PREDICTOR = Predictor.GRAD_REL_W2.value
+"""The default `expand.by`: the selectable predictor with the best measured calibration on
+the suite of benchmarks/calibration.py (docs/calibration.md gives the evidence; within one
+network no predictor beat chance there, and this one ranked best between networks)."""
+
+PREDICTOR_DESCRIPTIONS: dict[str, str] = {
+    "certificate_u": "U, unbiased |E g|^2 on certificate batches",
+    "certificate_lcb": "lower confidence bound of U",
+    "gradient_snr": "U / mean per-batch |g_i|^2 (gradient signal-to-noise)",
+    "cosine_train_val": "cosine(g_train, g_val)",
+    "predicted_val_gain": "-t <g_train, g_val> at the line-search step",
+    "jumpboard_val_gain": "best measured validation gain of the line search",
+    "probe_val_gain": "validation gain after k steps training only the new block",
+    "grad_rel_w2": "|g_val|^2 / mean |W2|^2 of the stage's blocks",
+    "grad_rel_activation": "|g_val|^2 / (alpha^2 E|act(W1 h)|^2)",
+    "adam_step_val_gain": "lr <sign(g_train), g_val> (AdamW first step; SGD: lr <g_train, g_val>)",
+    "early_gain_5pct": "control - expanded validation risk after 5% of K steps",
+    "early_gain_10pct": "control - expanded validation risk after 10% of K steps",
+    "early_gain_25pct": "control - expanded validation risk after 25% of K steps",
+}
+"""One line per predictor, for tables and the API."""
+
+
+def check_selection_predictor(name: str) -> str:
+    """`name` if top_k can rank by it, else ValueError naming it and the allowed names."""
+    if name in SELECTABLE_PREDICTORS:
+        return name
+    if name in EARLY_GAIN_FRACTIONS:
+        raise ValueError(
+            f"predictor {name!r} is read off the continuation, which runs after selection; "
+            f"choose one of {', '.join(SELECTABLE_PREDICTORS)}"
+        )
+    raise ValueError(
+        f"unknown predictor {name!r}; choose one of {', '.join(SELECTABLE_PREDICTORS)}"
+    )
