@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "app.commands.serve",
     "app.commands.submit",
     "app.commands.status",
+    "app.commands.jobs",
     "app.commands.token",
 )
 

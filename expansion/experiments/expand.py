@@ -28,6 +28,8 @@ from expansion.training.trainer import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 
+CONTINUATION_SPLIT = "continuation"
+"""Metric split of the continuation arms' loss curves (the job page draws them live)."""
 # Slices of the overall progress bar per stage.
 STAGES = {"train": (0.0, 0.45), "scan": (0.45, 0.55), "certify": (0.55, 0.65)}
 STAGES["continue"] = (0.65, 1.0)
@@ -225,6 +227,13 @@ def run_expand(
             cont_rep.progress(done[0] / total_steps, "continue", f"{done[0]}/{total_steps} steps")
             check_stop(reporter)
 
+    continuation_curves: dict[str, list[list[float]]] = {}
+
+    def on_arm(label: str) -> None:
+        # Each finished arm's curve lands on the job page while the others still train.
+        for step, loss in continuation_curves.get(label, []):
+            reporter.metric(int(step), CONTINUATION_SPLIT, f"{label}/loss", loss)
+
     realized = controlled_continuation(
         base,
         base_state,
@@ -235,6 +244,8 @@ def run_expand(
         steps=e.continue_steps,
         lr=lr,
         on_step=on_step,
+        on_arm=on_arm,
+        curves=continuation_curves,
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
@@ -285,6 +296,7 @@ def run_expand(
             "insertions": [records[k] for k in keys],
             "positions": positions_summary,
             "continue_lr": lr,
+            "continuation_curves": continuation_curves,
         }
     )
     write_result(out_dir, result)

@@ -45,6 +45,23 @@ def _summary(model: PostNormResNet, bundle: DataBundle, history: dict, seconds: 
     return out
 
 
+def _keep_checkpoint(
+    out_dir: Path, name: str, outcome: Any, spec: GrowExperiment, artifacts: list[str]
+) -> None:
+    """Save one run's final network as `<name>.ckpt` (an artifact, loadable by `--base`)."""
+    from expansion.models.checkpoint import save_checkpoint
+
+    file_name = f"{name}.ckpt"
+    save_checkpoint(
+        out_dir / file_name,
+        outcome.model,
+        spec=spec.model_dump(mode="json"),
+        optimizer_state=outcome.optimizer_state,
+        extra={"final_lr": outcome.final_lr, "run": name},
+    )
+    artifacts.append(file_name)
+
+
 def target_architecture(spec: GrowExperiment, depths: list[int]) -> Architecture:
     """The spec's architecture with the given per-stage depths, scales set at the total depth."""
     arch = build_architecture(spec.model, spec.data)
@@ -99,6 +116,8 @@ def run_grow(
     results: dict[str, Any] = {
         "grown": _summary(grown.model, bundle, grown.history, time.perf_counter() - t0)
     }
+    artifacts: list[str] = []
+    _keep_checkpoint(out_dir, "grown", grown, spec, artifacts)
     check_stop(reporter)
     if spec.grow.controls:
         with torch.random.fork_rng(devices=[]):
@@ -115,6 +134,7 @@ def run_grow(
         results["control_target"] = _summary(
             control_target.model, bundle, control_target.history, time.perf_counter() - t0
         )
+        _keep_checkpoint(out_dir, "control_target", control_target, spec, artifacts)
         check_stop(reporter)
         t0 = time.perf_counter()
         control_start = train_model(
@@ -123,6 +143,7 @@ def run_grow(
         results["control_start"] = _summary(
             control_start.model, bundle, control_start.history, time.perf_counter() - t0
         )
+        _keep_checkpoint(out_dir, "control_start", control_start, spec, artifacts)
     g = results["grown"]
     timings = {"total_s": time.perf_counter() - started, "train_s": g["train_s"]}
     result = json_safe(
@@ -137,7 +158,7 @@ def run_grow(
             "parameters": g["parameters"],
             "curves": g["curves"],
             "timings": timings,
-            "artifacts": [],
+            "artifacts": artifacts,
             "grow": {
                 "policy": spec.grow.policy,
                 "events": growth.inserted,

@@ -14,7 +14,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -40,6 +40,8 @@ class ArmResult:
     test_error: float
     train_loss: float
     """Mean training loss over the K steps."""
+    loss_curve: list[list[float]] = field(default_factory=list)
+    """[step, mean training loss over the window ending at step]: CURVE_POINTS windows."""
 
 
 def _clone_state(saved: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -95,10 +97,11 @@ def train_steps(
     steps: int,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    losses: list[float] | None = None,
 ) -> float:
     """K optimizer steps in train mode; the data order (and augmentation) is a function of seed.
 
-    Returns the mean training loss over the steps.
+    Returns the mean training loss over the steps; `losses`, when given, receives each step's.
     """
     augment = augmentation_for(bundle.name) if bundle.augment else None
     batches = DeviceBatches(
@@ -112,7 +115,10 @@ def train_steps(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach())
+            step_loss = float(loss.detach())
+            total_loss += step_loss
+            if losses is not None:
+                losses.append(step_loss)
             done += 1
             if on_step is not None:
                 on_step()
@@ -140,9 +146,27 @@ def run_arm(
     for p in sorted(positions, reverse=True):  # from the top, so base positions keep meaning
         insert_block(model, p, seed)
     optimizer = build_optimizer(model, train, lr, base_names, base_state)
-    loss = train_steps(model, optimizer, bundle, train, steps, seed, on_step)
+    losses: list[float] = []
+    loss = train_steps(model, optimizer, bundle, train, steps, seed, on_step, losses)
     risk, error = evaluate(model, bundle.x_test, bundle.y_test)
-    return ArmResult(test_risk=risk, test_error=error, train_loss=loss)
+    return ArmResult(
+        test_risk=risk, test_error=error, train_loss=loss, loss_curve=window_means(losses)
+    )
+
+
+CURVE_POINTS = 25
+
+
+def window_means(losses: Sequence[float], points: int = CURVE_POINTS) -> list[list[float]]:
+    """[step, mean of the losses in the window ending at step] for about `points` windows."""
+    if not losses:
+        return []
+    width = max(1, math.ceil(len(losses) / points))
+    curve = []
+    for end in range(width, len(losses) + width, width):
+        window = losses[end - width : min(end, len(losses))]
+        curve.append([float(min(end, len(losses))), sum(window) / len(window)])
+    return curve
 
 
 def realized_record(
@@ -201,11 +225,14 @@ def controlled_continuation(
     lr: float,
     on_arm: Callable[[str], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    curves: dict[str, list[list[float]]] | None = None,
 ) -> dict[tuple[int, int], dict[str, float | int]]:
     """`realized` records keyed by (position, seed): each expanded arm against its seed's control.
 
     The control depends on the seed only (same base, data order and settings), so it is
-    trained once per seed and shared by every position.
+    trained once per seed and shared by every position. `curves`, when given, receives each
+    arm's training-loss curve under its label (`control seed 0`, `position 4 seed 0`) before
+    `on_arm` is called with that label.
     """
     base_risk, base_error = evaluate(base, bundle.x_test, bundle.y_test)
     records: dict[tuple[int, int], dict[str, float | int]] = {}
@@ -221,6 +248,8 @@ def controlled_continuation(
             lr=lr,
             on_step=on_step,
         )
+        if curves is not None:
+            curves[f"control seed {seed}"] = control.loss_curve
         if on_arm is not None:
             on_arm(f"control seed {seed}")
         for p in positions:
@@ -236,6 +265,8 @@ def controlled_continuation(
                 on_step=on_step,
             )
             records[(p, seed)] = realized_record((base_risk, base_error), expanded, control, steps)
+            if curves is not None:
+                curves[f"position {p} seed {seed}"] = expanded.loss_curve
             if on_arm is not None:
                 on_arm(f"position {p} seed {seed}")
             logger.info(

@@ -23,6 +23,7 @@ from app.api.deps import SessionDep, SettingsDep
 from app.db.models import JOB_STATUSES, Job
 from app.tokens import verify_token
 from app.web.charts import CERTIFICATE_NOTE, scatter_chart
+from app.web.compare import CompareError, build_compare_view, parse_job_ids
 from app.web.job_view import build_job_view
 from app.web.results import ResultFilters, collect_points, rank_correlation
 from app.web.submission import SubmissionError, submit_spec_text
@@ -165,6 +166,27 @@ def job_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse
             "refresh": LIVE_REFRESH_SECONDS if view.live else 0,
             "cancel_error": request.query_params.get("cancel_error", "")[:300],
         },
+    )
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    session: SessionDep,
+    jobs: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    """Two or more jobs side by side: answers, headline numbers, curves, spec differences."""
+    try:
+        view = build_compare_view(session, parse_job_ids(jobs))
+    except CompareError as exc:
+        return templates.TemplateResponse(
+            request,
+            "compare.html",
+            {"problem": str(exc), "jobs_text": jobs, "view": None},
+            status_code=400 if jobs else 200,
+        )
+    return templates.TemplateResponse(
+        request, "compare.html", {"problem": "", "jobs_text": jobs, "view": view}
     )
 
 
