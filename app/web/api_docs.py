@@ -32,9 +32,16 @@ def assets_dir() -> Path:
     return Path(fastapi_offline.__file__).resolve().parent / "static"
 
 
+REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+"""ReDoc's "powered by" footer loads its logo from a CDN; the served bundle points it at the
+local favicon instead, so that the page makes no request to another host."""
+
+
 @functools.cache
 def _asset(name: str) -> tuple[bytes, str]:
     body = (assets_dir() / name).read_bytes()
+    if name == "redoc.standalone.js":
+        body = body.replace(REDOC_LOGO_URL, f"{ASSET_URL}/favicon.png".encode())
     return body, f'"{hashlib.sha256(body).hexdigest()[:20]}"'
 
 
