@@ -71,4 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m app.cli`: run the imported module's main, so that the CliError the commands
+    # raise (app.cli.CliError) is the class main catches, not a copy in __main__.
+    from app.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import signal
 from typing import Any
 
 from app.cli import CliError
@@ -52,6 +53,10 @@ class QuietPollingFilter(logging.Filter):
             if method in ("GET", "HEAD") and isinstance(status, int) and status < 400:
                 return False
         return True
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _is_loopback(host: str) -> bool:
@@ -130,6 +135,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"warning: listening on {settings.host}, reachable from other machines", flush=True)
     if not args.access_log:
         logging.getLogger("uvicorn.access").addFilter(QuietPollingFilter())
+    # uvicorn shuts down on SIGTERM, then re-raises it to the handler found at start: this one
+    # turns it into an exit that runs the cleanup below (worker stop, local server file).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             create_app(settings),
