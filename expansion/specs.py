@@ -341,6 +341,11 @@ class GrowExperiment(_ExperimentBase):
         return problems
 
 
+_KIND_CLASSES: dict[str, type[_ExperimentBase]] = {
+    "train": TrainExperiment,
+    "expand": ExpandExperiment,
+    "grow": GrowExperiment,
+}
 ExperimentSpec = Annotated[
     TrainExperiment | ExpandExperiment | GrowExperiment, Field(discriminator="kind")
 ]
@@ -448,13 +453,60 @@ def _drop_failed_fields(raw: dict[str, Any], exc: ValidationError) -> list[str]:
     return dropped
 
 
+def _section_level_only(exc: ValidationError) -> bool:
+    return all(err["type"] == CROSS_FIELD_ERROR for err in exc.errors(include_url=False))
+
+
+def _experiment_level_problems(work: dict[str, Any]) -> list[str]:
+    """The cross-section checks of the spec in `work`, run even when a section failed only its
+    own cross-field checks (that section is taken as written); [] when a section is unusable."""
+    cls = _KIND_CLASSES.get(str(work.get("kind", "train")))
+    if cls is None:
+        return []
+    values: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        annotation = info.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            if name in work:
+                values[name] = work[name]
+            continue
+        if name not in work:
+            if info.is_required():
+                return []
+            continue
+        section = work[name]
+        if not isinstance(section, dict):
+            return []
+        try:
+            values[name] = annotation.model_validate(section)
+        except ValidationError as exc:
+            if not _section_level_only(exc):
+                return []
+            values[name] = annotation.model_construct(**section)
+    instance = cls.model_construct(**values)
+    try:
+        found = instance._cross_section_problems()
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return []  # a value of the wrong shape: its own problem is already listed
+    return [f"{path}: {message}" for path, message in found]
+
+
 def _problems_in_one_pass(raw: dict[str, Any], first: ValidationError) -> list[str]:
     """Every problem of an invalid spec: the per-field ones, then the cross-field ones found
-    by validating again without the failed fields (a cross-field problem that mentions a
-    failed field is left out: it would judge a default, not the user's value)."""
+    by validating again without the failed fields, then the cross-section ones (a cross-field
+    problem that mentions a failed field is left out: it would judge a default, not the
+    user's value)."""
     problems = describe_errors(first)
     work = copy.deepcopy(raw)
     dropped = _drop_failed_fields(work, first)
+
+    def add(lines: list[str]) -> None:
+        for line in lines:
+            path = line.partition(": ")[0]
+            mentions = any(d in line or path.startswith(d) for d in dropped)
+            if line not in problems and not mentions:
+                problems.append(line)
+
     for _ in range(4):
         if not dropped:
             break
@@ -462,15 +514,12 @@ def _problems_in_one_pass(raw: dict[str, Any], first: ValidationError) -> list[s
             _ADAPTER.validate_python(work)
             break
         except ValidationError as exc:
-            for line in describe_errors(exc):
-                path = line.partition(": ")[0]
-                mentions = any(d in line or path.startswith(d) for d in dropped)
-                if line not in problems and not mentions:
-                    problems.append(line)
+            add(describe_errors(exc))
             newly = _drop_failed_fields(work, exc)
             if not newly:
                 break
             dropped += newly
+    add(_experiment_level_problems(work))
     return problems
 
 

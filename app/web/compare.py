@@ -29,7 +29,12 @@ HEADLINE_NUMBERS: tuple[tuple[str, str], ...] = (
 
 
 class CompareError(ValueError):
-    """The `jobs` parameter does not name 2 to MAX_COMPARED existing jobs."""
+    """The `jobs` parameter does not name 2 to MAX_COMPARED existing jobs; `incomplete` when it
+    only names too few (the page then asks for more rather than refusing)."""
+
+    def __init__(self, message: str, *, incomplete: bool = False) -> None:
+        super().__init__(message)
+        self.incomplete = incomplete
 
 
 @dataclass
@@ -57,7 +62,7 @@ def parse_job_ids(text: str) -> list[int]:
         if int(part) not in ids:
             ids.append(int(part))
     if len(ids) < 2:
-        raise CompareError("name at least two jobs, e.g. /compare?jobs=1,2")
+        raise CompareError("name at least two jobs, e.g. /compare?jobs=1,2", incomplete=True)
     if len(ids) > MAX_COMPARED:
         raise CompareError(f"compare at most {MAX_COMPARED} jobs at once")
     return ids

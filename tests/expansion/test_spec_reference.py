@@ -82,3 +82,20 @@ def test_experiment_level_problems_have_full_paths() -> None:
         "expand.positions: positions [7] out of range: model.depth and model.stages give "
         "positions 0..2"
     ]
+
+
+def test_cross_section_checks_run_when_a_section_failed_its_own_cross_field_check() -> None:
+    problems = _problems(
+        {
+            "kind": "grow",
+            "model": {"kind": "mlp", "depth": 2, "stages": 2},
+            "train": {"epochs": 3},
+            "grow": {"at_epochs": [4], "target_depth": 1},
+        }
+    )
+    assert problems == [
+        "model.stages: stages > 1 is only defined for kind conv2d",
+        "grow.target_depth: target_depth 1 must exceed the starting 4 blocks "
+        "(model.depth x model.stages)",
+        "grow.at_epochs: at_epochs must all be before train.epochs (3)",
+    ]

@@ -183,7 +183,7 @@ def compare_page(
             request,
             "compare.html",
             {"problem": str(exc), "jobs_text": jobs, "view": None},
-            status_code=400 if jobs else 200,
+            status_code=200 if exc.incomplete else 400,
         )
     return templates.TemplateResponse(
         request, "compare.html", {"problem": "", "jobs_text": jobs, "view": view}
