@@ -89,6 +89,7 @@ def curve_chart(
     y_title: str,
     x_title: str = "step",
     dashed: Iterable[str] = (),
+    empty_message: str = "",
 ) -> Chart:
     """Line chart of named time series (name -> [(step, value), ...]), e.g. train/val loss."""
     dashed_names = set(dashed)
@@ -113,7 +114,9 @@ def curve_chart(
     layout = _layout(title, x_title, y_title)
     layout["yaxis"]["tickformat"] = value_tick_format(v for t in data for v in t["y"])
     layout["xaxis"]["tickformat"] = ",~d"
-    return Chart(element_id, data, layout, empty_message=f"No {y_title} recorded yet.")
+    return Chart(
+        element_id, data, layout, empty_message=empty_message or f"No {y_title} recorded yet."
+    )
 
 
 def continuation_chart(element_id: str, arms: Mapping[str, Sequence[tuple[float, float]]]) -> Chart:

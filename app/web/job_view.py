@@ -550,7 +550,13 @@ def build_job_view(session: Session, job: Job) -> JobView:
         headline=headline,
         headline_note=note,
         summary=[(label, result[key]) for key, label in SUMMARY_FIELDS if key in result],
-        loss_chart=curve_chart("loss-chart", losses, title="Loss", y_title="loss (nats)"),
+        loss_chart=curve_chart(
+            "loss-chart",
+            losses,
+            title="Loss",
+            y_title="loss (nats)",
+            empty_message="No loss recorded yet.",
+        ),
         accuracy_chart=curve_chart(
             "accuracy-chart", accuracies, title="Accuracy", y_title="accuracy"
         ),

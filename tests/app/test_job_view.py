@@ -174,3 +174,15 @@ def test_compare_view_diffs_specs_and_lists_answers(
     assert parse_job_ids("3, 1,3") == [3, 1]
     rows = spec_diff([{"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2}])
     assert rows == [("a.b", ["1", "2"], True), ("c", ["2", "2"], False)]
+
+
+def test_compare_accepts_the_job_lists_repeated_checkboxes(
+    client: TestClient, factory: sessionmaker[Session]
+) -> None:
+    first = finished(factory, EXPAND_SPEC, expand_result())
+    second = finished(factory, GROW_SPEC, grow_result())
+    listing = client.get("/jobs").text
+    assert 'form="compare-form"' in listing
+    page = client.get(f"/compare?jobs={first}&jobs={second}")
+    assert page.status_code == 200 and "Growing from 2 to 4 blocks" in page.text
+    assert client.get(f"/compare?jobs={first}").status_code == 200  # asks for another id

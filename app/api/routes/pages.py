@@ -173,20 +173,23 @@ def job_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse
 def compare_page(
     request: Request,
     session: SessionDep,
-    jobs: Annotated[str, Query(max_length=200)] = "",
+    jobs: Annotated[list[str] | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
-    """Two or more jobs side by side: answers, headline numbers, curves, spec differences."""
+    """Two or more jobs side by side: answers, headline numbers, curves, spec differences.
+
+    `jobs` is `1,2,3`, or repeated (`jobs=1&jobs=2`, the job list's checkboxes)."""
+    jobs_text = ",".join(jobs or [])[:400]
     try:
-        view = build_compare_view(session, parse_job_ids(jobs))
+        view = build_compare_view(session, parse_job_ids(jobs_text))
     except CompareError as exc:
         return templates.TemplateResponse(
             request,
             "compare.html",
-            {"problem": str(exc), "jobs_text": jobs, "view": None},
+            {"problem": str(exc), "jobs_text": jobs_text, "view": None},
             status_code=200 if exc.incomplete else 400,
         )
     return templates.TemplateResponse(
-        request, "compare.html", {"problem": "", "jobs_text": jobs, "view": view}
+        request, "compare.html", {"problem": "", "jobs_text": jobs_text, "view": view}
     )
 
 
