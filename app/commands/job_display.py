@@ -79,11 +79,11 @@ def wait_for_job(
         task = bar.add_task(
             "job",
             total=1.0,
-            completed=float(job.get("progress") or 0.0),
             job_id=job["id"],
             status=job["status"],
             stage=job.get("stage") or "",
         )
+        bar.update(task, completed=float(job.get("progress") or 0.0))
         while job["status"] not in TERMINAL_STATUSES:
             if deadline is not None and time.monotonic() >= deadline:
                 break

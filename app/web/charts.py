@@ -93,7 +93,7 @@ def curve_chart(
 ) -> Chart:
     """Line chart of named time series (name -> [(step, value), ...]), e.g. train/val loss."""
     dashed_names = set(dashed)
-    data = []
+    data: list[dict[str, Any]] = []
     for index, (name, points) in enumerate(sorted(series.items())):
         ordered = sorted(points)
         data.append(
@@ -112,7 +112,8 @@ def curve_chart(
             }
         )
     layout = _layout(title, x_title, y_title)
-    layout["yaxis"]["tickformat"] = value_tick_format(v for t in data for v in t["y"])
+    values: list[float | None] = [v for trace in data for v in trace["y"]]
+    layout["yaxis"]["tickformat"] = value_tick_format(values)
     layout["xaxis"]["tickformat"] = ",~d"
     return Chart(
         element_id, data, layout, empty_message=empty_message or f"No {y_title} recorded yet."

@@ -499,13 +499,14 @@ def _drift_warnings(rows: Sequence[InsertionRow]) -> list[str]:
 def build_job_view(session: Session, job: Job) -> JobView:
     """Assemble the job page for `job`."""
     result: dict[str, Any] = job.result or {}
-    stored_points = [
+    stored_points: list[tuple[int, str, str, float]] = [
         (step, split, name, value)
         for step, split, name, value in session.execute(
             select(Metric.step, Metric.split, Metric.name, Metric.value)
             .where(Metric.job_id == job.id)
             .order_by(Metric.step)
         )
+        if value is not None
     ]
     training_points = [p for p in stored_points if p[1] != CONTINUATION_SPLIT]
     metric_points = training_points or curves_from_result(result.get("curves") or {})
@@ -518,7 +519,9 @@ def build_job_view(session: Session, job: Job) -> JobView:
     stored_artifacts = session.scalars(
         select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
     ).all()
-    artifacts = [(a.name, artifact_url(job.id, a.name), a.size) for a in stored_artifacts] or [
+    artifacts: list[tuple[str, str, int | None]] = [
+        (a.name, artifact_url(job.id, a.name), a.size) for a in stored_artifacts
+    ] or [
         (name, artifact_url(job.id, name), None)
         for name in result.get("artifacts") or []
         if isinstance(name, str)
