@@ -73,7 +73,7 @@ class ModelSpec(StrictModel):
 
     kind: ModelKind = "conv1d"
     """`mlp` (linear branches), `conv1d` (sequences), `conv2d` (images, with stages); when
-    omitted, `conv2d` for image data (`digits`, `cifar10`) and `conv1d` otherwise."""
+    omitted, `conv2d` with `kernel_size` 3 for image data (`digits`, `cifar10`), else `conv1d`."""
     width: int = Field(64, ge=1, le=4096)
     """Channels (conv) or features (mlp) of the first stage."""
     depth: int = Field(4, ge=1, le=256)
@@ -245,8 +245,9 @@ class _ExperimentBase(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _images_default_to_conv2d(cls, raw: Any) -> Any:
-        # A spec that names image data but no model kind means the image network, not a
-        # conv1d over flattened pixels (39% error on digits instead of about 2%).
+        # A spec that names image data but no model kind means the image network with 3x3
+        # kernels, not a conv1d over flattened pixels (39% error on digits). Measured on
+        # digits: width 64, depth 4 with 5x5 kernels stays at chance; with 3x3 it trains.
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             return raw
         model = raw.get("model", {})
@@ -255,7 +256,7 @@ class _ExperimentBase(StrictModel):
             and isinstance(model, dict)
             and "kind" not in model
         ):
-            return {**raw, "model": {**model, "kind": "conv2d"}}
+            return {**raw, "model": {"kernel_size": 3, **model, "kind": "conv2d"}}
         return raw
 
     @model_validator(mode="after")

@@ -41,6 +41,11 @@ def test_missing_cifar_names_the_setting(tmp_path: Path) -> None:
 
 def test_image_data_defaults_to_conv2d_and_sequences_to_conv1d() -> None:
     assert parse_spec({"data": {"name": "digits"}}).model.kind == "conv2d"
+    assert parse_spec({"data": {"name": "digits"}}).model.kernel_size == 3
+    assert (
+        parse_spec({"data": {"name": "cifar10"}, "model": {"kernel_size": 5}}).model.kernel_size
+        == 5
+    )
     assert parse_spec({"data": {"name": "digits"}, "model": {"width": 8}}).model.kind == "conv2d"
     assert parse_spec({"data": {"name": "digits"}, "model": {"kind": "mlp"}}).model.kind == "mlp"
     assert parse_spec({"data": {"name": "mnist1d"}}).model.kind == "conv1d"
