@@ -534,7 +534,7 @@ def build_job_view(session: Session, job: Job) -> JobView:
         headline, note = grow_headline(job, grow)
     else:
         headline, note = train_headline(job, result)
-    if job.status in ("queued", "running") and not result:
+    if not result:  # queued, running or failed: no answer to state
         headline, note = "", ""
     continuation = _continuation_series(result, stored_points) if job.kind == "expand" else {}
     grow_curves: dict[str, list[tuple[float, float]]] = {}
