@@ -50,3 +50,25 @@ def test_image_data_defaults_to_conv2d_and_sequences_to_conv1d() -> None:
     assert parse_spec({"data": {"name": "digits"}, "model": {"kind": "mlp"}}).model.kind == "mlp"
     assert parse_spec({"data": {"name": "mnist1d"}}).model.kind == "conv1d"
     assert parse_spec({}).model.kind == "conv1d"
+
+
+def test_validate_json_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("kind: expand\nmodel: {width: 0, stages: 2}\nexpand: {seeds: [1, 1]}\n")
+    assert main(["validate", str(spec), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is False
+    assert sorted(report["problems"]) == [
+        "expand.seeds: seeds must be distinct",
+        "model.stages: stages > 1 is only defined for kind conv2d",
+        "model.width: Input should be greater than or equal to 1",
+    ]
+    good = tmp_path / "good.yaml"
+    good.write_text("data: {name: digits}\n")
+    assert main(["validate", str(good), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["spec"]["model"]["kind"] == "conv2d" and report["cost"]["parameters"] > 0
