@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "app.commands.serve",
     "app.commands.submit",
     "app.commands.status",
+    "app.commands.jobs",
     "app.commands.token",
 )
 
@@ -67,7 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `jumpboard ... --json | head`: the reader left; say nothing more, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m app.cli`: run the imported module's main, so that the CliError the commands
+    # raise (app.cli.CliError) is the class main catches, not a copy in __main__.
+    from app.cli import main as imported_main
+
+    sys.exit(imported_main())

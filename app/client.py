@@ -1,4 +1,4 @@
-"""A small HTTP client of the Jumpboard REST API, used by `jumpboard submit` and `status`.
+"""A small HTTP client of the Jumpboard REST API, used by `jumpboard submit`, `status`, `jobs`.
 
 Every failure (connection refused, timeout, an HTTP error answer) becomes a `ClientError`
 whose message is one line a person can act on.
@@ -6,8 +6,11 @@ whose message is one line a person can act on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,7 +80,7 @@ class JumpboardClient:
         """Close the underlying connection pool."""
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
@@ -90,6 +93,10 @@ class JumpboardClient:
             raise ClientError(f"request to {self.server} failed: {exc}") from None
         if response.status_code >= 400:
             raise ClientError(_error_message(response), response.status_code)
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         try:
             return response.json()
         except ValueError:
@@ -115,3 +122,77 @@ class JumpboardClient:
     def insertions(self, job_id: int) -> list[dict[str, Any]]:
         """The insertion records of a job."""
         return self._request("GET", f"/jobs/{job_id}/insertions")["items"]
+
+    def jobs(
+        self, *, status: str | None = None, kind: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` jobs, newest first, optionally of one status and kind (all pages)."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            params: dict[str, Any] = {"limit": min(200, limit - len(found))}
+            if status:
+                params["status"] = status
+            if kind:
+                params["kind"] = kind
+            if cursor:
+                params["cursor"] = cursor
+            page = self._request("GET", "/jobs", params=params)
+            found.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return found[:limit]
+
+    def results(self, job_id: int) -> list[dict[str, Any]]:
+        """Every result row (one per insertion record) of a job, all pages."""
+        rows: list[dict[str, Any]] = []
+        for page in self._result_pages(job_id):
+            rows.extend(page)
+        return rows
+
+    def _result_pages(self, job_id: int) -> Iterator[list[dict[str, Any]]]:
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"job_id": job_id, "limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            page = self._request("GET", "/results", params=params)
+            yield page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def results_csv(self, job_id: int) -> str:
+        """A job's result rows as the server's CSV (header line first)."""
+        response = self._send("GET", "/results", params={"job_id": job_id, "format": "csv"})
+        return response.text
+
+    def artifacts(self, job_id: int) -> list[dict[str, Any]]:
+        """The files a job registered: name, size, sha256, url."""
+        return self._request("GET", f"/jobs/{job_id}/artifacts")["items"]
+
+    def download(self, job_id: int, artifact: dict[str, Any], folder: Path) -> Path:
+        """Stream one artifact into `folder` and check its size and sha256; returns the path."""
+        name = Path(str(artifact["name"])).name
+        target = folder / name
+        partial = folder / f".{name}.part"
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", f"/jobs/{job_id}/artifacts/{name}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(_error_message(response), response.status_code)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        handle.write(chunk)
+        except httpx.HTTPError as exc:
+            partial.unlink(missing_ok=True)
+            raise ClientError(f"download of {name} from {self.server} failed: {exc}") from None
+        expected = artifact.get("sha256")
+        if expected and digest.hexdigest() != expected:
+            partial.unlink(missing_ok=True)
+            raise ClientError(f"{name}: checksum mismatch (download corrupted?)", 0)
+        partial.replace(target)
+        return target

@@ -25,6 +25,7 @@ from app.api.schemas import MAX_ERROR_TEXT
 from app.db.session import session_factory
 from app.settings import Settings, get_settings
 from app.urls import API_PREFIX
+from app.web.api_docs import install_offline_docs
 from expansion.specs import spec_json_schema
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Depth-expansion training service. Mutating endpoints need "
             "`Authorization: Bearer <token>` (create one with `jumpboard token create`)."
         ),
+        docs_url=None,  # served offline by install_offline_docs
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.settings = settings
     app.state.session_factory = session_factory(settings.database_url)
     app.state.sse_poll_seconds = 0.5

@@ -22,8 +22,10 @@ def register(subparsers: Any) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="where MNIST-1D is cached and cifar-10-batches-py is read (~/.cache/jumpboard)",
+        help="where MNIST-1D is cached and cifar-10-batches-py is read "
+        "(default: JUMPBOARD_DATA_DIR, else ~/.jumpboard/data, the service's folder too)",
     )
+    parser.add_argument("--force", action="store_true", help="overwrite an earlier result in --out")
     parser.add_argument(
         "--base",
         type=Path,
@@ -93,6 +95,11 @@ def handle(args: argparse.Namespace) -> int:
     from app.commands.validate import load_spec_file
 
     spec = load_spec_file(args.spec)
+    if (args.out / "result.json").exists() and not args.force:
+        raise CliError(
+            f"{args.out} already holds a result (result.json): choose another --out, "
+            "or pass --force to overwrite it"
+        )
     if args.base is not None:
         if spec.kind != "expand":
             raise CliError(f"--base applies to kind expand, not {spec.kind}")

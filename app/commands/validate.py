@@ -17,6 +17,11 @@ def register(subparsers: Any) -> None:
     """Add the `validate` subcommand."""
     parser = subparsers.add_parser("validate", help="check a spec file; list every problem")
     parser.add_argument("spec", metavar="SPEC", type=Path, help="spec file (YAML or JSON)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"valid", "problems", "spec", "cost"} as JSON (exit 1 when invalid)',
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -52,8 +57,32 @@ def describe_cost(spec: Any) -> list[str]:
     ]
 
 
+def _handle_json(path: Path) -> int:
+    import json
+
+    from app.commands.submit import read_spec_file
+    from expansion.cost import estimate_cost
+    from expansion.specs import SpecError, parse_spec
+
+    try:
+        spec = parse_spec(read_spec_file(path))
+    except SpecError as exc:
+        print(json.dumps({"valid": False, "problems": exc.problems}, indent=2))
+        return 1
+    report = {
+        "valid": True,
+        "problems": [],
+        "spec": spec.model_dump(mode="json"),
+        "cost": estimate_cost(spec).to_dict(),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def handle(args: argparse.Namespace) -> int:
     """Validate the spec; print the problems (status 1) or a summary with the cost (status 0)."""
+    if args.json:
+        return _handle_json(args.spec)
     spec = load_spec_file(args.spec)
     m = spec.model
     print(

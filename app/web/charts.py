@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+CONTINUATION_SPLIT = "continuation"
+"""Metric split of the continuation arms' training-loss curves (`<arm label>/loss`)."""
 CERTIFIED_COLOR = "#2f6fb0"
 REALIZED_COLOR = "#c2571a"
 GAIN_TICKS = ".2~g"
@@ -62,15 +64,36 @@ def _layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[str, A
     return layout
 
 
+def value_tick_format(values: Iterable[float | None]) -> str:
+    """A d3 tick format in fixed decimals that resolves the spread of `values`.
+
+    Plotly's default switches to exponents for tiny ticks (8.8e-18 where 0 is meant, from float
+    rounding of the tick steps); fixed decimals print that tick as 0 and keep labels short.
+    """
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return ".3~f"
+    spread = max(finite) - min(finite)
+    scale = spread if spread > 0 else max(abs(v) for v in finite)
+    if scale <= 0:
+        return ".1~f"
+    decimals = max(0, min(10, 2 - math.floor(math.log10(scale))))
+    return f".{decimals}~f"
+
+
 def curve_chart(
     element_id: str,
     series: Mapping[str, Sequence[tuple[float, float]]],
     *,
     title: str,
     y_title: str,
+    x_title: str = "step",
+    dashed: Iterable[str] = (),
+    empty_message: str = "",
 ) -> Chart:
     """Line chart of named time series (name -> [(step, value), ...]), e.g. train/val loss."""
-    data = []
+    dashed_names = set(dashed)
+    data: list[dict[str, Any]] = []
     for index, (name, points) in enumerate(sorted(series.items())):
         ordered = sorted(points)
         data.append(
@@ -80,16 +103,87 @@ def curve_chart(
                 "name": name,
                 "x": [step for step, _ in ordered],
                 "y": [value for _, value in ordered],
-                "line": {"color": SERIES_COLORS[index % len(SERIES_COLORS)], "width": 2},
+                "line": {
+                    "color": SERIES_COLORS[index % len(SERIES_COLORS)],
+                    "width": 2,
+                    "dash": "dash" if name in dashed_names else "solid",
+                },
                 "marker": {"size": 5},
             }
         )
+    layout = _layout(title, x_title, y_title)
+    values: list[float | None] = [v for trace in data for v in trace["y"]]
+    layout["yaxis"]["tickformat"] = value_tick_format(values)
+    layout["xaxis"]["tickformat"] = ",~d"
     return Chart(
-        element_id,
-        data,
-        _layout(title, "step", y_title),
-        empty_message=f"No {y_title} recorded yet.",
+        element_id, data, layout, empty_message=empty_message or f"No {y_title} recorded yet."
     )
+
+
+def continuation_chart(element_id: str, arms: Mapping[str, Sequence[tuple[float, float]]]) -> Chart:
+    """Each expanded arm against its control during continuation, as means over seeds.
+
+    `arms` maps labels like `control seed 0` and `position 4 seed 0` to [(step, loss)]; the
+    seeds of one arm are averaged step by step (every seed sees the same step grid), the
+    control dashed.
+    """
+    grouped: dict[str, dict[float, list[float]]] = {}
+    seeds: dict[str, set[str]] = {}
+    for label, points in arms.items():
+        arm, _, seed = label.partition(" seed ")
+        seeds.setdefault(arm, set()).add(seed)
+        for step, value in points:
+            grouped.setdefault(arm, {}).setdefault(step, []).append(value)
+    series = {}
+    for arm, by_step in grouped.items():
+        n = len(seeds[arm])
+        name = f"{arm} (mean of {n} seed{'s' if n != 1 else ''})"
+        series[name] = [(step, sum(v) / len(v)) for step, v in sorted(by_step.items())]
+    control = [name for name in series if name.startswith("control")]
+    chart = curve_chart(
+        element_id,
+        series,
+        title="Continuation: each expanded arm against the control",
+        y_title="training loss (nats, window mean)",
+        x_title="continuation step",
+        dashed=control,
+    )
+    chart.empty_message = "No continuation curves in this result (recorded since this version)."
+    return chart
+
+
+def depth_chart(
+    element_id: str, events: Sequence[Mapping[str, Any]], spec: Mapping[str, Any]
+) -> Chart:
+    """Depth of the grown network over training steps: a step line through the growth events."""
+    model = spec.get("model") or {}
+    start = int(model.get("depth", 0)) * int(model.get("stages", 1))
+    train = spec.get("train") or {}
+    steps: list[float] = [0.0]
+    depths: list[float] = [float(start)]
+    for event in sorted(events, key=lambda e: e.get("step") or 0):
+        if event.get("step") is None or event.get("depth_after") is None:
+            continue
+        steps.append(float(event["step"]))
+        depths.append(float(event["depth_after"]))
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "line": {"shape": "hv", "color": CERTIFIED_COLOR, "width": 2},
+            "name": "blocks",
+            "x": steps,
+            "y": depths,
+            "hovertemplate": "step %{x}<br>%{y} blocks<extra></extra>",
+        }
+    ]
+    layout = _layout(
+        f"Depth over training ({train.get('epochs', '?')} epochs)", "step", "residual blocks"
+    )
+    layout["yaxis"].update({"tickformat": ",~d", "dtick": 1, "rangemode": "tozero"})
+    layout["xaxis"]["tickformat"] = ",~d"
+    layout["showlegend"] = False
+    return Chart(element_id, data, layout, empty_message="No growth events recorded.")
 
 
 def split_curves(
@@ -103,7 +197,7 @@ def split_curves(
     losses: dict[str, list[tuple[float, float]]] = {}
     accuracies: dict[str, list[tuple[float, float]]] = {}
     for step, split, name, value in points:
-        if value is None:
+        if value is None or split == CONTINUATION_SPLIT:
             continue
         target = losses if "loss" in name else accuracies if "acc" in name else None
         if target is not None:
@@ -201,7 +295,7 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
             "zerolinecolor": "#bbb",
             "tickfont": {"color": REALIZED_COLOR},
             "range": [-realized_extent, realized_extent],
-            "tickformat": GAIN_TICKS,
+            "tickformat": value_tick_format([-realized_extent, realized_extent]),
             "showgrid": False,
         },
     )
@@ -210,7 +304,7 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
             "range": [-certified_extent, certified_extent],
             "zeroline": True,
             "zerolinecolor": "#bbb",
-            "tickformat": GAIN_TICKS,
+            "tickformat": value_tick_format([-certified_extent, certified_extent]),
         }
     )
     layout["yaxis"]["title"]["font"] = {"color": CERTIFIED_COLOR}

@@ -1,14 +1,17 @@
 """Everything the job page shows, assembled from the job row and its metric/insertion rows.
 
 Stored rows win over the result dict (they exist while a job runs); the result dict fills in
-what a job without rows carries only there (curves, insertion records, artifacts).
+what a job without rows carries only there (curves, insertion records, artifacts). Results of
+older versions lack some keys (verdicts, intervals, family-wise verdicts): those show "n/a".
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -17,44 +20,108 @@ from sqlalchemy.orm import Session
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.urls import artifact_path
 from app.web.charts import (
+    CONTINUATION_SPLIT,
     Chart,
+    continuation_chart,
     curve_chart,
     curves_from_result,
+    depth_chart,
     insertion_chart,
     split_curves,
 )
 from app.web.results import positions_from_insertions
 from expansion.result_file import finite_or_none as _num
 
+DRIFT_LIMIT = 1e-4
+"""Function drift above this (max |f_expanded - f_base| on the test set) gets a warning: the
+inserted block is then not function-preserving (group and batch norms)."""
+
+NOT_AVAILABLE = "n/a"
+
 SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
-    ("test_risk", "test risk (cross-entropy)"),
+    ("test_risk", "test risk (cross-entropy, nats)"),
     ("test_error", "test error"),
-    ("val_risk", "validation risk"),
+    ("val_risk", "validation risk (nats)"),
     ("val_error", "validation error"),
-    ("train_risk", "train risk"),
+    ("train_risk", "train risk (nats)"),
     ("train_error", "train error"),
     ("parameters", "parameters"),
     ("device", "device"),
     ("torch_version", "torch"),
 )
 
+STAGES_BY_KIND: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "expand": ("train", "scan", "certify", "continue"),
+    "grow": ("train",),
+}
+
+VERDICTS = ("holds", "fails", "undecided")
+
 
 @dataclass
 class InsertionRow:
-    """One insertion record as the job page's table shows it."""
+    """One insertion record (position x seed) as the job page's table shows it."""
 
     position: int
     seed: int
-    depth_after: int | None
-    condition_holds: bool | None
+    verdict: str
+    verdict_reason: str
     certified_gain: float | None
     certified_gain_lcb: float | None
     cosine_train_val: float | None
     jumpboard_test_risk_delta: float | None
+    jumpboard_ci: list[float | None]
     expanded_test_risk: float | None
     control_test_risk: float | None
     gain_vs_control: float | None
+    gain_ci: list[float | None]
     function_drift_eval: float | None
+    function_drift_train: float | None
+
+    @property
+    def drift_warning(self) -> bool:
+        """True when the insertion changed the network's function by more than DRIFT_LIMIT."""
+        drifts = (self.function_drift_eval, self.function_drift_train)
+        return any(d is not None and d > DRIFT_LIMIT for d in drifts)
+
+
+@dataclass
+class StageProgress:
+    """Where a queued or running job is: its stages, the current step, time spent and left."""
+
+    stages: list[tuple[str, str]]
+    """(stage, "done" | "current" | "pending") in run order."""
+    stage: str
+    step: str
+    fraction: float
+    elapsed_s: float | None
+    remaining_s: float | None
+    """A linear extrapolation of the elapsed time over the progress fraction (None early on)."""
+
+
+@dataclass
+class GrowRun:
+    """One run of a grow job (the grown network or a control) with its headline numbers."""
+
+    name: str
+    label: str
+    depths: list[int]
+    parameters: int | None
+    test_risk: float | None
+    test_error: float | None
+    train_s: float | None
+
+
+@dataclass
+class GrowView:
+    """The grow job's schedule, events and runs."""
+
+    policy: str
+    schedule: list[int]
+    target_depth: int | None
+    events: list[dict[str, Any]]
+    runs: list[GrowRun]
 
 
 @dataclass
@@ -63,17 +130,26 @@ class JobView:
 
     job: Job
     spec_json: str
+    headline: str
+    headline_note: str
     summary: list[tuple[str, Any]]
     loss_chart: Chart
     accuracy_chart: Chart
+    continuation_chart: Chart | None
     insertion_chart: Chart | None
+    depth_chart: Chart | None
+    grow_curves_chart: Chart | None
     positions: list[dict[str, Any]]
     insertions: list[InsertionRow]
     artifacts: list[tuple[str, str, int | None]]
     """(name, download URL, size in bytes or None)."""
-    timings: list[tuple[str, float]]
+    timings: list[tuple[str, str]]
+    """(name, value with its unit)."""
     scan_method: str
     scan_reason: str
+    progress: StageProgress | None
+    grow: GrowView | None
+    drift_warnings: list[str] = field(default_factory=list)
 
     @property
     def live(self) -> bool:
@@ -81,33 +157,61 @@ class JobView:
         return self.job.status in ("queued", "running")
 
 
+def _pair(value: Any) -> list[float | None]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return [_num(value[0]), _num(value[1])]
+    return [None, None]
+
+
 def artifact_url(job_id: int, name: str) -> str:
     """Download URL of a job's artifact (served by the JSON API)."""
     return artifact_path(job_id, name)
 
 
+def _verdict(section: Mapping[str, Any]) -> str:
+    """The row's verdict: its `verdict`, else one derived from an older `condition_holds`."""
+    verdict = section.get("verdict")
+    if verdict in VERDICTS:
+        return str(verdict)
+    holds = section.get("condition_holds")
+    if isinstance(holds, bool):
+        return "holds" if holds else "fails"
+    return NOT_AVAILABLE
+
+
 def position_rows(result: Mapping[str, Any], insertions: Sequence[Insertion]) -> list[dict]:
-    """Per-position rows of the insertion chart.
+    """Per-position rows of the insertion chart and table.
 
     Positions measured against a control come from the result's `positions` summaries (or the
-    insertion rows); positions that were only scanned add their certified gain alone.
+    insertion rows); positions that were only scanned add their certificate alone.
     """
     measured = result.get("positions") or positions_from_insertions(insertions)
+    scanned_rows = {
+        int(r["position"]): r for r in (result.get("scan") or {}).get("positions") or []
+    }
     rows: dict[int, dict[str, Any]] = {}
     for row in measured:
-        ci = row.get("gain_ci") or [None, None]
-        rows[int(row["position"])] = {
-            "position": int(row["position"]),
+        position = int(row["position"])
+        scanned = scanned_rows.get(position, {})
+        counts = row.get("verdict_counts")
+        rows[position] = {
+            "position": position,
             "n_seeds": int(row.get("n_seeds") or 0),
             "certified_gain": _num(row.get("certified_gain")),
             "certified_gain_lcb": _num(row.get("certified_gain_lcb")),
+            "seeds_lcb": _num(row.get("seeds_lcb")),
+            "verdict": _verdict(scanned) if scanned else _verdict(row),
+            "verdict_counts": counts if isinstance(counts, dict) else None,
+            "family_verdict": str(
+                row.get("family_verdict") or scanned.get("family_verdict") or NOT_AVAILABLE
+            ),
             "predicted_val_risk_delta": _num(row.get("predicted_val_risk_delta")),
             "gain_mean": _num(row.get("gain_mean")),
             "gain_std": _num(row.get("gain_std")),
-            "gain_ci": [_num(ci[0]), _num(ci[1])] if len(ci) == 2 else [None, None],
+            "gain_ci": _pair(row.get("gain_ci")),
+            "gain_ci_method": str(row.get("gain_ci_method") or ""),
         }
-    for scanned in (result.get("scan") or {}).get("positions") or []:
-        position = int(scanned["position"])
+    for position, scanned in scanned_rows.items():
         certified = _num(scanned.get("grad_norm_sq_unbiased"))
         if position in rows or certified is None:
             continue
@@ -116,10 +220,15 @@ def position_rows(result: Mapping[str, Any], insertions: Sequence[Insertion]) ->
             "n_seeds": 0,
             "certified_gain": certified,
             "certified_gain_lcb": _num(scanned.get("grad_norm_sq_lcb")),
+            "seeds_lcb": _num(scanned.get("seeds_lcb")),
+            "verdict": _verdict(scanned),
+            "verdict_counts": None,
+            "family_verdict": str(scanned.get("family_verdict") or NOT_AVAILABLE),
             "predicted_val_risk_delta": _num(scanned.get("predicted_val_risk_delta")),
             "gain_mean": None,
             "gain_std": None,
             "gain_ci": [None, None],
+            "gain_ci_method": "",
         }
     return [rows[p] for p in sorted(rows)]
 
@@ -135,37 +244,273 @@ def _insertion_rows(result: Mapping[str, Any], stored: Sequence[Insertion]) -> l
             InsertionRow(
                 position=int(record.get("position", -1)),
                 seed=int(record.get("seed", -1)),
-                depth_after=record.get("depth_after"),
-                condition_holds=descent.get("condition_holds"),
+                verdict=_verdict(descent),
+                verdict_reason=str(descent.get("verdict_reason") or ""),
                 certified_gain=_num(descent.get("grad_norm_sq_unbiased")),
                 certified_gain_lcb=_num(descent.get("grad_norm_sq_lcb")),
                 cosine_train_val=_num(descent.get("cosine_train_val")),
                 jumpboard_test_risk_delta=_num(jumpboard.get("test_risk_delta")),
+                jumpboard_ci=_pair(jumpboard.get("test_risk_delta_ci")),
                 expanded_test_risk=_num(realized.get("expanded_test_risk")),
                 control_test_risk=_num(realized.get("control_test_risk")),
                 gain_vs_control=_num(realized.get("gain_vs_control")),
+                gain_ci=_pair(realized.get("gain_ci")),
                 function_drift_eval=_num(record.get("function_drift_eval")),
+                function_drift_train=_num(record.get("function_drift_train")),
             )
         )
     return sorted(rows, key=lambda r: (r.position, r.seed))
 
 
+def format_interval(
+    value: float | None, ci: Sequence[float | None], unit: str = ""
+) -> tuple[str, str]:
+    """("0.012", "[0.004, 0.020]") with decimals set by the interval's width; n/a parts."""
+    lo, hi = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
+    if value is None:
+        return NOT_AVAILABLE, ""
+    if lo is not None and hi is not None and hi > lo:
+        # The interval's half-width sets the last shown decimal: 0.012 [0.004, 0.020].
+        digits = max(1, min(8, -math.floor(math.log10((hi - lo) / 2))))
+        shown = f"{value:.{digits}f}{unit}"
+        return shown, f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{value:.3g}{unit}", f"[{NOT_AVAILABLE}]"
+
+
+def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]) -> str:
+    """ "the condition held at 1 of 5 positions (Holm)" from the family-wise verdicts, else from
+    the per-position verdicts (said to be uncorrected), else n/a."""
+    scanned = list((result.get("scan") or {}).get("positions") or [])
+    rows: Sequence[Mapping[str, Any]] = scanned or positions
+    if not rows:
+        return f"the condition's verdict is {NOT_AVAILABLE}"
+    family = [r.get("family_verdict") for r in rows]
+    if all(v in VERDICTS for v in family):
+        method = next(
+            (
+                str(r["family_method"])
+                for r in result.get("positions") or []
+                if r.get("family_method")
+            ),
+            str((result.get("scan") or {}).get("family_method") or "family-wise"),
+        )
+        held = sum(v == "holds" for v in family)
+        label = method.capitalize() if method.islower() else method
+        return f"the condition held at {held} of {len(rows)} positions ({label})"
+    verdicts = [_verdict(r) for r in rows]
+    if all(v in VERDICTS for v in verdicts):
+        held = sum(v == "holds" for v in verdicts)
+        return (
+            f"the condition held at {held} of {len(rows)} positions "
+            "(each position on its own, no family-wise correction)"
+        )
+    return f"the condition's verdict is {NOT_AVAILABLE}"
+
+
+def expand_headline(
+    result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]
+) -> tuple[str, str]:
+    """The expand job's answer in one sentence, with its interval, and a note on its reading."""
+    measured = [p for p in positions if p.get("gain_mean") is not None]
+    held = _count_held(result, positions)
+    if not measured:
+        return f"No realized gain measured yet; {held}.", ""
+    best = max(measured, key=lambda p: p["gain_mean"])
+    gain = float(best["gain_mean"])
+    ci = best.get("gain_ci") or [None, None]
+    verb = "lowered" if gain >= 0 else "raised"
+    lo, hi = ci[0], ci[1]
+    magnitude, interval = format_interval(abs(gain), [None, None])
+    if lo is not None and hi is not None:
+        shown_lo, shown_hi = (lo, hi) if gain >= 0 else (-hi, -lo)
+        magnitude, interval = format_interval(abs(gain), [shown_lo, shown_hi])
+    seeds = int(best.get("n_seeds") or 0)
+    seed_word = "seed" if seeds == 1 else "seeds"
+    which = (
+        f"Of the {len(measured)} positions continued, inserting at position {best['position']}"
+        if len(measured) > 1
+        else f"Inserting at position {best['position']}"
+    )
+    sentence = (
+        f"{which} {verb} test risk by {magnitude} nats {interval} against the control over "
+        f"{seeds} {seed_word}; {held}."
+    )
+    note = ""
+    if lo is not None and hi is not None and lo <= 0.0 <= hi:
+        note = "The interval includes 0: this run cannot tell the insertion from the control."
+    elif lo is None:
+        note = "No interval (fewer than two seeds): the size of the change is not established."
+    return sentence, note
+
+
+def train_headline(job: Job, result: Mapping[str, Any]) -> tuple[str, str]:
+    """The train job's answer: what the base reached."""
+    error, risk = _num(result.get("test_error")), _num(result.get("test_risk"))
+    if error is None or risk is None:
+        return f"Test error {NOT_AVAILABLE}.", ""
+    model = job.spec.get("model") or {}
+    epochs = (job.spec.get("train") or {}).get("epochs")
+    params = result.get("parameters")
+    size = f", {params:,} parameters" if isinstance(params, int) else ""
+    return (
+        f"The {model.get('kind', '')} network ({model.get('depth', '?')} blocks per stage{size}) "
+        f"reached {100 * error:.1f}% test error (test risk {risk:.3f} nats) after {epochs} epochs.",
+        "One training run: no interval.",
+    )
+
+
+GROW_RUN_LABELS = {
+    "grown": "grown by the schedule",
+    "control_target": "target depth from scratch",
+    "control_start": "starting depth",
+}
+
+
+def grow_view(job: Job, result: Mapping[str, Any]) -> GrowView | None:
+    """The grow section: schedule, inserted blocks and each run's numbers."""
+    grow_spec = job.spec.get("grow") or {}
+    grow = result.get("grow") or {}
+    runs = []
+    for name, run in (grow.get("runs") or {}).items():
+        depths = run.get("depths") or []
+        runs.append(
+            GrowRun(
+                name=name,
+                label=GROW_RUN_LABELS.get(name, name),
+                depths=[int(d) for d in depths],
+                parameters=run.get("parameters"),
+                test_risk=_num(run.get("test_risk")),
+                test_error=_num(run.get("test_error")),
+                train_s=_num(run.get("train_s")),
+            )
+        )
+    return GrowView(
+        policy=str(grow.get("policy") or grow_spec.get("policy") or NOT_AVAILABLE),
+        schedule=[int(e) for e in grow_spec.get("at_epochs") or []],
+        target_depth=grow_spec.get("target_depth"),
+        events=[e for e in grow.get("events") or [] if isinstance(e, dict)],
+        runs=runs,
+    )
+
+
+def grow_headline(job: Job, view: GrowView) -> tuple[str, str]:
+    """The grow job's answer: the grown network's test risk next to the controls'."""
+    by_name = {r.name: r for r in view.runs}
+    grown = by_name.get("grown")
+    if grown is None or grown.test_risk is None:
+        return f"Growth result {NOT_AVAILABLE} yet.", ""
+    model = job.spec.get("model") or {}
+    start = int(model.get("depth", 0)) * int(model.get("stages", 1))
+    end = sum(grown.depths) if grown.depths else view.target_depth
+    parts = [
+        f"Growing from {start} to {end} blocks ({view.policy} policy, {len(view.schedule)} "
+        f"events) reached test risk {grown.test_risk:.3f} nats"
+        + (f" ({100 * grown.test_error:.1f}% error)" if grown.test_error is not None else "")
+    ]
+    controls = [
+        f"{r.test_risk:.3f} for the {r.label}"
+        for r in view.runs
+        if r.name != "grown" and r.test_risk is not None
+    ]
+    if controls:
+        parts.append("against " + " and ".join(controls))
+    return "; ".join(parts) + ".", "One seed per run: no interval; read differences as indicative."
+
+
+def stage_progress(job: Job, now: dt.datetime | None = None) -> StageProgress | None:
+    """The running job's stage list, step, elapsed time and a linear estimate of time left."""
+    if job.status not in ("queued", "running"):
+        return None
+    stages = STAGES_BY_KIND.get(job.kind, ())
+    current = job.stage if job.stage in stages else ""
+    states = []
+    reached = False
+    for name in stages:
+        if job.status == "queued":
+            states.append((name, "pending"))
+        elif name == current:
+            states.append((name, "current"))
+            reached = True
+        else:
+            states.append((name, "pending" if reached or not current else "done"))
+    now = now or dt.datetime.now(dt.UTC)
+    elapsed = (now - job.started_at).total_seconds() if job.started_at is not None else None
+    fraction = float(job.progress or 0.0)
+    remaining = None
+    if elapsed is not None and 0.02 <= fraction < 1.0:
+        remaining = elapsed * (1.0 - fraction) / fraction
+    return StageProgress(
+        stages=states,
+        stage=job.stage or ("waiting for a worker" if job.status == "queued" else "starting"),
+        step=job.message or "",
+        fraction=fraction,
+        elapsed_s=elapsed,
+        remaining_s=remaining,
+    )
+
+
+def format_timing(name: str, value: float) -> tuple[str, str]:
+    """A timing entry with its unit: `train_s` -> ("train", "12.3 s"), rates in steps/s."""
+    if name.endswith("_per_s"):
+        return name.removesuffix("_per_s").replace(
+            "_", " "
+        ) + " rate", f"{value:,.1f} {name.split('_per_')[0]}/s"
+    if name.endswith("_s"):
+        return name.removesuffix("_s").replace("_", " "), f"{value:,.1f} s"
+    return name.replace("_", " "), f"{value:,.4g}"
+
+
+def _continuation_series(
+    result: Mapping[str, Any], metric_points: Sequence[tuple[int, str, str, float]]
+) -> dict[str, list[tuple[float, float]]]:
+    """Arm label -> [(step, loss)]: the result's `continuation_curves`, else the live metrics."""
+    stored = result.get("continuation_curves")
+    if isinstance(stored, dict) and stored:
+        return {
+            str(label): [(float(p[0]), float(p[1])) for p in points if len(p) >= 2]
+            for label, points in stored.items()
+            if isinstance(points, list)
+        }
+    series: dict[str, list[tuple[float, float]]] = {}
+    for step, split, name, value in metric_points:
+        if split == CONTINUATION_SPLIT:
+            series.setdefault(name.removesuffix("/loss"), []).append((float(step), value))
+    return series
+
+
+def _drift_warnings(rows: Sequence[InsertionRow]) -> list[str]:
+    by_position: dict[int, float] = {}
+    for r in rows:
+        if r.drift_warning:
+            worst = max(d for d in (r.function_drift_eval, r.function_drift_train) if d is not None)
+            by_position[r.position] = max(by_position.get(r.position, 0.0), worst)
+    return [
+        f"position {p}: the inserted block changes the network's output by up to {d:.3g} "
+        f"(> {DRIFT_LIMIT:g}): it is not function-preserving, so the certificate's premise fails"
+        for p, d in sorted(by_position.items())
+    ]
+
+
 def build_job_view(session: Session, job: Job) -> JobView:
     """Assemble the job page for `job`."""
     result: dict[str, Any] = job.result or {}
-    metric_points: Sequence[tuple[int, str, str, float | None]] = [
+    stored_points: Sequence[tuple[int, str, str, float]] = [
         (step, split, name, value)
         for step, split, name, value in session.execute(
             select(Metric.step, Metric.split, Metric.name, Metric.value)
             .where(Metric.job_id == job.id)
             .order_by(Metric.step)
         )
-    ] or curves_from_result(result.get("curves") or {})
+        if value is not None
+    ]
+    training_points = [p for p in stored_points if p[1] != CONTINUATION_SPLIT]
+    metric_points = training_points or curves_from_result(result.get("curves") or {})
     losses, accuracies = split_curves(metric_points)
     stored_insertions = session.scalars(
         select(Insertion).where(Insertion.job_id == job.id).order_by(Insertion.position)
     ).all()
     positions = position_rows(result, stored_insertions) if job.kind == "expand" else []
+    insertions = _insertion_rows(result, stored_insertions)
     stored_artifacts = session.scalars(
         select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
     ).all()
@@ -177,21 +522,69 @@ def build_job_view(session: Session, job: Job) -> JobView:
         if isinstance(name, str)
     ]
     scan = result.get("scan") or {}
+    grow = grow_view(job, result) if job.kind == "grow" else None
+    if job.kind == "expand":
+        headline, note = expand_headline(result, positions)
+    elif grow is not None:
+        headline, note = grow_headline(job, grow)
+    else:
+        headline, note = train_headline(job, result)
+    if not result:  # queued, running or failed: no answer to state
+        headline, note = "", ""
+    continuation = _continuation_series(result, stored_points) if job.kind == "expand" else {}
+    grow_curves: dict[str, list[tuple[float, float]]] = {}
+    if grow is not None:
+        for name, run in ((result.get("grow") or {}).get("runs") or {}).items():
+            for key, pairs in (run.get("curves") or {}).items():
+                if key == "val/loss" and isinstance(pairs, list):
+                    grow_curves[GROW_RUN_LABELS.get(name, name)] = [
+                        (float(p[0]), float(p[1]))
+                        for p in pairs
+                        if len(p) >= 2 and p[1] is not None
+                    ]
     return JobView(
         job=job,
         spec_json=json.dumps(job.spec, indent=2, sort_keys=False),
+        headline=headline,
+        headline_note=note,
         summary=[(label, result[key]) for key, label in SUMMARY_FIELDS if key in result],
-        loss_chart=curve_chart("loss-chart", losses, title="Loss", y_title="loss"),
+        loss_chart=curve_chart(
+            "loss-chart",
+            losses,
+            title="Loss",
+            y_title="loss (nats)",
+            empty_message="No loss recorded yet.",
+        ),
         accuracy_chart=curve_chart(
             "accuracy-chart", accuracies, title="Accuracy", y_title="accuracy"
         ),
+        continuation_chart=(
+            continuation_chart("continuation-chart", continuation) if job.kind == "expand" else None
+        ),
         insertion_chart=insertion_chart("insertion-chart", positions) if positions else None,
+        depth_chart=depth_chart("depth-chart", grow.events, job.spec) if grow else None,
+        grow_curves_chart=(
+            curve_chart(
+                "grow-curves-chart",
+                grow_curves,
+                title="Validation loss of each run",
+                y_title="validation loss (nats)",
+                x_title="step",
+            )
+            if grow
+            else None
+        ),
         positions=positions,
-        insertions=_insertion_rows(result, stored_insertions),
+        insertions=insertions,
         artifacts=artifacts,
         timings=[
-            (k, float(v)) for k, v in (result.get("timings") or {}).items() if _num(v) is not None
+            format_timing(str(k), float(v))
+            for k, v in (result.get("timings") or {}).items()
+            if _num(v) is not None
         ],
         scan_method=str(scan.get("method", "")),
         scan_reason=str(scan.get("reason", "")),
+        progress=stage_progress(job),
+        grow=grow,
+        drift_warnings=_drift_warnings(insertions),
     )

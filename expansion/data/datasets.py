@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,17 @@ from expansion.specs import DataSpec, num_classes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path.home() / ".cache" / "jumpboard"
+DEFAULT_DATA_DIR = Path.home() / ".jumpboard" / "data"
+"""The one data cache of `jumpboard run` and the service (the service's default
+`JUMPBOARD_DATA_DIR`), used when `JUMPBOARD_DATA_DIR` is unset and no folder is passed."""
+
+
+def default_data_dir() -> Path:
+    """`JUMPBOARD_DATA_DIR` when set, else DEFAULT_DATA_DIR (the same folder the service uses)."""
+    configured = os.environ.get("JUMPBOARD_DATA_DIR", "").strip()
+    return Path(configured).expanduser() if configured else DEFAULT_DATA_DIR
+
+
 CIFAR_FOLDER = "cifar-10-batches-py"
 
 Sampler = Callable[[int, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
@@ -170,7 +181,8 @@ def _cifar10_arrays(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     if not folder.is_dir() or not train_files or not (folder / "test_batch").exists():
         raise DataError(
             f"CIFAR-10 not found: expected {folder}/data_batch_1..5 and test_batch "
-            "(the python-version archive, extracted); pass --data-dir to point at its parent"
+            "(the python-version archive, extracted): set JUMPBOARD_DATA_DIR to the folder "
+            f"that holds {CIFAR_FOLDER} (`jumpboard run --data-dir` for one run)"
         )
     parts = [_read_cifar_batch(p) for p in train_files]
     x = np.concatenate([p[0] for p in parts])
@@ -253,7 +265,7 @@ def load_dataset(
     if model_kind not in ("mlp", "conv1d", "conv2d"):
         raise DataError(f"unknown model kind {model_kind!r}")
     device = torch.device(device)
-    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     sampler: Sampler | None = None
     if spec.name == "teacher":
         sampler = _teacher_sampler(spec, device)

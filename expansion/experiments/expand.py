@@ -53,6 +53,8 @@ from expansion.training.trainer import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 
+CONTINUATION_SPLIT = "continuation"
+"""Metric split of the continuation arms' loss curves (the job page draws them live)."""
 # Slices of the overall progress bar per stage.
 STAGES = {"train": (0.0, 0.45), "scan": (0.45, 0.55), "certify": (0.55, 0.65)}
 STAGES["continue"] = (0.65, 1.0)
@@ -487,6 +489,13 @@ def run_expand(
             cont_rep.progress(done[0] / total_steps, "continue", f"{done[0]}/{total_steps} steps")
             check_stop(reporter)
 
+    continuation_curves: dict[str, list[list[float]]] = {}
+
+    def on_arm(label: str) -> None:
+        # Each finished arm's curve lands on the job page while the others still train.
+        for step, loss in continuation_curves.get(label, []):
+            reporter.metric(int(step), CONTINUATION_SPLIT, f"{label}/loss", loss)
+
     continuation = controlled_continuation(
         base,
         base_state,
@@ -499,6 +508,8 @@ def run_expand(
         on_step=on_step,
         confidence=e.confidence,
         early_steps=sorted(set(early_steps_for(e.continue_steps).values())),
+        on_arm=on_arm,
+        curves=continuation_curves,
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
@@ -558,6 +569,7 @@ def run_expand(
             "positions": positions_summary,
             "selection": selection,
             "continue_lr": lr,
+            "continuation_curves": continuation_curves,
         }
     )
     write_result(out_dir, result)

@@ -17,7 +17,6 @@ import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.runner import result_header
-from expansion.models.checkpoint import save_checkpoint
 from expansion.models.network import (
     Architecture,
     PostNormResNet,
@@ -33,7 +32,6 @@ from expansion.training.trainer import evaluate, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 
-GROWN_CHECKPOINT = "grown.ckpt"
 """The grown network (architecture, weights, optimizer state) under the run's folder."""
 
 
@@ -48,6 +46,23 @@ def _summary(model: PostNormResNet, bundle: DataBundle, history: dict, seconds: 
     out["curves"] = history
     out["train_s"] = seconds
     return out
+
+
+def _keep_checkpoint(
+    out_dir: Path, name: str, outcome: Any, spec: GrowExperiment, artifacts: list[str]
+) -> None:
+    """Save one run's final network as `<name>.ckpt` (an artifact, loadable by `--base`)."""
+    from expansion.models.checkpoint import save_checkpoint
+
+    file_name = f"{name}.ckpt"
+    save_checkpoint(
+        out_dir / file_name,
+        outcome.model,
+        spec=spec.model_dump(mode="json"),
+        optimizer_state=outcome.optimizer_state,
+        extra={"steps": outcome.steps, "final_lr": outcome.final_lr, "run": name},
+    )
+    artifacts.append(file_name)
 
 
 def target_architecture(spec: GrowExperiment, depths: list[int]) -> Architecture:
@@ -104,13 +119,8 @@ def run_grow(
     results: dict[str, Any] = {
         "grown": _summary(grown.model, bundle, grown.history, time.perf_counter() - t0)
     }
-    save_checkpoint(
-        out_dir / GROWN_CHECKPOINT,
-        grown.model,
-        spec=spec,
-        optimizer_state=grown.optimizer_state,
-        extra={"steps": grown.steps, "final_lr": grown.final_lr},
-    )
+    artifacts: list[str] = []
+    _keep_checkpoint(out_dir, "grown", grown, spec, artifacts)
     check_stop(reporter)
     if spec.grow.controls:
         with torch.random.fork_rng(devices=[]):
@@ -127,6 +137,7 @@ def run_grow(
         results["control_target"] = _summary(
             control_target.model, bundle, control_target.history, time.perf_counter() - t0
         )
+        _keep_checkpoint(out_dir, "control_target", control_target, spec, artifacts)
         check_stop(reporter)
         t0 = time.perf_counter()
         control_start = train_model(
@@ -135,6 +146,7 @@ def run_grow(
         results["control_start"] = _summary(
             control_start.model, bundle, control_start.history, time.perf_counter() - t0
         )
+        _keep_checkpoint(out_dir, "control_start", control_start, spec, artifacts)
     g = results["grown"]
     timings = {"total_s": time.perf_counter() - started, "train_s": g["train_s"]}
     result = json_safe(
@@ -146,7 +158,7 @@ def run_grow(
             "parameters": g["parameters"],
             "curves": g["curves"],
             "timings": timings,
-            "artifacts": [GROWN_CHECKPOINT],
+            "artifacts": artifacts,
             "grow": {
                 "policy": spec.grow.policy,
                 "events": growth.inserted,

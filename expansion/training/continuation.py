@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ class ArmResult:
     """Per-example test cross-entropy (float64), in test-set order."""
     early_val_risk: dict[int, float] = field(default_factory=dict)
     """Validation risk after each of the requested early steps k < K (early-gain predictors)."""
+    loss_curve: list[list[float]] = field(default_factory=list)
+    """[step, mean training loss over the window ending at step]: CURVE_POINTS windows."""
 
 
 @torch.no_grad()
@@ -112,10 +115,12 @@ def train_steps(
     seed: int,
     on_step: Callable[[], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    losses: list[float] | None = None,
 ) -> float:
     """K optimizer steps in train mode; the data order (and augmentation) is a function of seed.
 
-    Returns the mean training loss over the steps. `on_checkpoint(step)` runs after every step.
+    Returns the mean training loss over the steps. `on_checkpoint(step)` runs after every step;
+    `losses`, when given, receives each step's loss.
     """
     augment = augmentation_for(bundle.name) if bundle.augment else None
     batches = DeviceBatches(
@@ -129,7 +134,10 @@ def train_steps(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach())
+            step_loss = float(loss.detach())
+            total_loss += step_loss
+            if losses is not None:
+                losses.append(step_loss)
             done += 1
             if on_step is not None:
                 on_step()
@@ -171,8 +179,17 @@ def run_arm(
         if step in wanted and early_data is not None:
             early[step] = evaluate(model, *early_data)[0]  # evaluate restores train mode
 
+    step_losses: list[float] = []
     loss = train_steps(
-        model, optimizer, bundle, train, steps, seed, on_step, read_early if wanted else None
+        model,
+        optimizer,
+        bundle,
+        train,
+        steps,
+        seed,
+        on_step,
+        read_early if wanted else None,
+        step_losses,
     )
     losses, error = per_example_test(model, bundle.x_test, bundle.y_test)
     return ArmResult(
@@ -181,7 +198,23 @@ def run_arm(
         train_loss=loss,
         test_losses=losses,
         early_val_risk=early,
+        loss_curve=window_means(step_losses),
     )
+
+
+CURVE_POINTS = 25
+
+
+def window_means(losses: Sequence[float], points: int = CURVE_POINTS) -> list[list[float]]:
+    """[step, mean of the losses in the window ending at step] for about `points` windows."""
+    if not losses:
+        return []
+    width = max(1, math.ceil(len(losses) / points))
+    curve = []
+    for end in range(width, len(losses) + width, width):
+        window = losses[end - width : min(end, len(losses))]
+        curve.append([float(min(end, len(losses))), sum(window) / len(window)])
+    return curve
 
 
 def realized_record(
@@ -286,6 +319,7 @@ def controlled_continuation(
     on_step: Callable[[], None] | None = None,
     confidence: float = 0.95,
     early_steps: Sequence[int] = (),
+    curves: dict[str, list[list[float]]] | None = None,
 ) -> Continuation:
     """`realized` records keyed by (position, seed): each expanded arm against its seed's control,
     and the per-example loss differences behind their intervals.
@@ -293,6 +327,8 @@ def controlled_continuation(
     The control depends on the seed only (same base, data order and settings), so it is
     trained once per seed and shared by every position. With `early_steps`, each record gets
     `early`: validation risks of both arms (and their difference, `gain`) after those steps.
+    `curves`, when given, receives each arm's training-loss curve under its label
+    (`control seed 0`, `position 4 seed 0`) before `on_arm` is called with that label.
     """
     early_data = (bundle.x_val, bundle.y_val) if early_steps else None
     base_risk, base_error = evaluate(base, bundle.x_test, bundle.y_test)
@@ -312,6 +348,8 @@ def controlled_continuation(
             early_steps=early_steps,
             early_data=early_data,
         )
+        if curves is not None:
+            curves[f"control seed {seed}"] = control.loss_curve
         if on_arm is not None:
             on_arm(f"control seed {seed}")
         for p in positions:
@@ -334,6 +372,8 @@ def controlled_continuation(
             differences[(p, seed)] = control.test_losses - expanded.test_losses
             if early_data is not None:
                 records[(p, seed)]["early"] = early_rows(expanded, control)
+            if curves is not None:
+                curves[f"position {p} seed {seed}"] = expanded.loss_curve
             if on_arm is not None:
                 on_arm(f"position {p} seed {seed}")
             logger.info(

@@ -178,9 +178,9 @@ def test_connection_failures_are_one_line(
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC_YAML)
     server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
-    assert main(["submit", str(spec), "--server", server, "--token", "jb_x"]) == 1
+    assert main(["submit", str(spec), "--server", server, "--token", "jb_x"]) == 3
     assert "cannot connect" in _one_line_error(capsys)
-    assert main(["status", "1", "--server", server]) == 1
+    assert main(["status", "1", "--server", server]) == 3
     assert "cannot connect" in _one_line_error(capsys)
 
 

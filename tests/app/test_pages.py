@@ -257,8 +257,8 @@ def test_job_page_shows_result_curves_and_insertion_chart(
         low, high = measured[position]["gain_ci"]
         assert (y - minus, y + plus) == (pytest.approx(low), pytest.approx(high))
 
-    table = re.search(r'<table class="data" id="insertion-table">(.*?)</table>', html, re.S)
-    assert table and table.group(1).count("<tr>") == 1 + len(result["insertions"])
+    table = re.search(r'<table class="data compact" id="insertion-table">(.*?)</table>', html, re.S)
+    assert table and table.group(1).count("<tr") == 1 + len(result["insertions"])
     assert f'href="/api/v1/jobs/{job_id}/artifacts/base.ckpt"' in html
     assert client.get(f"/api/v1/jobs/{job_id}/artifacts/base.ckpt").content == (b"checkpoint bytes")
 

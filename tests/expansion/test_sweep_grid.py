@@ -101,7 +101,9 @@ def test_grow_points_are_checked_by_the_grow_rules() -> None:
     raw["grow"] = {"at_epochs": [1], "target_depth": 4}
     raw["model"]["depth"] = 2
     problems = problems_of(raw)
-    assert len(problems) == 1 and problems[0].startswith("points.0.spec: grow.target_depth 1")
+    assert len(problems) == 1 and problems[0].startswith(
+        "points.0.grow.target_depth: target_depth 1"
+    )
     raw["grid"] = {"grow.target_depth": [3, 4]}
     sweep = parse_spec(raw)
     assert isinstance(sweep, SweepExperiment)

@@ -25,6 +25,7 @@ from app.db.models import JOB_STATUSES, Job
 from app.tokens import TokenScope, verify_token
 from app.urls import API_PREFIX
 from app.web.charts import CERTIFICATE_NOTE, scatter_chart
+from app.web.compare import CompareError, build_compare_view, parse_job_ids
 from app.web.job_view import build_job_view
 from app.web.results import ResultFilters, collect_points, rank_correlation
 from app.web.results_calibration import results_calibration
@@ -181,6 +182,30 @@ def sweep_page(job_id: int, request: Request, session: SessionDep) -> HTMLRespon
         request,
         "sweep.html",
         {"view": view, "job": job, "refresh": LIVE_REFRESH_SECONDS if view.live else 0},
+    )
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    session: SessionDep,
+    jobs: Annotated[list[str] | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    """Two or more jobs side by side: answers, headline numbers, curves, spec differences.
+
+    `jobs` is `1,2,3`, or repeated (`jobs=1&jobs=2`, the job list's checkboxes)."""
+    jobs_text = ",".join(jobs or [])[:400]
+    try:
+        view = build_compare_view(session, parse_job_ids(jobs_text))
+    except CompareError as exc:
+        return templates.TemplateResponse(
+            request,
+            "compare.html",
+            {"problem": str(exc), "jobs_text": jobs_text, "view": None},
+            status_code=200 if exc.incomplete else 400,
+        )
+    return templates.TemplateResponse(
+        request, "compare.html", {"problem": "", "jobs_text": jobs_text, "view": view}
     )
 
 

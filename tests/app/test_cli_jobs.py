@@ -1,0 +1,206 @@
+"""The CLI as a complete client of a `jumpboard serve` started on a non-default port with no
+`JUMPBOARD_*` variable set: the client commands find the server and its local token through
+the file `serve` writes, and drive submit / jobs list / show / cancel / results / download /
+wait, each with `--json` output and the README's exit codes.
+
+(`token list` / `token revoke` belong to the token work and are tested there.)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY_EXPAND = """\
+kind: expand
+name: cli-expand
+data: {name: digits, max_train_samples: 400}
+model: {kind: mlp, width: 8, depth: 1}
+train: {epochs: 1, batch_size: 64, accelerator: cpu}
+expand: {select: all, seeds: [0, 1], continue_steps: 3, grad_batch_size: 64}
+"""
+LONG_TRAIN = """\
+kind: train
+name: cli-long
+data: {name: digits}
+model: {kind: mlp, width: 8, depth: 1}
+train: {epochs: 5000, batch_size: 16, accelerator: cpu}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Served:
+    """A running `serve`: its URL, the environment of a user's shell, and their home."""
+
+    url: str
+    env: dict[str, str]
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    home = tmp_path_factory.mktemp("cli-home")
+    port = _free_port()
+    assert port != 8000
+    # A fresh user: HOME holds ~/.jumpboard; not one JUMPBOARD_ variable.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUMPBOARD_")}
+    env["HOME"] = str(home)
+    log = (home / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=home,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {(home / 'serve.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("serve did not become ready")
+        yield Served(url=url, env=env, home=home)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    assert not (home / ".jumpboard" / "local-server.json").exists(), "serve cleans up its file"
+
+
+def cli(served: Served, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`jumpboard ARGS` as the user would type it (no --server, no --token unless given)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=served.env,
+        cwd=served.home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> object:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_local_server_file_names_the_port(served: Served) -> None:
+    announced = json.loads((served.home / ".jumpboard" / "local-server.json").read_text())
+    assert announced["url"] == served.url
+
+
+def test_submit_list_show_results_download_wait(served: Served, tmp_path: Path) -> None:
+    spec = tmp_path / "expand.yaml"
+    spec.write_text(TINY_EXPAND)
+    job = as_json(cli(served, "submit", str(spec), "--wait", "--json"))
+    assert isinstance(job, dict) and job["status"] == "succeeded", job
+    job_id = job["id"]
+
+    listed = as_json(cli(served, "jobs", "list", "--json"))
+    assert [j["id"] for j in listed] == [job_id]  # type: ignore[union-attr]
+    assert as_json(cli(served, "jobs", "list", "--status", "failed", "--json")) == []
+    assert as_json(cli(served, "jobs", "list", "--kind", "expand", "--name", "cli-", "--json"))
+    table = cli(served, "jobs", "list")
+    assert table.returncode == 0 and "cli-expand" in table.stdout and "succeeded" in table.stdout
+
+    shown = as_json(cli(served, "jobs", "show", str(job_id), "--json"))
+    assert shown["summary"]["test_error"] is not None  # type: ignore[index]
+    text = cli(served, "jobs", "show", str(job_id))
+    assert f"{served.url}/jobs/{job_id}" in text.stdout
+
+    results = as_json(cli(served, "jobs", "results", str(job_id), "--format", "json"))
+    rows = results["items"]  # type: ignore[index]
+    assert len(rows) == 2 * 2  # positions 0 and 1, seeds 0 and 1
+    assert {(r["position"], r["seed"]) for r in rows} == {(p, s) for p in (0, 1) for s in (0, 1)}
+    out_csv = tmp_path / "results.csv"
+    done = cli(served, "jobs", "results", str(job_id), "--format", "csv", "-o", str(out_csv))
+    assert done.returncode == 0, done.stderr
+    parsed = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert len(parsed) == 4 and {r["job_id"] for r in parsed} == {str(job_id)}
+
+    folder = tmp_path / "artifacts"
+    written = as_json(cli(served, "jobs", "download", str(job_id), "--dir", str(folder), "--json"))
+    names = {w["name"] for w in written}  # type: ignore[union-attr]
+    assert {"base.ckpt", "result.json"} <= names
+    listing = httpx.get(f"{served.url}/api/v1/jobs/{job_id}/artifacts").json()["items"]
+    for artifact in listing:
+        body = (folder / artifact["name"]).read_bytes()
+        assert hashlib.sha256(body).hexdigest() == artifact["sha256"]
+    assert json.loads((folder / "result.json").read_text())["kind"] == "expand"
+    missing = cli(served, "jobs", "download", str(job_id), "nothing.bin", "--dir", str(folder))
+    assert missing.returncode == 1 and "no artifact nothing.bin" in missing.stderr
+
+    waited = cli(served, "jobs", "wait", str(job_id), "--json")
+    assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
+
+
+def test_cancel_and_wait_report_through_exit_codes(served: Served, tmp_path: Path) -> None:
+    spec = tmp_path / "long.yaml"
+    spec.write_text(LONG_TRAIN)
+    job_id = as_json(cli(served, "submit", str(spec), "--json"))["id"]  # type: ignore[index]
+    # An explicit --server naming the same local server keeps the local token.
+    cancelled = cli(served, "jobs", "cancel", str(job_id), "--server", served.url, "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (
+        json.loads(cancelled.stdout)["cancel_requested"]
+        or json.loads(cancelled.stdout)["status"] == "cancelled"
+    )
+    waited = cli(served, "jobs", "wait", str(job_id), "--timeout", "120", "--json")
+    assert waited.returncode == 1  # the job ended, but not successfully
+    assert json.loads(waited.stdout)["status"] == "cancelled"
+    again = cli(served, "jobs", "cancel", str(job_id))
+    assert again.returncode == 1 and "HTTP 409" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_errors_are_one_line_with_their_exit_code(served: Served) -> None:
+    unknown = cli(served, "jobs", "show", "987654")
+    assert unknown.returncode == 1 and "HTTP 404" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    nowhere = f"http://127.0.0.1:{_free_port()}"
+    unreachable = cli(served, "jobs", "list", "--server", nowhere)
+    assert unreachable.returncode == 3 and "cannot connect" in unreachable.stderr
+    # Another server gets no local token: a write there is refused, not silently authorized.
+    other = cli(served, "jobs", "cancel", "1", "--server", nowhere)
+    assert other.returncode == 3
+    bad = cli(served, "jobs", "list", "--limit", "0")
+    assert bad.returncode == 2 and "--limit" in bad.stderr
+
+
+def test_access_log_leaves_out_polling_reads(served: Served) -> None:
+    httpx.get(f"{served.url}/api/v1/jobs")
+    httpx.post(f"{served.url}/api/v1/jobs/1/cancel")  # 401: a refused change is logged
+    log = (served.home / "serve.log").read_text()
+    assert '"POST /api/v1/jobs/1/cancel HTTP/1.1" 401' in log
+    assert '"GET /api/v1/jobs HTTP/1.1" 200' not in log
