@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from app import queue
 from app.db.enums import JobStatus
@@ -373,7 +374,7 @@ def test_outcome_write_is_not_retried_after_the_lease_ended(postgres_url: str) -
     claim.lease_expires_at = dt.datetime.now(dt.UTC)  # as if it ended during the outage
     with (
         _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"),
-        pytest.raises(queue.OperationalError),
+        pytest.raises(OperationalError),
     ):
         queue.complete_job(sessions, claim, {"test_risk": 0.3})
     assert _job(postgres_url, job_id).status == "running"  # reclaimed and run again later
