@@ -37,7 +37,7 @@ from app.db.models import (
     Metric,
     utcnow,
 )
-from app.db.session import begin_write
+from app.db.session import affected_rows, begin_write
 from expansion.result_file import json_safe
 
 log = logging.getLogger(__name__)
@@ -171,17 +171,19 @@ def cancel_job(session: Session, job_id: int) -> Job:
         # read transaction that later writes can fail at once instead of waiting for the lock.
         session.commit()
     begin_write(session)
-    cancelled = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.CANCELLED,
-            finished_at=now,
-            stage="cancelled",
-            message="cancelled before it started",
+    cancelled = affected_rows(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.CANCELLED,
+                finished_at=now,
+                stage="cancelled",
+                message="cancelled before it started",
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if not cancelled:
         session.execute(
             update(Job)
@@ -496,19 +498,21 @@ def _end_attempt(
     by the lease token; False (nothing written) when the lease is lost."""
     now = utcnow()
     return bool(
-        session.execute(
-            update(Job)
-            .where(*_guard(claim))
-            .values(
-                status=status,
-                finished_at=now,
-                heartbeat_at=now,
-                lease_expires_at=None,
-                cancel_requested=False,
-                **values,
+        affected_rows(
+            session.execute(
+                update(Job)
+                .where(*_guard(claim))
+                .values(
+                    status=status,
+                    finished_at=now,
+                    heartbeat_at=now,
+                    lease_expires_at=None,
+                    cancel_requested=False,
+                    **values,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 
@@ -579,26 +583,28 @@ def release_job(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bo
     def write(retried: bool) -> bool:
         with session_factory() as session:
             begin_write(session)
-            updated = session.execute(
-                update(Job)
-                .where(*_guard(claim))
-                .values(
-                    # One statement, so that a cancel racing the hand-back is never lost.
-                    status=case((cancelled, JobStatus.CANCELLED), else_=JobStatus.QUEUED),
-                    finished_at=case((cancelled, utcnow()), else_=None),
-                    stage=case((cancelled, "cancelled"), else_="queued"),
-                    message=case(
-                        (cancelled, "cancelled while being handed back"),
-                        else_=f"handed back by {claim.worker_id}",
-                    ),
-                    cancel_requested=False,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    attempts=case((cancelled, Job.attempts), else_=Job.attempts - 1),
+            updated = affected_rows(
+                session.execute(
+                    update(Job)
+                    .where(*_guard(claim))
+                    .values(
+                        # One statement, so that a cancel racing the hand-back is never lost.
+                        status=case((cancelled, JobStatus.CANCELLED), else_=JobStatus.QUEUED),
+                        finished_at=case((cancelled, utcnow()), else_=None),
+                        stage=case((cancelled, "cancelled"), else_="queued"),
+                        message=case(
+                            (cancelled, "cancelled while being handed back"),
+                            else_=f"handed back by {claim.worker_id}",
+                        ),
+                        cancel_requested=False,
+                        lease_owner=None,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        attempts=case((cancelled, Job.attempts), else_=Job.attempts - 1),
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            )
             if updated:
                 session.execute(
                     delete(Metric)
@@ -621,19 +627,21 @@ def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
     opts = {"synchronize_session": False}
     with session_factory() as session:
         begin_write(session)
-        n = session.execute(
-            update(Job)
-            .where(*expired, Job.cancel_requested.is_(True))
-            .values(
-                status=JobStatus.CANCELLED,
-                finished_at=now,
-                cancel_requested=False,
-                stage="cancelled",
-                message="cancelled (its worker was lost)",
-                **cleared,
+        n = affected_rows(
+            session.execute(
+                update(Job)
+                .where(*expired, Job.cancel_requested.is_(True))
+                .values(
+                    status=JobStatus.CANCELLED,
+                    finished_at=now,
+                    cancel_requested=False,
+                    stage="cancelled",
+                    message="cancelled (its worker was lost)",
+                    **cleared,
+                )
+                .execution_options(**opts)
             )
-            .execution_options(**opts)
-        ).rowcount
+        )
         exhausted = session.execute(
             update(Job)
             .where(*expired, Job.attempts >= Job.max_attempts)

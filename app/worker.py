@@ -415,7 +415,9 @@ class Worker:
         if cause == "lost":
             log.warning("job %s: lease lost; its results are discarded", claim.job_id)
             return JobOutcome(OutcomeStatus.LOST, "lease lost", recorded=False)
-        tag = final[0] if final else None
+        if final is None:
+            final = ("crashed",)  # the child sent no outcome
+        tag = final[0]
         if tag == "done":
             ok = queue.complete_job(
                 self.sessions, claim, final[1], job_dir=out_dir, metrics=state.metrics

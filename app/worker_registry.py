@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Worker, utcnow
-from app.db.session import begin_write
+from app.db.session import affected_rows, begin_write
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,17 @@ def prune_dead_workers(session_factory: sessionmaker[Session], silent_for: dt.ti
     cutoff = utcnow() - silent_for
     with session_factory() as session:
         begin_write(session)
-        removed = session.execute(
-            delete(Worker)
-            .where(Worker.last_seen < cutoff)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        removed = affected_rows(
+            session.execute(
+                delete(Worker)
+                .where(Worker.last_seen < cutoff)
+                .execution_options(synchronize_session=False)
+            )
+        )
         session.commit()
     if removed:
         log.info("removed %d dead worker(s) not seen since %s", removed, cutoff.isoformat())
-    return int(removed or 0)
+    return removed
 
 
 def count_live_workers(session: Session, silent_for: dt.timedelta) -> tuple[int, int]:

@@ -10,9 +10,9 @@ process (a forked child must call `dispose_engines()` before touching the databa
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,3 +121,9 @@ def dispose_engines(close: bool = True) -> None:
         for engine in _ENGINES.values():
             engine.dispose(close=close)
         _ENGINES.clear()
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (`Session.execute` is typed as returning a plain Result,
+    which has no `rowcount`; for these statements it is a CursorResult)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)

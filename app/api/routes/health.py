@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -25,18 +26,16 @@ router = APIRouter(tags=["health"])
 class QueueStatusOut(BaseModel):
     """The queue and its workers, as counted by one read of the database."""
 
-    status: str = Field(description="`ok`, or `unavailable` when the database cannot be reached")
-    database: str = Field(description="`ok` or `unavailable`")
-    workers_alive: int = Field(
-        0, ge=0, description="Workers seen within one lease (they claim jobs)"
-    )
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    workers_alive: int = Field(default=0, ge=0, description="Workers seen within one lease")
     workers_dead: int = Field(
-        0, ge=0, description="Worker rows silent for longer than a lease, not yet removed"
+        default=0, ge=0, description="Worker rows silent for longer than a lease, not yet removed"
     )
-    queued: int = Field(0, ge=0, description="Jobs waiting to be claimed (the queue's depth)")
-    running: int = Field(0, ge=0, description="Jobs claimed and running")
+    queued: int = Field(default=0, ge=0, description="Jobs waiting to be claimed (queue depth)")
+    running: int = Field(default=0, ge=0, description="Jobs claimed and running")
     oldest_queued_seconds: float | None = Field(
-        None, description="Age of the oldest queued job in seconds; null when none waits"
+        default=None, description="Age of the oldest queued job in seconds; null when none waits"
     )
     detail: str = ""
 
@@ -75,13 +74,14 @@ def queue_status(request: Request) -> QueueStatusOut | JSONResponse:
     try:
         with request.app.state.session_factory() as session:
             alive, dead = count_live_workers(session, silent_for)
-            counts = dict(
-                session.execute(
+            counts: dict[str, int] = {
+                status: count
+                for status, count in session.execute(
                     select(Job.status, func.count())
                     .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
                     .group_by(Job.status)
-                ).all()
-            )
+                )
+            }
             oldest: dt.datetime | None = session.scalar(
                 select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED)
             )
