@@ -101,11 +101,9 @@ def crash_reason(exitcode: int | None) -> str:
     return f"job process exited with code {exitcode}{hint} before reporting a result"
 
 
-JOB_PRELOAD = ["expansion.experiments", "sklearn.datasets", "sklearn.model_selection"]
-"""Imported once by the fork server, so every job starts with its libraries loaded: torch and
-lightning, and scikit-learn, which `expansion.data` imports only when a job loads `digits`
-(importing it in each job took 3 of the 3.8 s from claim to first step on a loaded machine).
-A module that cannot be imported is skipped by the fork server."""
+JOB_PRELOAD = ["app.worker_forkserver"]
+"""Imported once by the fork server: the job libraries (torch, lightning, scikit-learn), after
+which the server freezes the garbage collector's view of them (see `app.worker_forkserver`)."""
 
 
 def job_process_context() -> multiprocessing.context.ForkServerContext:
