@@ -71,7 +71,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _claimer(url: str, index: int, barrier: Any, results: Any) -> None:  # runs in a forked process
+def _claimer(url: str, index: int, barrier: Any, results: Any) -> None:
+    """One claimer process (forked): claims until the queue is empty, then reports its claim
+    latencies, the job ids it got and when it finished."""
     from app.db.session import dispose_engines
 
     dispose_engines(close=False)  # the parent's pooled sockets are not ours
