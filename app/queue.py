@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Result, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.enums import JobStatus
 from app.db.models import (
     INSERTION_COLUMNS,
     Artifact,
@@ -33,10 +37,17 @@ from app.db.models import (
     Metric,
     utcnow,
 )
-from app.db.session import begin_write
+from app.db.session import affected_rows, begin_write
 from expansion.result_file import finite_or_none, json_safe
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_FIRST_DELAY_S = 0.1
+"""First wait before an outcome write is retried after a connection error (then doubled)."""
+RETRY_MAX_DELAY_S = 5.0
+"""Longest wait between two tries of an outcome write."""
 
 SUMMARY_DROPPED_KEYS = ("curves", "insertions")
 """Result keys kept out of the job's summary: curves live in `metrics`, records in `insertions`."""
@@ -69,9 +80,41 @@ class ClaimedJob:
     """Refreshed by each successful heartbeat."""
 
 
-def _rowcount(result: Result[Any]) -> int:
-    """How many rows an UPDATE/DELETE matched (its result is a CursorResult at run time)."""
-    return cast(CursorResult[Any], result).rowcount
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` says the database connection failed (dropped, refused, server restarting,
+    SQLite busy): the write did not happen, or did not certainly happen, and may be tried again.
+    A refused statement (constraint, bad data) is not one."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+
+
+def retry_while_leased(claim: ClaimedJob, what: str, write: Callable[[bool], T]) -> T:
+    """Run `write(retried)`; on a connection error try again with exponential backoff for as
+    long as the claim's lease holds (after that another worker may own the job, so the error is
+    raised). `retried` is True from the second try on: the first may have committed."""
+    delay = RETRY_FIRST_DELAY_S
+    retried = False
+    while True:
+        try:
+            return write(retried)
+        except DBAPIError as exc:
+            if not is_connection_error(exc):
+                raise
+            left = (claim.lease_expires_at - utcnow()).total_seconds()
+            if left <= delay:
+                log.error("job %s: %s failed and the lease is over: %s", claim.job_id, what, exc)
+                raise
+            log.warning(
+                "job %s: %s failed (%s); retrying in %.1f s",
+                claim.job_id,
+                what,
+                type(exc.orig or exc).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_DELAY_S)
+            retried = True
 
 
 # --------------------------------------------------------------------------- enqueue / cancel
@@ -102,7 +145,7 @@ def enqueue_job(
         name=parsed.name,
         kind=parsed.kind,
         spec=parsed.model_dump(mode="json"),
-        status="queued",
+        status=JobStatus.QUEUED,
         priority=priority,
         attempts=0,
         max_attempts=max_attempts,
@@ -126,12 +169,12 @@ def cancel_job(session: Session, job_id: int) -> Job:
         # read transaction that later writes can fail at once instead of waiting for the lock.
         session.commit()
     begin_write(session)
-    cancelled = _rowcount(
+    cancelled = affected_rows(
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
             .values(
-                status="cancelled",
+                status=JobStatus.CANCELLED,
                 finished_at=now,
                 stage="cancelled",
                 message="cancelled before it started",
@@ -142,7 +185,7 @@ def cancel_job(session: Session, job_id: int) -> Job:
     if not cancelled:
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
             .values(cancel_requested=True, message="cancel requested")
             .execution_options(synchronize_session=False)
         )
@@ -160,43 +203,66 @@ def cancel_job(session: Session, job_id: int) -> Job:
 # --------------------------------------------------------------------------- claim / lease
 
 
+@functools.cache
+def _claim_statement() -> Any:
+    """The claim statement, built once (its parameters are bound per call): building and
+    hashing a fresh statement cost more CPU than the database spends on the claim."""
+    pick = (
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED)
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    return (
+        update(Job)
+        .where(Job.id == pick.scalar_subquery(), Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING,
+            lease_owner=bindparam("owner"),
+            lease_token=bindparam("token"),
+            lease_expires_at=bindparam("expires", type_=Job.lease_expires_at.type),
+            heartbeat_at=bindparam("now", type_=Job.heartbeat_at.type),
+            attempts=Job.attempts + 1,
+            started_at=bindparam("now", type_=Job.started_at.type),
+            progress=0.0,
+            stage="starting",
+            message=bindparam("message"),
+            error=None,
+        )
+        .returning(Job.id, Job.spec, Job.attempts, Job.max_attempts, Job.cancel_requested)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def claim_next_job(
     session_factory: sessionmaker[Session], worker_id: str, lease_seconds: float
 ) -> ClaimedJob | None:
-    """Claim the queued job of highest priority (oldest first) under a new lease; None if none."""
+    """Claim the queued job of highest priority (oldest first) under a new lease; None if none.
+
+    On PostgreSQL the claim is one autocommitted `UPDATE ... WHERE id = (SELECT ... FOR UPDATE
+    SKIP LOCKED LIMIT 1) RETURNING` statement: one round trip (no BEGIN, no COMMIT; with the
+    worker's engine no liveness ping either). On SQLite it runs under BEGIN IMMEDIATE."""
     token = secrets.token_hex(16)
     now = utcnow()
     expires = now + dt.timedelta(seconds=lease_seconds)
-    with session_factory() as session:
-        pick = (
-            select(Job.id)
-            .where(Job.status == "queued")
-            .order_by(Job.priority.desc(), Job.created_at, Job.id)
-            .limit(1)
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        begin_write(session)
-        row = session.execute(
-            update(Job)
-            .where(Job.id == pick.scalar_subquery(), Job.status == "queued")
-            .values(
-                status="running",
-                lease_owner=worker_id,
-                lease_token=token,
-                lease_expires_at=expires,
-                heartbeat_at=now,
-                attempts=Job.attempts + 1,
-                started_at=now,
-                progress=0.0,
-                stage="starting",
-                message=f"claimed by {worker_id}",
-                error=None,
-            )
-            .returning(Job.id, Job.spec, Job.attempts, Job.max_attempts, Job.cancel_requested)
-            .execution_options(synchronize_session=False)
-        ).first()
-        session.commit()
+    statement = _claim_statement()
+    params = {
+        "owner": worker_id,
+        "token": token,
+        "expires": expires,
+        "now": now,
+        "message": f"claimed by {worker_id}",
+    }
+    engine: Engine = session_factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            row = conn.execute(statement, params).first()
+    else:
+        with session_factory() as session:
+            begin_write(session)
+            row = session.execute(statement, params).first()
+            session.commit()
     if row is None:
         return None
     log.info("worker %s claimed job %s (attempt %s)", worker_id, row.id, row.attempts)
@@ -214,7 +280,11 @@ def claim_next_job(
 
 
 def _guard(claim: ClaimedJob) -> tuple[Any, ...]:
-    return (Job.id == claim.job_id, Job.lease_token == claim.lease_token, Job.status == "running")
+    return (
+        Job.id == claim.job_id,
+        Job.lease_token == claim.lease_token,
+        Job.status == JobStatus.RUNNING,
+    )
 
 
 def _metric_rows(claim: ClaimedJob, metrics: Iterable[MetricPoint]) -> list[dict[str, Any]]:
@@ -337,6 +407,46 @@ def _curve_points(result: dict[str, Any]) -> list[MetricPoint]:
     return points
 
 
+def _dedupe_metrics(session: Session, job_id: int) -> None:
+    """Keep one row per (attempt, step, split, name) of the job: the first stored. A heartbeat
+    whose commit was cut off may have been stored and then sent again, and a result's curves
+    repeat points already reported live."""
+    first = (
+        select(func.min(Metric.id))
+        .where(Metric.job_id == job_id)
+        .group_by(Metric.attempt, Metric.step, Metric.split, Metric.name)
+    )
+    session.execute(
+        delete(Metric)
+        .where(Metric.job_id == job_id, Metric.id.not_in(first))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _store_attempt_metrics(
+    session: Session, claim: ClaimedJob, metrics: Sequence[MetricPoint]
+) -> None:
+    """Drop the rows of the job's other attempts, add `metrics` to this attempt's, dedupe."""
+    session.execute(
+        delete(Metric)
+        .where(Metric.job_id == claim.job_id, Metric.attempt != claim.attempt)
+        .execution_options(synchronize_session=False)
+    )
+    rows = _metric_rows(claim, metrics)
+    if rows:
+        session.execute(insert(Metric), rows)
+    _dedupe_metrics(session, claim.job_id)
+
+
+def _already_ended(session: Session, claim: ClaimedJob, status: JobStatus) -> bool:
+    """True when this claim already gave the job `status` (a retried write whose first try
+    committed before its connection dropped)."""
+    row = session.execute(
+        select(Job.status).where(Job.id == claim.job_id, Job.lease_token == claim.lease_token)
+    ).first()
+    return row is not None and row.status == status
+
+
 def complete_job(
     session_factory: sessionmaker[Session],
     claim: ClaimedJob,
@@ -347,48 +457,51 @@ def complete_job(
 ) -> bool:
     """Mark the job succeeded and store its summary, insertion rows, artifact rows and final
     metrics in one lease-guarded transaction that first deletes rows an earlier attempt left.
-    The result's curves, when present, become the job's metrics. False when the lease is lost."""
+
+    The job's metrics are every point this attempt reported (stored by heartbeats, or still
+    buffered in `metrics`) plus the result's curves, one row per (step, split, name): final
+    test-set figures reported after training are kept. Retried on connection errors while the
+    lease holds. False when the lease is lost."""
     names = list(result.get("artifacts") or [])
     if job_dir is not None and (job_dir / "result.json").is_file():
         names.append("result.json")
     artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
-    curves = _curve_points(result)
+    points = [*metrics, *_curve_points(result)]
     insertions = [insertion_row(claim.job_id, r) for r in result.get("insertions") or []]
-    with session_factory() as session:
-        begin_write(session)
-        final = {"result": result_summary(result), "progress": 1.0, "stage": "done", "message": ""}
-        if not _end_attempt(session, claim, "succeeded", final):
-            session.rollback()
-            log.warning("job %s: lease lost before completion", claim.job_id)
-            return False
-        job_id = claim.job_id
-        session.execute(delete(Insertion).where(Insertion.job_id == job_id))
-        session.execute(delete(Artifact).where(Artifact.job_id == job_id))
-        if curves:
-            session.execute(delete(Metric).where(Metric.job_id == job_id))
-            rows = _metric_rows(claim, curves)
-        else:
-            session.execute(
-                delete(Metric).where(Metric.job_id == job_id, Metric.attempt != claim.attempt)
-            )
-            rows = _metric_rows(claim, metrics)
-        if rows:
-            session.execute(insert(Metric), rows)
-        if insertions:
-            session.execute(insert(Insertion), insertions)
-        if artifacts:
-            session.execute(insert(Artifact), [{"job_id": job_id, **a} for a in artifacts])
-        session.commit()
+    final = {"result": result_summary(result), "progress": 1.0, "stage": "done", "message": ""}
+
+    def write(retried: bool) -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            if not _end_attempt(session, claim, JobStatus.SUCCEEDED, final):
+                session.rollback()
+                return retried and _already_ended(session, claim, JobStatus.SUCCEEDED)
+            job_id = claim.job_id
+            session.execute(delete(Insertion).where(Insertion.job_id == job_id))
+            session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            _store_attempt_metrics(session, claim, points)
+            if insertions:
+                session.execute(insert(Insertion), insertions)
+            if artifacts:
+                session.execute(insert(Artifact), [{"job_id": job_id, **a} for a in artifacts])
+            session.commit()
+        return True
+
+    if not retry_while_leased(claim, "storing the result", write):
+        log.warning("job %s: lease lost before completion", claim.job_id)
+        return False
     log.info("job %s succeeded", claim.job_id)
     return True
 
 
-def _end_attempt(session: Session, claim: ClaimedJob, status: str, values: dict[str, Any]) -> bool:
+def _end_attempt(
+    session: Session, claim: ClaimedJob, status: JobStatus, values: dict[str, Any]
+) -> bool:
     """Set the final `status` (and `values`) of the claimed attempt and drop its lease, guarded
     by the lease token; False (nothing written) when the lease is lost."""
     now = utcnow()
     return bool(
-        _rowcount(
+        affected_rows(
             session.execute(
                 update(Job)
                 .where(*_guard(claim))
@@ -409,22 +522,22 @@ def _end_attempt(session: Session, claim: ClaimedJob, status: str, values: dict[
 def _finish(
     session_factory: sessionmaker[Session],
     claim: ClaimedJob,
-    status: str,
+    status: JobStatus,
     values: dict[str, Any],
     metrics: Sequence[MetricPoint],
 ) -> bool:
-    with session_factory() as session:
-        begin_write(session)
-        if not _end_attempt(session, claim, status, values):
-            session.rollback()
-            return False
-        session.execute(
-            delete(Metric).where(Metric.job_id == claim.job_id, Metric.attempt != claim.attempt)
-        )
-        rows = _metric_rows(claim, metrics)
-        if rows:
-            session.execute(insert(Metric), rows)
-        session.commit()
+    def write(retried: bool) -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            if not _end_attempt(session, claim, status, values):
+                session.rollback()
+                return retried and _already_ended(session, claim, status)
+            _store_attempt_metrics(session, claim, metrics)
+            session.commit()
+        return True
+
+    if not retry_while_leased(claim, f"marking the job {status}", write):
+        return False
     log.info("job %s %s", claim.job_id, status)
     return True
 
@@ -441,7 +554,7 @@ def fail_job(
     return _finish(
         session_factory,
         claim,
-        "failed",
+        JobStatus.FAILED,
         {"error": error, "stage": "failed", "message": first_line[:500]},
         metrics,
     )
@@ -457,51 +570,72 @@ def mark_cancelled(
     return _finish(
         session_factory,
         claim,
-        "cancelled",
+        JobStatus.CANCELLED,
         {"stage": "cancelled", "message": "cancelled while running"},
         metrics,
     )
 
 
 def release_job(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bool:
-    """Hand a running job back to the queue (worker shutting down); the attempt is not counted."""
-    with session_factory() as session:
-        begin_write(session)
-        updated = _rowcount(
-            session.execute(
-                update(Job)
-                .where(*_guard(claim))
-                .values(
-                    status="queued",
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    attempts=Job.attempts - 1,
-                    stage="queued",
-                    message=f"handed back by {claim.worker_id}",
+    """Hand a running job back to the queue (worker shutting down); the attempt is not counted
+    and its metric rows are dropped (the job will run again from the start). A job whose cancel
+    was requested is cancelled instead of requeued. Retried on connection errors while the lease
+    holds; False when the lease is lost."""
+    cancelled = Job.cancel_requested.is_(True)
+
+    def write(retried: bool) -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            updated = affected_rows(
+                session.execute(
+                    update(Job)
+                    .where(*_guard(claim))
+                    .values(
+                        # One statement, so that a cancel racing the hand-back is never lost.
+                        status=case((cancelled, JobStatus.CANCELLED), else_=JobStatus.QUEUED),
+                        finished_at=case((cancelled, utcnow()), else_=None),
+                        stage=case((cancelled, "cancelled"), else_="queued"),
+                        message=case(
+                            (cancelled, "cancelled while being handed back"),
+                            else_=f"handed back by {claim.worker_id}",
+                        ),
+                        cancel_requested=False,
+                        lease_owner=None,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        attempts=case((cancelled, Job.attempts), else_=Job.attempts - 1),
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
             )
-        )
-        session.commit()
-    return bool(updated)
+            if updated:
+                session.execute(
+                    delete(Metric)
+                    .where(Metric.job_id == claim.job_id, Metric.attempt == claim.attempt)
+                    .execution_options(synchronize_session=False)
+                )
+            session.commit()
+        return bool(updated)
+
+    return retry_while_leased(claim, "handing the job back", write)
 
 
 def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
     """Settle running jobs whose lease expired: cancel those whose cancel was requested, fail for
-    good those at their attempt cap, requeue the rest. Returns how many jobs changed."""
+    good those at their attempt cap (keeping only the last attempt's metric rows), requeue the
+    rest (dropping their metric rows: the job runs again). Returns how many jobs changed."""
     now = utcnow()
-    expired = (Job.status == "running", Job.lease_expires_at < now)
+    expired = (Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
     cleared = {"lease_token": None, "lease_expires_at": None}
+    opts = {"synchronize_session": False}
     with session_factory() as session:
         begin_write(session)
-        opts = {"synchronize_session": False}
-        n = _rowcount(
+        n = affected_rows(
             session.execute(
                 update(Job)
                 .where(*expired, Job.cancel_requested.is_(True))
                 .values(
-                    status="cancelled",
+                    status=JobStatus.CANCELLED,
                     finished_at=now,
                     cancel_requested=False,
                     stage="cancelled",
@@ -511,40 +645,53 @@ def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
                 .execution_options(**opts)
             )
         )
-        n += _rowcount(
+        exhausted = session.execute(
+            update(Job)
+            .where(*expired, Job.attempts >= Job.max_attempts)
+            .values(
+                status=JobStatus.FAILED,
+                finished_at=now,
+                stage="failed",
+                error="worker lost: lease expired on attempt "
+                + Job.attempts.cast(Job.message.type)
+                + " of "
+                + Job.max_attempts.cast(Job.message.type)
+                + "; giving up",
+                message="worker lost; attempts exhausted",
+                **cleared,
+            )
+            .returning(Job.id, Job.attempts)
+            .execution_options(**opts)
+        ).all()
+        for job_id, attempts in exhausted:
             session.execute(
-                update(Job)
-                .where(*expired, Job.attempts >= Job.max_attempts)
-                .values(
-                    status="failed",
-                    finished_at=now,
-                    stage="failed",
-                    error="worker lost: lease expired on attempt "
-                    + Job.attempts.cast(Job.message.type)
-                    + " of "
-                    + Job.max_attempts.cast(Job.message.type)
-                    + "; giving up",
-                    message="worker lost; attempts exhausted",
-                    **cleared,
-                )
+                delete(Metric)
+                .where(Metric.job_id == job_id, Metric.attempt != attempts)
                 .execution_options(**opts)
             )
-        )
-        n += _rowcount(
+        requeued = (
             session.execute(
                 update(Job)
                 .where(*expired)
                 .values(
-                    status="queued",
+                    status=JobStatus.QUEUED,
                     lease_owner=None,
                     stage="queued",
                     message="requeued after its lease expired",
                     **cleared,
                 )
+                .returning(Job.id)
                 .execution_options(**opts)
             )
+            .scalars()
+            .all()
         )
+        if requeued:
+            session.execute(
+                delete(Metric).where(Metric.job_id.in_(requeued)).execution_options(**opts)
+            )
         session.commit()
+    n += len(exhausted) + len(requeued)
     if n:
         log.info("reclaimed %d job(s) with expired leases", n)
     return n

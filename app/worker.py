@@ -15,6 +15,7 @@ bad job never takes the worker down.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -35,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import queue, sweeps, worker_registry
+from app.db.enums import JobStatus
 from app.db.session import session_factory
 from app.settings import Settings
 from app.worker_child import child_main, run_experiment_runner
@@ -45,12 +47,23 @@ Runner = Callable[..., dict[str, Any]]
 """`runner(spec, out_dir, reporter, *, data_dir) -> result`, like `run_experiment`."""
 
 
+class OutcomeStatus(enum.StrEnum):
+    """How a job run ended for the worker: a final job status, or handed back, or lost."""
+
+    SUCCEEDED = JobStatus.SUCCEEDED.value
+    FAILED = JobStatus.FAILED.value
+    CANCELLED = JobStatus.CANCELLED.value
+    RELEASED = "released"
+    """Handed back to the queue (worker shutting down)."""
+    LOST = "lost"
+    """The lease was lost (or could not be written before it ended): another run owns the job."""
+
+
 @dataclass
 class JobOutcome:
     """How one job run ended, as seen by the parent."""
 
-    status: str
-    """`succeeded`, `failed`, `cancelled`, `released` (handed back) or `lost` (lease lost)."""
+    status: OutcomeStatus
     reason: str = ""
     recorded: bool = True
     """False when the final write was refused because the lease was lost."""
@@ -88,8 +101,9 @@ def crash_reason(exitcode: int | None) -> str:
     return f"job process exited with code {exitcode}{hint} before reporting a result"
 
 
-JOB_PRELOAD = ["expansion.experiments"]
-"""Imported once by the fork server, so every job starts with torch and lightning loaded."""
+JOB_PRELOAD = ["app.worker_forkserver"]
+"""Imported once by the fork server: the job libraries (torch, lightning, scikit-learn), after
+which the server freezes the garbage collector's view of them (see `app.worker_forkserver`)."""
 
 
 def job_process_context() -> multiprocessing.context.ForkServerContext:
@@ -97,6 +111,28 @@ def job_process_context() -> multiprocessing.context.ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(JOB_PRELOAD)  # takes effect when the server first starts
     return ctx
+
+
+def _exit_at_once() -> None:
+    """Target of the fork server probe: a child that leaves without running any finalizer."""
+    os._exit(0)
+
+
+def wait_for_fork_server() -> float:
+    """Start the fork server if needed and wait until it has finished its preload imports;
+    returns the seconds waited.
+
+    `ensure_running()` returns as soon as the server process exists, while it still imports
+    torch (seconds, more on a loaded machine). Forking a probe child blocks until the server
+    accepts requests, which it does only after the imports. A worker that claimed before this
+    would spend that time inside its first job's `Process.start()`, heartbeating nothing, and
+    could lose a short lease on its first job."""
+    started = time.monotonic()
+    ctx = job_process_context()
+    probe = ctx.Process(target=_exit_at_once, name="jumpboard-fork-server-probe")
+    probe.start()
+    probe.join()
+    return time.monotonic() - started
 
 
 class Worker:
@@ -120,10 +156,14 @@ class Worker:
         self.stop_grace_seconds = (
             settings.heartbeat_seconds if stop_grace_seconds is None else stop_grace_seconds
         )
-        self.sessions: sessionmaker[Session] = session_factory(settings.database_url)
+        # No liveness ping per use: every queue write retries on connection errors instead.
+        self.sessions: sessionmaker[Session] = session_factory(
+            settings.database_url, pre_ping=False
+        )
         self._stop_claiming = threading.Event()
         self._hand_back = threading.Event()
         self.outcomes: list[tuple[int, JobOutcome]] = []
+        self._next_housekeeping = 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -156,18 +196,18 @@ class Worker:
     def run(self, *, max_jobs: int | None = None, exit_when_idle: bool = False) -> int:
         """Run jobs until stopped (or `max_jobs` ran, or the queue is empty with
         `exit_when_idle`); returns how many jobs ran."""
+        log.info("worker %s starting (devices %r)", self.worker_id, self.devices or "default")
+        waited = wait_for_fork_server()  # pay for the imports before the first claim
+        log.info("worker %s: job fork server ready after %.2f s", self.worker_id, waited)
+        # Listed only once it can run jobs: a live worker is one that claims.
         worker_registry.register_worker(
             self.sessions, self.worker_id, socket.gethostname(), os.getpid(), self.devices
         )
-        log.info("worker %s started (devices %r)", self.worker_id, self.devices or "default")
-        job_process_context()
-        multiprocessing.forkserver.ensure_running()  # pay for the imports before the first job
         ran = 0
         try:
             while not self._stop_claiming.is_set() and (max_jobs is None or ran < max_jobs):
                 try:
-                    queue.reclaim_expired(self.sessions)
-                    sweeps.refresh_open_sweeps(self.sessions)
+                    self._housekeeping()
                     claim = queue.claim_next_job(
                         self.sessions, self.worker_id, self.settings.lease_seconds
                     )
@@ -202,6 +242,19 @@ class Worker:
         except SQLAlchemyError:
             log.warning("could not refresh the sweep of job %s", job_id)
 
+    def _housekeeping(self) -> None:
+        """Settle expired leases and drop dead workers' rows, at most every quarter lease (5 s
+        at most): a busy worker's claims then cost one round trip, not six."""
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        queue.reclaim_expired(self.sessions)
+        sweeps.refresh_open_sweeps(self.sessions)
+        worker_registry.prune_dead_workers(
+            self.sessions, worker_registry.stale_after(self.settings)
+        )
+        self._next_housekeeping = now + min(self.settings.lease_seconds / 4, 5.0)
+
     def _touch(self, job_id: int | None) -> None:
         try:
             worker_registry.touch_worker(self.sessions, self.worker_id, job_id)
@@ -211,8 +264,35 @@ class Worker:
     # ------------------------------------------------------------------ one job
 
     def run_claimed(self, claim: queue.ClaimedJob) -> JobOutcome:
-        """Run one claimed job in a forked child and record how it ended."""
+        """Run one claimed job in a forked child and record how it ended. Never raises: a job
+        that cannot even be started (job folder not writable, disk full, no process) fails."""
         out_dir = self.settings.job_dir(claim.job_id)
+        try:
+            process, parent_conn = self._start_child(claim, out_dir)
+        except Exception as exc:  # outside the child: the job fails, the worker goes on
+            log.exception("job %s: could not start", claim.job_id)
+            return self._fail_unrecorded(
+                claim, f"could not start the job: {type(exc).__name__}: {exc}"
+            )
+        log.info("job %s running in process %s", claim.job_id, process.pid)
+        try:
+            state = self._supervise(claim, process, parent_conn)
+        finally:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+            parent_conn.close()
+        try:
+            return self._record(claim, state, process.exitcode, out_dir)
+        except Exception as exc:  # a result the database or the disk refuses
+            log.exception("job %s: could not record its outcome", claim.job_id)
+            return self._fail_unrecorded(
+                claim, f"could not store the job's outcome: {type(exc).__name__}: {exc}", exc
+            )
+
+    def _start_child(
+        self, claim: queue.ClaimedJob, out_dir: Path
+    ) -> tuple[multiprocessing.process.BaseProcess, Any]:
         if out_dir.exists():
             shutil.rmtree(out_dir)  # files of an earlier, abandoned attempt
         out_dir.mkdir(parents=True)
@@ -230,26 +310,28 @@ class Worker:
             ),
             name=f"jumpboard-job-{claim.job_id}",
         )
-        process.start()
-        child_conn.close()
-        log.info("job %s running in process %s", claim.job_id, process.pid)
         try:
-            state = self._supervise(claim, process, parent_conn)
-        finally:
-            if process.is_alive():
-                process.kill()
-            process.join(5)
+            process.start()
+        except BaseException:
             parent_conn.close()
+            raise
+        finally:
+            child_conn.close()
+        return process, parent_conn
+
+    def _fail_unrecorded(
+        self, claim: queue.ClaimedJob, reason: str, cause: BaseException | None = None
+    ) -> JobOutcome:
+        """Fail the job for good with `reason`, unless the database connection itself failed
+        (then the job keeps its lease until it expires and is run again)."""
+        if cause is not None and queue.is_connection_error(cause):
+            return JobOutcome(OutcomeStatus.LOST, f"database unreachable: {reason}", False)
         try:
-            return self._record(claim, state, process.exitcode, out_dir)
-        except Exception as exc:  # a result the database refuses must not stop the worker
-            log.exception("job %s: could not record its outcome", claim.job_id)
-            reason = f"could not store the job's outcome: {type(exc).__name__}: {exc}"
-            try:
-                ok = queue.fail_job(self.sessions, claim, reason)
-            except SQLAlchemyError:
-                ok = False
-            return JobOutcome("failed", reason, recorded=ok)
+            ok = queue.fail_job(self.sessions, claim, reason)
+        except SQLAlchemyError:
+            log.exception("job %s: could not mark it failed", claim.job_id)
+            ok = False
+        return JobOutcome(OutcomeStatus.FAILED, reason, recorded=ok)
 
     def _supervise(
         self,
@@ -339,22 +421,24 @@ class Worker:
         cause = state.stop_cause
         if cause == "lost":
             log.warning("job %s: lease lost; its results are discarded", claim.job_id)
-            return JobOutcome("lost", "lease lost", recorded=False)
-        tag = final[0] if final else None
+            return JobOutcome(OutcomeStatus.LOST, "lease lost", recorded=False)
+        if final is None:
+            final = ("crashed",)  # the child sent no outcome
+        tag = final[0]
         if tag == "done":
             ok = queue.complete_job(
                 self.sessions, claim, final[1], job_dir=out_dir, metrics=state.metrics
             )
             if not ok:
                 log.warning("job %s: lease lost before its result was stored", claim.job_id)
-                return JobOutcome("lost", "lease lost before completion", recorded=False)
-            return JobOutcome("succeeded")
+                return JobOutcome(OutcomeStatus.LOST, "lease lost before completion", False)
+            return JobOutcome(OutcomeStatus.SUCCEEDED)
         if cause == "released":
             ok = queue.release_job(self.sessions, claim)
-            return JobOutcome("released", "worker shutting down", recorded=ok)
+            return JobOutcome(OutcomeStatus.RELEASED, "worker shutting down", recorded=ok)
         if cause == "cancelled":
             ok = queue.mark_cancelled(self.sessions, claim, metrics=state.metrics)
-            return JobOutcome("cancelled", "cancel requested", recorded=ok)
+            return JobOutcome(OutcomeStatus.CANCELLED, "cancel requested", recorded=ok)
         if tag == "error":
             reason, trace = final[1], final[2]
             error = f"{reason}\n\n{trace}".strip() if trace else reason
@@ -364,33 +448,80 @@ class Worker:
             reason = error = crash_reason(exitcode)
         log.warning("job %s failed: %s", claim.job_id, reason)
         ok = queue.fail_job(self.sessions, claim, error, metrics=state.metrics)
-        return JobOutcome("failed", reason, recorded=ok)
+        return JobOutcome(OutcomeStatus.FAILED, reason, recorded=ok)
 
 
-@dataclass
+SUPERVISOR_FIRST_DELAY_S = 1.0
+"""Wait before the first restart of an in-process worker loop that died."""
+SUPERVISOR_MAX_DELAY_S = 60.0
+"""Longest wait between restarts (the delay doubles after each crash)."""
+SUPERVISOR_STABLE_S = 300.0
+"""A loop that ran this long before dying restarts after the first delay again."""
+
+
 class InProcessWorker:
-    """Handle of a worker loop running in a background thread of this process."""
+    """A worker loop in a background thread of this process, supervised: a loop that dies of
+    an unexpected error (database down at start, a bug) is logged and restarted as a new worker
+    after a backoff, so the jobs it held are reclaimed when their leases expire and new jobs
+    keep running. `worker` is the current loop's Worker; `restarts` counts the restarts."""
 
-    worker: Worker
-    thread: threading.Thread
+    def __init__(
+        self,
+        make_worker: Callable[[], Worker],
+        *,
+        first_delay_s: float = SUPERVISOR_FIRST_DELAY_S,
+        max_delay_s: float = SUPERVISOR_MAX_DELAY_S,
+    ) -> None:
+        self.make_worker = make_worker
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
+        self.worker = make_worker()
+        self.restarts = 0
+        self.last_error: str | None = None
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, name="jumpboard-worker", daemon=True)
+
+    def start(self) -> None:
+        """Start the supervising thread."""
+        self.thread.start()
+
+    def _supervise(self) -> None:
+        delay = self.first_delay_s
+        while True:
+            began = time.monotonic()
+            try:
+                self.worker.run()
+                return  # stopped on request
+            except Exception as exc:  # whatever killed the loop, the service keeps a worker
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("in-process worker %s died; restarting", self.worker.worker_id)
+            if time.monotonic() - began >= SUPERVISOR_STABLE_S:
+                delay = self.first_delay_s
+            if self._stopping.wait(delay):
+                return
+            delay = min(2 * delay, self.max_delay_s)
+            self.restarts += 1
+            self.worker = self.make_worker()
+            if self._stopping.is_set():  # stop() raced the restart: do not start the new loop
+                return
 
     def stop(self, timeout: float | None = 30.0, hand_back: bool = True) -> None:
         """Stop claiming; hand the running job back (default) or let it finish; wait."""
+        self._stopping.set()
         self.worker.request_stop(hand_back=hand_back)
         self.thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        """True while the loop runs."""
+        """True while the supervised loop runs (or waits to restart)."""
         return self.thread.is_alive()
 
 
 def start_in_process_worker(
     settings: Settings, *, runner: Runner | None = None, poll_seconds: float = 1.0
 ) -> InProcessWorker:
-    """Run the worker loop in a daemon thread of this process (the embedded `serve` default);
-    jobs still run in forked children."""
-    worker = Worker(settings, runner=runner, poll_seconds=poll_seconds)
-    thread = threading.Thread(target=worker.run, name="jumpboard-worker", daemon=True)
-    thread.start()
-    return InProcessWorker(worker, thread)
+    """Run a supervised worker loop in a daemon thread of this process (the embedded `serve`
+    default); jobs still run in forked children."""
+    handle = InProcessWorker(lambda: Worker(settings, runner=runner, poll_seconds=poll_seconds))
+    handle.start()
+    return handle

@@ -1,12 +1,22 @@
-"""The `workers` table: which worker processes exist, when each was last seen, what it runs."""
+"""The `workers` table: which worker processes exist, when each was last seen, what it runs.
+
+A worker whose row was not touched for a lease is dead (killed, host lost): it is not counted
+as live, and the next worker pass deletes its row.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+import datetime as dt
+import logging
+
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Worker, utcnow
-from app.db.session import begin_write
+from app.db.session import affected_rows, begin_write
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def register_worker(
@@ -56,3 +66,39 @@ def unregister_worker(session_factory: sessionmaker[Session], worker_id: str) ->
         begin_write(session)
         session.execute(delete(Worker).where(Worker.id == worker_id))
         session.commit()
+
+
+def stale_after(settings: Settings) -> dt.timedelta:
+    """How long a worker may stay silent before it counts as dead: one lease, the same rule
+    that hands its job to another worker. A live worker touches its row at every idle poll and
+    every heartbeat, both far more often."""
+    return dt.timedelta(seconds=settings.lease_seconds)
+
+
+def prune_dead_workers(session_factory: sessionmaker[Session], silent_for: dt.timedelta) -> int:
+    """Delete the rows of workers not seen for `silent_for` (killed, host lost); returns how
+    many. Their jobs are settled by `app.queue.reclaim_expired`."""
+    cutoff = utcnow() - silent_for
+    with session_factory() as session:
+        begin_write(session)
+        removed = affected_rows(
+            session.execute(
+                delete(Worker)
+                .where(Worker.last_seen < cutoff)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        session.commit()
+    if removed:
+        log.info("removed %d dead worker(s) not seen since %s", removed, cutoff.isoformat())
+    return removed
+
+
+def count_live_workers(session: Session, silent_for: dt.timedelta) -> tuple[int, int]:
+    """(live, dead) worker rows: live ones were seen within `silent_for`."""
+    cutoff = utcnow() - silent_for
+    live = session.scalar(
+        select(func.count()).select_from(Worker).where(Worker.last_seen >= cutoff)
+    )
+    total = session.scalar(select(func.count()).select_from(Worker))
+    return int(live or 0), int(total or 0) - int(live or 0)

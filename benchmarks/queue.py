@@ -1,13 +1,16 @@
 """Queue benchmark: claim throughput and latency on PostgreSQL, and job start latency.
 
-1. Claims: N queued jobs in a fresh PostgreSQL database, drained by 1, 4 and 16 concurrent
-   claimers (threads, one connection each); throughput (claims/s) and per-claim latency
-   p50/p99, with ratios against the single claimer.
+1. Claims: N queued jobs in a fresh PostgreSQL database, drained by 1, 4 and 16 (`--claimers`)
+   concurrent claimers, each a process with its own connection, claiming one job per call
+   exactly as a worker does (`app.queue.claim_next_job` on the worker's engine); throughput
+   (claims/s) and per-claim latency p50/p99, with ratios against the single claimer; every
+   job must be claimed exactly once.
 2. Job start: claim to the first training step of a tiny real job, with the worker's forked
    child (torch/lightning imported once in the parent) against starting a fresh interpreter
    for the job (`python -c "import expansion.experiments; ..."`), ratio fresh / forked.
 
-Usage: .venv/bin/python benchmarks/queue.py [--jobs 1000] [--repeats 5]
+Usage: .venv/bin/python benchmarks/queue.py [--jobs 3000] [--claimers 1,4,16] [--repeats 5]
+       [--skip-claims] [--skip-start]
        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -23,12 +26,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import importlib.util
+import multiprocessing
 import os
 import platform
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from typing import Any
@@ -68,8 +71,30 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _claimer(url: str, index: int, barrier: Any, results: Any) -> None:
+    """One claimer process (forked): claims until the queue is empty, then reports its claim
+    latencies, the job ids it got and when it finished."""
+    from app.db.session import dispose_engines
+
+    dispose_engines(close=False)  # the parent's pooled sockets are not ours
+    sessions = session_factory(url, pre_ping=False)
+    latencies: list[float] = []
+    claimed: list[int] = []
+    with sessions.kw["bind"].connect():
+        pass  # open the connection before the clock starts
+    barrier.wait()
+    while True:
+        t0 = time.perf_counter()
+        claim = queue.claim_next_job(sessions, f"bench{index}", 60)
+        if claim is None:
+            break
+        latencies.append(time.perf_counter() - t0)
+        claimed.append(claim.job_id)
+    results.put((latencies, claimed, time.perf_counter()))
+
+
 def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
-    """Drain `jobs` queued jobs with `claimers` threads; throughput and latency figures."""
+    """Drain `jobs` queued jobs with `claimers` processes; throughput and latency figures."""
     name = f"jb_bench_{uuid.uuid4().hex[:10]}"
     _admin(admin_url, f'CREATE DATABASE "{name}"')
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
@@ -97,30 +122,25 @@ def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
         with sessions() as session:
             session.execute(insert(Job), rows)
             session.commit()
-        latencies: list[list[float]] = [[] for _ in range(claimers)]
-        claimed: list[list[int]] = [[] for _ in range(claimers)]
-        barrier = threading.Barrier(claimers + 1)
-
-        def drain(index: int) -> None:
-            barrier.wait()
-            while True:
-                t0 = time.perf_counter()
-                claim = queue.claim_next_job(sessions, f"bench{index}", 60)
-                if claim is None:
-                    return
-                latencies[index].append(time.perf_counter() - t0)
-                claimed[index].append(claim.job_id)
-
-        threads = [threading.Thread(target=drain, args=(i,)) for i in range(claimers)]
-        for t in threads:
-            t.start()
+            session.execute(text("ANALYZE jobs"))
+            session.commit()
+        forget_engine(url)
+        ctx = multiprocessing.get_context("fork")
+        barrier = ctx.Barrier(claimers + 1)
+        results = ctx.Queue()
+        procs = [
+            ctx.Process(target=_claimer, args=(url, i, barrier, results)) for i in range(claimers)
+        ]
+        for proc in procs:
+            proc.start()
         barrier.wait()
         start = time.perf_counter()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-        flat = [v for per in latencies for v in per]
-        ids = [job_id for per in claimed for job_id in per]
+        outcomes = [results.get(timeout=600) for _ in procs]
+        elapsed = max(end for _, _, end in outcomes) - start
+        for proc in procs:
+            proc.join()
+        flat = [v for latencies, _, _ in outcomes for v in latencies]
+        ids = [job_id for _, claimed, _ in outcomes for job_id in claimed]
         assert len(ids) == len(set(ids)) == jobs, f"{len(set(ids))} distinct claims of {jobs}"
         return {
             "claimers": claimers,
@@ -284,13 +304,21 @@ def machine() -> str:
 def main() -> None:
     """Run both benchmarks and print their tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=3000, help="queued jobs per claim run")
+    parser.add_argument(
+        "--claimers", default="1,4,16", help="comma-separated numbers of concurrent claimers"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="job starts measured each way")
+    parser.add_argument("--skip-claims", action="store_true", help="only the job start part")
+    parser.add_argument("--skip-start", action="store_true", help="only the claim part")
     parser.add_argument(
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    claimer_counts = [int(n) for n in args.claimers.split(",") if n.strip()]
+    if not claimer_counts or min(claimer_counts) < 1:
+        parser.error("--claimers needs positive numbers, e.g. 1,4,16")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start")
     pg_version = ""
     engine = create_engine(args.postgres_url)
     with engine.connect() as conn:
@@ -298,31 +326,39 @@ def main() -> None:
     engine.dispose()
     print(f"PostgreSQL {pg_version}; {args.jobs} jobs per run\n")
 
-    print("| claimers | claims/s | vs 1 claimer | p50 latency (ms) | p99 latency (ms) |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    base = None
-    for claimers in (1, 4, 16):
-        r = bench_claims(args.postgres_url, args.jobs, claimers)
-        base = base or r["throughput"]
-        print(
-            f"| {claimers} | {r['throughput']:.0f} | {r['throughput'] / base:.2f}x "
-            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-        )
+    if not args.skip_claims:
+        print(f"| claimers | claims/s | vs {claimer_counts[0]} | p50 (ms) | p99 (ms) |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        base = None
+        for claimers in claimer_counts:
+            r = bench_claims(args.postgres_url, args.jobs, claimers)
+            base = base or r["throughput"]
+            print(
+                f"| {claimers} | {r['throughput']:.0f} | {r['throughput'] / base:.2f}x "
+                f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |",
+                flush=True,
+            )
+        print(f"load average {os.getloadavg()[0]:.2f} after the claims")
+    if not args.skip_start:
+        bench_start(args.postgres_url, args.repeats)
 
+
+def bench_start(postgres_url: str, repeats: int) -> None:
+    """Job start, forked child against fresh interpreter; prints the table."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         name = f"jb_bench_{uuid.uuid4().hex[:10]}"
-        _admin(args.postgres_url, f'CREATE DATABASE "{name}"')
-        url = make_url(args.postgres_url).set(database=name).render_as_string(False)
+        _admin(postgres_url, f'CREATE DATABASE "{name}"')
+        url = make_url(postgres_url).set(database=name).render_as_string(False)
         try:
             upgrade(url)
-            fresh = bench_start_fresh(work, args.repeats)
-            forked = bench_start_forked(url, work, args.repeats)
+            fresh = bench_start_fresh(work, repeats)
+            forked = bench_start_forked(url, work, repeats)
         finally:
             forget_engine(url)
-            _admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     runner = "run_experiment" if HAS_EXPERIMENTS else "stand-in lightning step"
-    print(f"\njob start, claim to first training step ({runner}, {args.repeats} runs each):\n")
+    print(f"\njob start, claim to first training step ({runner}, {repeats} runs each):\n")
     print("| start | median (s) | min (s) | max (s) | vs forked |")
     print("| --- | ---: | ---: | ---: | ---: |")
     fork_med = statistics.median(forked)

@@ -23,13 +23,18 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+from app.db.enums import JobStatus
+
+JOB_STATUSES: tuple[str, ...] = tuple(JobStatus)
+"""Every job status, in life order (plain strings, as stored)."""
+FINISHED_STATUSES: tuple[str, ...] = tuple(s for s in JobStatus if s.is_finished)
+"""The final statuses."""
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -76,16 +81,13 @@ class Job(Base):
     """One experiment in the queue: its spec, state, lease and result summary."""
 
     __tablename__ = "jobs"
-    __table_args__ = (
-        Index("ix_jobs_claim", "status", "priority", "created_at"),
-        Index("ix_jobs_lease", "status", "lease_expires_at"),
-    )
+    __table_args__ = (Index("ix_jobs_lease", "status", "lease_expires_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(120), default="")
     kind: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
@@ -121,6 +123,18 @@ class Job(Base):
     def is_finished(self) -> bool:
         """True once the job reached a final status."""
         return self.status in FINISHED_STATUSES
+
+
+# The claim's exact order (priority DESC, created_at, id) over only the rows it looks at: a claim
+# reads the first unlocked entry instead of sorting every queued row.
+Index(
+    "ix_jobs_queued",
+    Job.priority.desc(),
+    Job.created_at,
+    Job.id,
+    postgresql_where=Job.status == text("'queued'"),
+    sqlite_where=Job.status == text("'queued'"),
+)
 
 
 class Metric(Base):

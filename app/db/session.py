@@ -1,16 +1,18 @@
 """Engines and session factories for a database URL (SQLite or PostgreSQL).
 
 SQLite gets WAL journaling, foreign keys and a busy timeout so that a worker process and the API
-can share one file; PostgreSQL connections are checked before use. Engines are cached per URL in
-each process (a forked child must call `dispose_engines()` before touching the database).
+can share one file; PostgreSQL connections are checked before use (a liveness round trip per
+checkout), except on the worker's engine (`pre_ping=False`): the queue retries its writes on
+connection errors instead, so a claim costs one round trip. Engines are cached per URL in each
+process (a forked child must call `dispose_engines()` before touching the database).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,8 +47,9 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """A new engine for `url` with the pragmas/options this service relies on."""
+def create_db_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """A new engine for `url` with the pragmas/options this service relies on; `pre_ping`
+    checks each PostgreSQL connection with a round trip before handing it out."""
     if is_sqlite(url):
         path = sqlite_path(url)
         if path is not None:
@@ -59,24 +62,34 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_pre_ping", pre_ping)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
 
 
-def get_engine(url: str) -> Engine:
-    """The process-wide cached engine for `url`."""
+NO_PRE_PING_SUFFIX = "#no-pre-ping"
+
+
+def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """The process-wide cached engine for `url` (with or without a liveness ping per use)."""
+    key = url if pre_ping or is_sqlite(url) else url + NO_PRE_PING_SUFFIX
     with _LOCK:
-        engine = _ENGINES.get(url)
+        engine = _ENGINES.get(key)
         if engine is None:
-            engine = _ENGINES[url] = create_db_engine(url)
+            engine = _ENGINES[key] = create_db_engine(url, pre_ping=pre_ping)
         return engine
 
 
-def session_factory(url_or_engine: str | Engine) -> sessionmaker[Session]:
-    """A session factory bound to the cached engine of a URL (or to the given engine)."""
-    engine = get_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+def session_factory(url_or_engine: str | Engine, *, pre_ping: bool = True) -> sessionmaker[Session]:
+    """A session factory bound to the cached engine of a URL (or to the given engine).
+
+    `pre_ping=False` (the worker's queue calls) skips the liveness round trip on each use; its
+    callers must retry on connection errors (`app.queue.retry_while_leased`)."""
+    if isinstance(url_or_engine, str):
+        engine = get_engine(url_or_engine, pre_ping=pre_ping)
+    else:
+        engine = url_or_engine
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
@@ -96,9 +109,10 @@ def begin_write(session: Session) -> None:
 def forget_engine(url: str) -> None:
     """Dispose and forget the cached engine of `url` (before dropping its database)."""
     with _LOCK:
-        engine = _ENGINES.pop(url, None)
-    if engine is not None:
-        engine.dispose()
+        engines = [_ENGINES.pop(key, None) for key in (url, url + NO_PRE_PING_SUFFIX)]
+    for engine in engines:
+        if engine is not None:
+            engine.dispose()
 
 
 def dispose_engines(close: bool = True) -> None:
@@ -107,3 +121,9 @@ def dispose_engines(close: bool = True) -> None:
         for engine in _ENGINES.values():
             engine.dispose(close=close)
         _ENGINES.clear()
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (`Session.execute` is typed as returning a plain Result,
+    which has no `rowcount`; for these statements it is a CursorResult)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)

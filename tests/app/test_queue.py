@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import math
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from app import queue
+from app.db.enums import JobStatus
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.db.session import session_factory
 from expansion.specs import SpecError
@@ -315,3 +321,197 @@ def test_insertion_row_flattens_the_certificate_verdict() -> None:
     assert row["grad_norm_sq_lcb_train"] is None and row["condition_holds"] is False
     older = insertion_row(7, _record(1, 0))  # results before issue 10 lack the keys
     assert older["verdict"] is None and older["certificate_batches"] is None
+
+
+# --------------------------------------------------------------------------- faults (issue 13)
+
+
+def _metric_keys(url: str, job_id: int) -> list[tuple[int, int, str, str]]:
+    with session_factory(url)() as session:
+        rows = session.execute(
+            select(Metric.attempt, Metric.step, Metric.split, Metric.name)
+            .where(Metric.job_id == job_id)
+            .order_by(Metric.split, Metric.name, Metric.step, Metric.attempt)
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]  # Row -> tuple of its four columns
+
+
+@contextlib.contextmanager
+def _drop_connection_at(engine: Engine, statement_start: str, times: int = 1) -> Iterator[None]:
+    """Terminate the server backend of the connection about to run a statement that starts
+    with `statement_start` (as a PostgreSQL restart or a network cut would), `times` times."""
+    left = [times]
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+
+    def kill(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if left[0] and statement.startswith(statement_start):
+            left[0] -= 1
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            with admin.connect() as admin_conn:
+                admin_conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                deadline = time.monotonic() + 10
+                gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+                while admin_conn.execute(gone, {"pid": pid}).scalar() and (
+                    time.monotonic() < deadline
+                ):
+                    time.sleep(0.01)
+
+    event.listen(engine, "before_cursor_execute", kill)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", kill)
+        admin.dispose()
+    assert left[0] == 0, "the statement to cut off never ran"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("outcome", ["complete", "fail", "cancel"])
+def test_outcome_write_survives_a_dropped_connection(postgres_url: str, outcome: str) -> None:
+    """Issue 13.1: a finished job was failed for good when its final write met one dropped
+    connection; now the write is retried while the lease holds, buffered metrics included."""
+    (job_id,) = _enqueue(postgres_url)
+    sessions = session_factory(postgres_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    points = [(1, "train", "loss", 2.0), (2, "train", "loss", 1.0)]
+    with _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"):
+        if outcome == "complete":
+            assert queue.complete_job(sessions, claim, {"test_risk": 0.3}, metrics=points)
+        elif outcome == "fail":
+            assert queue.fail_job(sessions, claim, "ValueError: boom", metrics=points)
+        else:
+            assert queue.mark_cancelled(sessions, claim, metrics=points)
+    expected = {"complete": "succeeded", "fail": "failed", "cancel": "cancelled"}[outcome]
+    assert _job(postgres_url, job_id).status == expected
+    assert _metric_keys(postgres_url, job_id) == [(1, 1, "train", "loss"), (1, 2, "train", "loss")]
+
+
+@pytest.mark.postgres
+def test_outcome_write_is_not_retried_after_the_lease_ended(postgres_url: str) -> None:
+    (job_id,) = _enqueue(postgres_url)
+    sessions = session_factory(postgres_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    claim.lease_expires_at = dt.datetime.now(dt.UTC)  # as if it ended during the outage
+    with (
+        _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"),
+        pytest.raises(OperationalError),
+    ):
+        queue.complete_job(sessions, claim, {"test_risk": 0.3})
+    assert _job(postgres_url, job_id).status == "running"  # reclaimed and run again later
+
+
+def test_hand_back_leaves_no_duplicate_metric_rows(db_url: str) -> None:
+    """Issue 13.7: a handed-back attempt's rows were kept under the attempt number that the
+    next claim reuses, so the finished job had every point twice."""
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    points = [(1, "train", "loss", 2.0), (2, "train", "loss", 1.5)]
+    first = queue.claim_next_job(sessions, "w1", 30)
+    assert first is not None
+    assert queue.heartbeat(sessions, first, 0.5, "train", metrics=points)
+    assert queue.release_job(sessions, first)
+    second = queue.claim_next_job(sessions, "w2", 30)
+    assert second is not None and second.attempt == first.attempt == 1
+    assert queue.heartbeat(sessions, second, 0.5, "train", metrics=points)
+    assert queue.complete_job(sessions, second, {"test_risk": 0.2})
+    assert _metric_keys(db_url, job_id) == [(1, 1, "train", "loss"), (1, 2, "train", "loss")]
+
+
+def test_exhausted_attempts_keep_one_attempts_metric_rows(db_url: str) -> None:
+    """Issue 13.7: a job failed at its attempt cap kept the rows of every attempt."""
+    (job_id,) = _enqueue(db_url, max_attempts=2)
+    sessions = session_factory(db_url)
+    for attempt in (1, 2):
+        claim = queue.claim_next_job(sessions, f"w{attempt}", 30)
+        assert claim is not None and claim.attempt == attempt
+        assert queue.heartbeat(sessions, claim, 0.5, "train", metrics=[(1, "train", "loss", 2.0)])
+        _expire(db_url, job_id)
+        assert queue.reclaim_expired(sessions) == 1
+    assert _job(db_url, job_id).status == "failed"
+    assert _metric_keys(db_url, job_id) == [(2, 1, "train", "loss")]
+
+
+def test_test_set_metrics_reported_by_the_job_are_stored(db_url: str) -> None:
+    """Issue 13.10: the final test-set figures a job reports (not part of its curves) were
+    deleted when the result's curves replaced the job's metric rows."""
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    live = [(1, "train", "loss", 2.0), (2, "train", "loss", 1.0)]
+    assert queue.heartbeat(sessions, claim, 0.9, "train", metrics=live)
+    final = [(2, "test", "risk", 0.3), (2, "test", "error", 0.1)]
+    result = {"test_risk": 0.3, "curves": {"train/loss": [[1, 2.0], [2, 1.0]]}}
+    assert queue.complete_job(sessions, claim, result, metrics=final)
+    assert _metric_keys(db_url, job_id) == [
+        (1, 2, "test", "error"),
+        (1, 2, "test", "risk"),
+        (1, 1, "train", "loss"),
+        (1, 2, "train", "loss"),
+    ]
+
+
+def test_job_cancelled_during_a_hand_back_is_not_requeued(db_url: str) -> None:
+    """Issue 13.10: a cancel requested while the worker handed the job back was forgotten and
+    the job ran again."""
+    (job_id,) = _enqueue(db_url)
+    sessions = session_factory(db_url)
+    claim = queue.claim_next_job(sessions, "w", 30)
+    assert claim is not None
+    with sessions() as session:
+        assert queue.cancel_job(session, job_id).cancel_requested
+    assert queue.release_job(sessions, claim)
+    job = _job(db_url, job_id)
+    assert (job.status, job.cancel_requested) == (JobStatus.CANCELLED, False)
+    assert job.finished_at is not None
+    assert queue.claim_next_job(sessions, "w2", 30) is None
+
+
+@pytest.mark.postgres
+def test_claim_reads_the_partial_index_in_its_own_order(postgres_url: str) -> None:
+    """The claim index matches `priority DESC, created_at, id`: no sort of the queued rows."""
+    _enqueue(postgres_url, 3)
+    pick = (
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED)
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    engine = session_factory(postgres_url).kw["bind"]
+    with engine.connect() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        compiled = pick.compile(engine, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(conn.execute(text(f"EXPLAIN {compiled}")).scalars())
+    assert "ix_jobs_queued" in plan and "Sort" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_claim_is_one_round_trip_on_the_worker_engine(postgres_url: str, tmp_path: Path) -> None:
+    """No liveness ping, no BEGIN, no COMMIT: one round trip per claim (and per empty poll),
+    counted in the client's protocol trace (one ReadyForQuery from the server per trip)."""
+    from psycopg import pq
+
+    _enqueue(postgres_url, 2)
+    sessions = session_factory(postgres_url, pre_ping=False)
+    assert queue.claim_next_job(sessions, "warm-up", 30) is not None  # opens the connection
+    engine = sessions.kw["bind"]
+    assert engine.pool.checkedin() == 1
+    with engine.connect() as conn:
+        pgconn = conn.connection.dbapi_connection.pgconn
+    trace = tmp_path / "trace"
+    with trace.open("wb") as handle:
+        pgconn.trace(handle.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            assert queue.claim_next_job(sessions, "w", 30) is not None
+            assert queue.claim_next_job(sessions, "w", 30) is None
+        finally:
+            pgconn.untrace()
+    lines = trace.read_text().splitlines()
+    sent = [line.split("\t", 3)[-1] for line in lines if line.startswith("F")]
+    trips = [line for line in lines if "ReadyForQuery" in line]
+    assert len(trips) == 2, lines
+    assert not any("BEGIN" in q or "COMMIT" in q or "SELECT 1" in q for q in sent), sent

@@ -1,19 +1,43 @@
-"""Liveness and readiness probes (`/healthz`, `/readyz`) for orchestrators and load balancers."""
+"""Liveness and readiness probes (`/healthz`, `/readyz`) for orchestrators and load balancers,
+and `/status`: the queue's depth and how many workers are alive."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.schemas import HealthOut
+from app.db.enums import JobStatus
+from app.db.models import Job, utcnow
+from app.worker_registry import count_live_workers, stale_after
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
+
+
+class QueueStatusOut(BaseModel):
+    """The queue and its workers, as counted by one read of the database."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    workers_alive: int = Field(default=0, ge=0, description="Workers seen within one lease")
+    workers_dead: int = Field(
+        default=0, ge=0, description="Worker rows silent for longer than a lease, not yet removed"
+    )
+    queued: int = Field(default=0, ge=0, description="Jobs waiting to be claimed (queue depth)")
+    running: int = Field(default=0, ge=0, description="Jobs claimed and running")
+    oldest_queued_seconds: float | None = Field(
+        default=None, description="Age of the oldest queued job in seconds; null when none waits"
+    )
+    detail: str = ""
 
 
 @router.get("/healthz", response_model=HealthOut)
@@ -37,3 +61,46 @@ def readyz(request: Request) -> HealthOut | JSONResponse:
         body = HealthOut(status="unavailable", database="unavailable", detail=type(exc).__name__)
         return JSONResponse(body.model_dump(), status_code=503)
     return HealthOut(status="ok", database="ok")
+
+
+@router.get(
+    "/status",
+    response_model=QueueStatusOut,
+    responses={503: {"model": QueueStatusOut, "description": "The database cannot be reached."}},
+)
+def queue_status(request: Request) -> QueueStatusOut | JSONResponse:
+    """Live workers (seen within one lease) and the queue's depth; 503 without a database."""
+    silent_for = stale_after(request.app.state.settings)
+    try:
+        with request.app.state.session_factory() as session:
+            alive, dead = count_live_workers(session, silent_for)
+            counts: dict[str, int] = {
+                status: count
+                for status, count in session.execute(
+                    select(Job.status, func.count())
+                    .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+                    .group_by(Job.status)
+                )
+            }
+            oldest: dt.datetime | None = session.scalar(
+                select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED)
+            )
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("status check failed: %s", exc)
+        body = QueueStatusOut(
+            status="unavailable", database="unavailable", detail=type(exc).__name__
+        )
+        return JSONResponse(body.model_dump(), status_code=503)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=dt.UTC)
+    return QueueStatusOut(
+        status="ok",
+        database="ok",
+        workers_alive=alive,
+        workers_dead=dead,
+        queued=int(counts.get(JobStatus.QUEUED, 0)),
+        running=int(counts.get(JobStatus.RUNNING, 0)),
+        oldest_queued_seconds=None
+        if oldest is None
+        else max(0.0, (utcnow() - oldest).total_seconds()),
+    )
