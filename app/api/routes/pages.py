@@ -238,14 +238,14 @@ def results_page(
     session: SessionDep,
     data: Annotated[str, Query(max_length=32)] = "",
     model: Annotated[str, Query(max_length=32)] = "",
-    holds: Annotated[str, Query(max_length=8)] = "",
+    verdict: Annotated[str, Query(max_length=16)] = "",
     job: Annotated[str, Query(max_length=12)] = "",
     group_by: Annotated[str, Query(max_length=100)] = "dataset",
 ) -> HTMLResponse:
     """Certificate vs realized gain across all jobs: scatter, rank correlation, table; and
     every predictor's calibration, grouped by configuration, with a scatter per predictor."""
     job_id = int(job) if job.strip().isascii() and job.strip().isdigit() else None
-    filters = ResultFilters(data=data, model=model, holds=holds, job=job_id)
+    filters = ResultFilters(data=data, model=model, verdict=verdict, job=job_id)
     every_point = collect_points(session)
     points = [p for p in every_point if filters.accepts(p)]
     correlation = rank_correlation(points)
