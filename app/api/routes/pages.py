@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from app.api.deps import SessionDep, SettingsDep
+from app.api.schemas import MAX_ID
 from app.db.models import JOB_STATUSES, Job
 from app.tokens import TokenScope, verify_token
 from app.urls import API_PREFIX
@@ -245,6 +246,8 @@ def results_page(
     """Certificate vs realized gain across all jobs: scatter, rank correlation, table; and
     every predictor's calibration, grouped by configuration, with a scatter per predictor."""
     job_id = int(job) if job.strip().isascii() and job.strip().isdigit() else None
+    if job_id is not None and job_id > MAX_ID:
+        job_id = 0  # no stored job has it (ids are 1..MAX_ID): 0 matches none, and fits a query
     filters = ResultFilters(data=data, model=model, verdict=verdict, job=job_id)
     every_point = collect_points(session)
     points = [p for p in every_point if filters.accepts(p)]
