@@ -37,6 +37,7 @@ from expansion.predictor_names import (
     PREDICTOR_NAMES,
     SELECTABLE_PREDICTORS,
 )
+from expansion.result_file import finite_or_none as _finite
 
 GROUP_KEYS: tuple[str, ...] = ("dataset", "model", "norm", "scaling", "depth")
 """Configuration fields a calibration can be grouped by."""
@@ -129,12 +130,6 @@ def config_of(spec: Mapping[str, Any]) -> dict[str, str]:
         "scaling": str(model.get("scaling", "")),
         "depth": str(model.get("depth", "")),
     }
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def records_from_insertions(

@@ -9,6 +9,7 @@ first release is `NotRequired`. To add a section (say `predictors`), add a NotRe
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import NotRequired, TypedDict
 
 
@@ -116,6 +117,25 @@ class VerdictCounts(TypedDict):
     holds: int
     fails: int
     undecided: int
+
+
+def seed_verdict(verdicts: Sequence[Verdict]) -> Verdict:
+    """Intersection-union verdict over seeds: holds iff every seed holds; else undecided when
+    some seed is undecided; else fails."""
+    if all(v is Verdict.HOLDS for v in verdicts):
+        return Verdict.HOLDS
+    if any(v is Verdict.UNDECIDED for v in verdicts):
+        return Verdict.UNDECIDED
+    return Verdict.FAILS
+
+
+def verdict_counts(verdicts: Sequence[Verdict]) -> VerdictCounts:
+    """How many of `verdicts` are holds, fails and undecided."""
+    return {
+        "holds": sum(v is Verdict.HOLDS for v in verdicts),
+        "fails": sum(v is Verdict.FAILS for v in verdicts),
+        "undecided": sum(v is Verdict.UNDECIDED for v in verdicts),
+    }
 
 
 class ScanSeedRow(TypedDict):

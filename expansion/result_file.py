@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ def finite_or_none(value: Any) -> float | None:
 
     JSON has no NaN/inf: a diverged value is stored, and read back, as null.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return float(value) if math.isfinite(value) else None
 

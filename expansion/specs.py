@@ -515,8 +515,9 @@ ExperimentSpec = Annotated[
     TrainExperiment | ExpandExperiment | GrowExperiment | SweepExperiment | SweepPointExperiment,
     Field(discriminator="kind"),
 ]
-# mypy reads an Annotated union of five models as a value, not a type; pydantic takes it as one.
-_ADAPTER: TypeAdapter[AnyExperiment] = TypeAdapter(ExperimentSpec)  # type: ignore[arg-type]
+# mypy reads an Annotated union of five models as a value, not a type; pydantic takes it as one
+# (some mypy and pydantic versions accept it, hence unused-ignore).
+_ADAPTER: TypeAdapter[AnyExperiment] = TypeAdapter(ExperimentSpec)  # type: ignore[arg-type, unused-ignore]
 _KINDS = ("train", "expand", "grow", "sweep", "sweep_point")
 _KIND_CLASSES: dict[str, type[_ExperimentBase]] = {
     "train": TrainExperiment,

@@ -8,7 +8,6 @@ page's headline (`calibration_for_job`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from expansion.calibration import (
     config_of,
 )
 from expansion.predictor_names import DEFAULT_SELECTION_PREDICTOR, PREDICTOR_NAMES
+from expansion.result_file import finite_or_none as _finite
 
 CSV_COLUMNS: tuple[str, ...] = (
     "job_id",
@@ -54,12 +54,6 @@ class JobCalibration:
     lo: float | None
     hi: float | None
     noise_ceiling: float | None
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _job_rows(session: Session, job_ids: Sequence[int] | None = None) -> list[tuple[Job, list]]:

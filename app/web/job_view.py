@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.urls import artifact_path
+from app.web.calibration import JobCalibration, calibration_for_job
 from app.web.charts import (
     CONTINUATION_SPLIT,
     Chart,
@@ -31,6 +32,9 @@ from app.web.charts import (
 )
 from app.web.results import positions_from_insertions
 from expansion.result_file import finite_or_none as _num
+
+HEADLINE_RESAMPLES = 200
+"""Bootstrap resamples of the job page's calibration interval: few, so the page stays fast."""
 
 DRIFT_LIMIT = 1e-4
 """Function drift above this (max |f_expanded - f_base| on the test set) gets a warning: the
@@ -132,6 +136,8 @@ class JobView:
     spec_json: str
     headline: str
     headline_note: str
+    headline_selection: str
+    """How the expand job's positions were chosen and how well that predictor is calibrated."""
     summary: list[tuple[str, Any]]
     loss_chart: Chart
     accuracy_chart: Chart
@@ -198,7 +204,8 @@ def position_rows(result: Mapping[str, Any], insertions: Sequence[Insertion]) ->
             "position": position,
             "n_seeds": int(row.get("n_seeds") or 0),
             "certified_gain": _num(row.get("certified_gain")),
-            "certified_gain_lcb": _num(row.get("certified_gain_lcb")),
+            # The bound over seeds when the row has one; older rows carry only a mean of bounds.
+            "certified_gain_lcb": _num(row.get("seeds_lcb", row.get("certified_gain_lcb"))),
             "seeds_lcb": _num(row.get("seeds_lcb")),
             "verdict": _verdict(scanned) if scanned else _verdict(row),
             "verdict_counts": counts if isinstance(counts, dict) else None,
@@ -341,6 +348,44 @@ def expand_headline(
     elif lo is None:
         note = "No interval (fewer than two seeds): the size of the change is not established."
     return sentence, note
+
+
+def selection_sentence(
+    job: Job, result: Mapping[str, Any], calibration: JobCalibration | None
+) -> str:
+    """The predictor that chose the expand job's positions and its measured calibration on
+    similar stored jobs; empty for other kinds."""
+    if job.kind != "expand":
+        return ""
+    spec_expand = (job.spec or {}).get("expand") or {}
+    selection = result.get("selection") or {}
+    select = str(selection.get("select") or spec_expand.get("select") or "top_k")
+    if select == "explicit":
+        return "Positions given in the spec: no predictor chose them."
+    if select == "all":
+        return "Every position was continued: no predictor chose them."
+    if select == "certified":
+        return "Positions chosen where the certificate holds family-wise (Holm)."
+    predictor = str(
+        selection.get("by")
+        or spec_expand.get("by")
+        or (calibration.predictor if calibration is not None else NOT_AVAILABLE)
+    )
+    sentence = f"Positions chosen by {predictor}"
+    if calibration is None or calibration.predictor != predictor or calibration.rho is None:
+        return f"{sentence}; too few similar jobs to measure its calibration."
+    if calibration.lo is not None and calibration.hi is not None:
+        interval = f" [{calibration.lo:.2f}, {calibration.hi:.2f}]"
+    else:
+        interval = f" [{NOT_AVAILABLE}]"
+    ceiling = (
+        NOT_AVAILABLE if calibration.noise_ceiling is None else f"{calibration.noise_ceiling:.2f}"
+    )
+    jobs = "job" if calibration.n_jobs == 1 else "jobs"
+    return (
+        f"{sentence}; on {calibration.n_jobs} similar {jobs}: Spearman {calibration.rho:.2f}"
+        f"{interval} (noise ceiling {ceiling})."
+    )
 
 
 def train_headline(job: Job, result: Mapping[str, Any]) -> tuple[str, str]:
@@ -529,6 +574,10 @@ def build_job_view(session: Session, job: Job) -> JobView:
         headline, note = grow_headline(job, grow)
     else:
         headline, note = train_headline(job, result)
+    selection = ""
+    if job.kind == "expand" and result:
+        calibration = calibration_for_job(session, job, resamples=HEADLINE_RESAMPLES)
+        selection = selection_sentence(job, result, calibration)
     if not result:  # queued, running or failed: no answer to state
         headline, note = "", ""
     continuation = _continuation_series(result, stored_points) if job.kind == "expand" else {}
@@ -547,6 +596,7 @@ def build_job_view(session: Session, job: Job) -> JobView:
         spec_json=json.dumps(job.spec, indent=2, sort_keys=False),
         headline=headline,
         headline_note=note,
+        headline_selection=selection,
         summary=[(label, result[key]) for key, label in SUMMARY_FIELDS if key in result],
         loss_chart=curve_chart(
             "loss-chart",

@@ -1,9 +1,12 @@
 """Certificate-vs-realized points across all jobs, and how well the certificate ranks them.
 
-A point is one insertion position of one succeeded expand job: its certified first-order gain
-(mean over seeds of `grad_norm_sq_unbiased`, with the LCB) and its realized gain against the
-control (mean over seeds, with the paired confidence interval). The Spearman rank correlation
-between the two says how well the certificate predicts the realized gain on the stored data.
+A point is one insertion position of one succeeded expand job: its certificate (the mean over
+seeds of the unbiased estimate `grad_norm_sq_unbiased`; the bound over seeds `seeds_lcb`, the
+minimum of the per-seed lower bounds, never their mean; the position's verdict over seeds and
+its family-wise verdict over the positions scanned) and its realized gain against the control
+(mean over seeds, with its interval and the method that made it). The Spearman rank correlation
+between certified and realized gain says how well the certificate ranks the stored data.
+Older results lack some of these keys: their values are None (shown as "n/a").
 """
 
 from __future__ import annotations
@@ -13,11 +16,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scipy import stats
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Insertion, Job
+from expansion.records import Verdict, seed_verdict, verdict_counts
 from expansion.result_file import finite_or_none as _finite
+
+NOT_AVAILABLE = "n/a"
+
+VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,9 @@ class ResultFilters:
 
     data: str = ""
     model: str = ""
-    holds: str = ""
-    """`yes`: the certificate holds (LCB > 0); `no`: it does not."""
+    verdict: str = ""
+    """`holds`, `fails` or `undecided`: the position's family-wise verdict (Holm over the
+    positions scanned); points without one (older results) never match a set verdict."""
     job: int | None = None
 
     def accepts(self, point: Mapping[str, Any]) -> bool:
@@ -38,8 +48,8 @@ class ResultFilters:
             return False
         if self.job is not None and point["job_id"] != self.job:
             return False
-        if self.holds in ("yes", "no"):
-            return point["condition_holds"] is (self.holds == "yes")
+        if self.verdict in VERDICTS:
+            return bool(point["family_verdict"] == self.verdict)
         return True
 
 
@@ -51,39 +61,17 @@ class RankCorrelation:
     n: int
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Ranks starting at 1, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        average = (start + end) / 2 + 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = average
-        start = end + 1
-    return ranks
-
-
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman rank correlation (Pearson correlation of tie-averaged ranks).
+    """Spearman rank correlation (ties share their average rank), by scipy.
 
     None when it is undefined: fewer than 3 pairs, or one side has no variation.
     """
     if len(xs) != len(ys):
         raise ValueError(f"spearman needs pairs: got {len(xs)} x values and {len(ys)} y values")
-    if len(xs) < 3:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mean_x, mean_y = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mean_x) * (b - mean_y) for a, b in zip(rx, ry, strict=True))
-    var_x = sum((a - mean_x) ** 2 for a in rx)
-    var_y = sum((b - mean_y) ** 2 for b in ry)
-    if var_x == 0 or var_y == 0:
-        return None
-    return cov / math.sqrt(var_x * var_y)
+    rho = float(stats.spearmanr(xs, ys).statistic)
+    return None if math.isnan(rho) else rho
 
 
 def rank_correlation(points: Sequence[Mapping[str, Any]]) -> RankCorrelation:
@@ -102,15 +90,19 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def _verdict_word(value: Any) -> str:
+    """`holds`, `fails` or `undecided`; n/a for anything else (a missing key)."""
+    return str(value) if value in VERDICTS else NOT_AVAILABLE
+
+
 def points_from_positions(
     job_id: int, job_name: str, spec: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Points of one job from its result's `positions` summaries."""
+    """Points of one job from its result's `positions` rows (or rows rebuilt from insertions)."""
     points = []
     for row in positions:
-        certified = _finite(row.get("certified_gain"))
-        lcb = _finite(row.get("certified_gain_lcb"))
         ci = row.get("gain_ci") or [None, None]
+        counts = row.get("verdict_counts")
         points.append(
             {
                 "job_id": job_id,
@@ -119,36 +111,60 @@ def points_from_positions(
                 "model": spec.get("model", {}).get("kind", ""),
                 "position": int(row["position"]),
                 "n_seeds": int(row.get("n_seeds") or 0),
-                "certified_gain": certified,
-                "certified_gain_lcb": lcb,
-                "condition_holds": None if lcb is None else lcb > 0,
+                "certified_gain": _finite(row.get("certified_gain")),
+                "seeds_lcb": _finite(row.get("seeds_lcb")),
+                "verdict": _verdict_word(row.get("verdict")),
+                "verdict_counts": counts if isinstance(counts, dict) else None,
+                "family_verdict": _verdict_word(row.get("family_verdict")),
                 "gain_mean": _finite(row.get("gain_mean")),
                 "gain_std": _finite(row.get("gain_std")),
                 "gain_ci": [_finite(ci[0]), _finite(ci[1])] if len(ci) == 2 else [None, None],
+                "gain_ci_method": str(row.get("gain_ci_method") or NOT_AVAILABLE),
             }
         )
     return points
 
 
-def positions_from_insertions(insertions: Sequence[Insertion]) -> list[dict[str, Any]]:
-    """Per-position summaries built from insertion rows, for results without `positions`.
+def _row_verdict(row: Insertion) -> Verdict | None:
+    """The seed's verdict from the `verdict` column, else from an older `condition_holds`."""
+    if row.verdict in VERDICTS:
+        return Verdict(row.verdict)
+    if row.condition_holds is not None:
+        return Verdict.HOLDS if row.condition_holds else Verdict.FAILS
+    return None
 
-    Means only: the paired interval needs the experiment's own statistics, so it is left out.
+
+def positions_from_insertions(insertions: Sequence[Insertion]) -> list[dict[str, Any]]:
+    """Per-position rows rebuilt from insertion rows, for results without `positions`.
+
+    The verdict over seeds is the intersection-union one (holds iff every seed holds); the bound
+    over seeds is the minimum of the per-seed bounds (None unless every seed has one). The
+    family-wise verdict needs the scan's p-values and the paired interval the experiment's own
+    statistics: both are left out (n/a).
     """
     by_position: dict[int, list[Insertion]] = {}
     for row in insertions:
         by_position.setdefault(row.position, []).append(row)
-    return [
-        {
-            "position": position,
-            "n_seeds": len(rows),
-            "certified_gain": _mean(r.grad_norm_sq_unbiased for r in rows),
-            "certified_gain_lcb": _mean(r.grad_norm_sq_lcb for r in rows),
-            "gain_mean": _mean(r.gain_vs_control for r in rows),
-            "gain_ci": None,
-        }
-        for position, rows in sorted(by_position.items())
-    ]
+    rebuilt = []
+    for position, rows in sorted(by_position.items()):
+        verdicts = [_row_verdict(r) for r in rows]
+        known = [v for v in verdicts if v is not None]
+        bounds = [r.grad_norm_sq_lcb for r in rows]
+        rebuilt.append(
+            {
+                "position": position,
+                "n_seeds": len(rows),
+                "certified_gain": _mean(r.grad_norm_sq_unbiased for r in rows),
+                "seeds_lcb": min(b for b in bounds if b is not None)
+                if bounds and all(b is not None for b in bounds)
+                else None,
+                "verdict": seed_verdict(known) if len(known) == len(rows) else None,
+                "verdict_counts": verdict_counts(known) if len(known) == len(rows) else None,
+                "gain_mean": _mean(r.gain_vs_control for r in rows),
+                "gain_ci": None,
+            }
+        )
+    return rebuilt
 
 
 def collect_points(session: Session, filters: ResultFilters | None = None) -> list[dict[str, Any]]:

@@ -44,7 +44,8 @@ from expansion.records import (
     ScanPositionRow,
     ScanSeedRow,
     Verdict,
-    VerdictCounts,
+    seed_verdict,
+    verdict_counts,
 )
 from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, parse_spec
@@ -76,23 +77,6 @@ SCAN_SPLIT = 0.7
 def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
     start, end = STAGES[name]
     return StagedReporter(reporter, start, end, name)
-
-
-def _seed_verdict(verdicts: list[Verdict]) -> Verdict:
-    """Intersection-union verdict over seeds: holds iff every seed holds."""
-    if all(v is Verdict.HOLDS for v in verdicts):
-        return Verdict.HOLDS
-    if any(v is Verdict.UNDECIDED for v in verdicts):
-        return Verdict.UNDECIDED
-    return Verdict.FAILS
-
-
-def _counts(verdicts: list[Verdict]) -> VerdictCounts:
-    return {
-        "holds": sum(v is Verdict.HOLDS for v in verdicts),
-        "fails": sum(v is Verdict.FAILS for v in verdicts),
-        "undecided": sum(v is Verdict.UNDECIDED for v in verdicts),
-    }
 
 
 def scan_summary(
@@ -141,8 +125,8 @@ def scan_summary(
                 "seeds_lcb": min(known) if len(known) == len(bounds) else None,
                 "seeds_lcb_method": SEEDS_LCB_METHOD,
                 "p_value": max(r["p_value"] for r in per_seed),
-                "verdict": _seed_verdict(verdicts),
-                "verdict_counts": _counts(verdicts),
+                "verdict": seed_verdict(verdicts),
+                "verdict_counts": verdict_counts(verdicts),
                 "family_verdict": Verdict.UNDECIDED,  # set below, over all positions
                 "family_method": FAMILY_METHOD,
                 "per_seed": seed_rows,

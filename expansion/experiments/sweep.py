@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, DataError, load_dataset
+from expansion.experiments.runner import result_header
 from expansion.measures import (
     CAPACITY_DESCRIPTIONS,
     capacity_measures,
@@ -131,10 +132,7 @@ def run_sweep_point(
         extra["grow_events"] = grown["grow"]["events"]
     primary = arms[0]
     result = {
-        "kind": "sweep_point",
-        "spec": spec.model_dump(mode="json"),
-        "device": str(device),
-        "torch_version": torch.__version__,
+        **result_header(spec, device),
         "sweep_index": spec.sweep_index,
         "coordinates": spec.coordinates,
         **{k: primary.get(k) for k in ("test_risk", "test_error", "val_risk", "val_error")},
@@ -199,10 +197,7 @@ def run_sweep(
     failed = sum(r["status"] == "failed" for r in results)
     return json_safe(
         {
-            "kind": "sweep",
-            "spec": spec.model_dump(mode="json"),
-            "device": str(resolve_device(spec.train)),
-            "torch_version": torch.__version__,
+            **result_header(spec, resolve_device(spec.train)),
             "grid": spec.grid,
             "points": results,
             "rows": table(results),

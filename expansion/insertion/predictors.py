@@ -39,6 +39,7 @@ from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import PositionGradient
 from expansion.models.network import PostNormResNet, ResidualBlock
 from expansion.predictor_names import EARLY_GAIN_FRACTIONS, PREDICTOR_NAMES, Predictor
+from expansion.result_file import finite_or_none
 from expansion.specs import TrainSpec
 from expansion.training.trainer import evaluate
 
@@ -63,13 +64,6 @@ def early_steps_for(continue_steps: int) -> dict[str, int]:
         name: min(continue_steps, max(1, round(fraction * continue_steps)))
         for name, fraction in EARLY_GAIN_FRACTIONS.items()
     }
-
-
-def _finite_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def stage_w2_norm_sq(model: PostNormResNet, position: int) -> float:
@@ -110,9 +104,9 @@ def gradient_predictors(
     x_val: torch.Tensor,
 ) -> dict[str, float | None]:
     """The zero-step predictors: certificate, transfer and the scale-free gradient forms."""
-    u = _finite_or_none(descent.get("grad_norm_sq_unbiased"))
-    lcb = _finite_or_none(descent.get("grad_norm_sq_lcb"))
-    batch_mean = _finite_or_none(descent.get("grad_norm_sq_batch_mean"))
+    u = finite_or_none(descent.get("grad_norm_sq_unbiased"))
+    lcb = finite_or_none(descent.get("grad_norm_sq_lcb"))
+    batch_mean = finite_or_none(descent.get("grad_norm_sq_batch_mean"))
     if batch_mean is None:  # a certificate without the field: the scan's training batches
         batch_mean = float(grad.batches.double().pow(2).sum(dim=1).mean())
     g_train, g_val = grad.train.double(), grad.val.double()
@@ -123,12 +117,12 @@ def gradient_predictors(
         first_step = lr * float(torch.sign(g_train) @ g_val)
     else:
         first_step = lr * float(g_train @ g_val)
-    predicted = _finite_or_none(descent.get("predicted_val_risk_delta"))
+    predicted = finite_or_none(descent.get("predicted_val_risk_delta"))
     return {
         Predictor.CERTIFICATE_U: u,
         Predictor.CERTIFICATE_LCB: lcb,
         Predictor.GRADIENT_SNR: (u / batch_mean) if u is not None and batch_mean > 0 else None,
-        Predictor.COSINE_TRAIN_VAL: _finite_or_none(descent.get("cosine_train_val")),
+        Predictor.COSINE_TRAIN_VAL: finite_or_none(descent.get("cosine_train_val")),
         Predictor.PREDICTED_VAL_GAIN: None if predicted is None else -predicted,
         Predictor.GRAD_REL_W2: val_sq / w2_sq if w2_sq > 0 else None,
         Predictor.GRAD_REL_ACTIVATION: val_sq / act_sq if act_sq > 0 else None,
@@ -207,7 +201,7 @@ def early_gains(realized: Mapping[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name in EARLY_GAIN_FRACTIONS:
         row = by_step.get(steps.get(name, -1))
-        out[name] = None if row is None else _finite_or_none(row.get("gain"))
+        out[name] = None if row is None else finite_or_none(row.get("gain"))
     return out
 
 
@@ -229,7 +223,7 @@ def insertion_predictors(
             model, grad, descent, optimizer=train.optimizer, lr=lr, x_val=bundle.x_val
         )
     )
-    jump_delta = _finite_or_none((record.get("jumpboard") or {}).get("val_risk_delta"))
+    jump_delta = finite_or_none((record.get("jumpboard") or {}).get("val_risk_delta"))
     values[Predictor.JUMPBOARD_VAL_GAIN] = None if jump_delta is None else -jump_delta
     values[Predictor.PROBE_VAL_GAIN] = probe_val_gain(
         model,
@@ -280,7 +274,7 @@ def selection_scores(
                     base_val_risk=base_val_risk,
                 )
             elif by == Predictor.JUMPBOARD_VAL_GAIN:
-                delta = _finite_or_none(((jumpboard or {}).get((p, s)) or {}).get("val_risk_delta"))
+                delta = finite_or_none(((jumpboard or {}).get((p, s)) or {}).get("val_risk_delta"))
                 value = None if delta is None else -delta
             else:
                 value = gradient_predictors(

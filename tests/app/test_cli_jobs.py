@@ -1,9 +1,8 @@
 """The CLI as a complete client of a `jumpboard serve` started on a non-default port with no
 `JUMPBOARD_*` variable set: the client commands find the server and its local token through
 the file `serve` writes, and drive submit / jobs list / show / cancel / results / download /
-wait, each with `--json` output and the README's exit codes.
-
-(`token list` / `token revoke` belong to the token work and are tested there.)
+wait, each with `--json` output and the README's exit codes; the token commands (create / list
+/ revoke) reach the same database as that `serve` with no variable either.
 """
 
 from __future__ import annotations
@@ -182,6 +181,29 @@ def test_cancel_and_wait_report_through_exit_codes(served: Served, tmp_path: Pat
     again = cli(served, "jobs", "cancel", str(job_id))
     assert again.returncode == 1 and "HTTP 409" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_token_create_list_revoke_against_the_same_database(served: Served) -> None:
+    created = as_json(cli(served, "token", "create", "--scope", "read", "--name", "x", "--json"))
+    assert isinstance(created, dict)
+    token_id, plain = created["id"], created["token"]
+    assert created["scope"] == "read" and created["name"] == "x" and not created["revoked"]
+    listed = as_json(cli(served, "token", "list", "--json"))
+    assert isinstance(listed, list)
+    mine = [t for t in listed if t["id"] == token_id]
+    assert len(mine) == 1 and mine[0]["name"] == "x" and mine[0]["revoked"] is False
+    assert all("token" not in t for t in listed), "a listing never shows a token"
+    headers = {"Authorization": f"Bearer {plain}"}
+    # The server knows the token: a read token is valid but too small to list tokens (403).
+    assert httpx.get(f"{served.url}/api/v1/tokens", headers=headers).status_code == 403
+    revoked = as_json(cli(served, "token", "revoke", str(token_id), "--json"))
+    assert isinstance(revoked, dict) and revoked["id"] == token_id and revoked["revoked"] is True
+    refused = httpx.get(f"{served.url}/api/v1/tokens", headers=headers)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+    relisted = as_json(cli(served, "token", "list", "--json"))
+    assert isinstance(relisted, list)
+    assert [t["revoked"] for t in relisted if t["id"] == token_id] == [True]
 
 
 def test_errors_are_one_line_with_their_exit_code(served: Served) -> None:

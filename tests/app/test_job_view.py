@@ -13,12 +13,20 @@ from result_fixtures import EXPAND_SPEC, GROW_SPEC, expand_result, grow_result
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.main import create_app
+from app.db.models import Job
 from app.db.session import forget_engine, session_factory
 from app.queue import claim_next_job, complete_job, enqueue_job, heartbeat
 from app.settings import Settings
+from app.web.calibration import JobCalibration
 from app.web.charts import value_tick_format
 from app.web.compare import CompareError, parse_job_ids, spec_diff
-from app.web.job_view import expand_headline, format_interval, format_timing, stage_progress
+from app.web.job_view import (
+    expand_headline,
+    format_interval,
+    format_timing,
+    selection_sentence,
+    stage_progress,
+)
 
 
 @pytest.fixture
@@ -121,8 +129,34 @@ def test_job_page_shows_verdicts_intervals_drift_and_continuation(
     assert "[0.004, 0.02]" in html  # the per-position interval column
     assert "144.0 steps/s" in html and "steps_per_s" not in html
     assert 'id="continuation-chart"' in html
+    assert "Positions given in the spec: no predictor chose them." in html
     clean = finished(factory, EXPAND_SPEC, expand_result(drift_at=None))
     assert 'id="drift-warnings"' not in client.get(f"/jobs/{clean}").text
+    top_k = {**EXPAND_SPEC, "expand": {"select": "top_k", "top_k": 2, "by": "grad_rel_w2"}}
+    ranked = client.get(f"/jobs/{finished(factory, top_k, expand_result())}").text
+    assert (
+        'id="headline-selection">Positions chosen by grad_rel_w2; '
+        "too few similar jobs to measure its calibration.<" in ranked
+    )
+
+
+def test_selection_sentence_states_the_predictor_and_its_calibration() -> None:
+    job = Job(kind="expand", spec={"expand": {"select": "top_k", "by": "grad_rel_w2"}})
+    measured = JobCalibration("grad_rel_w2", 12, 0.234, -0.27, 0.69, 0.7)
+    result = {"selection": {"select": "top_k", "by": "grad_rel_w2"}}
+    assert selection_sentence(job, result, measured) == (
+        "Positions chosen by grad_rel_w2; on 12 similar jobs: Spearman 0.23 [-0.27, 0.69] "
+        "(noise ceiling 0.70)."
+    )
+    unmeasured = JobCalibration("grad_rel_w2", 1, None, None, None, None)
+    assert selection_sentence(job, result, unmeasured).endswith(
+        "too few similar jobs to measure its calibration."
+    )
+    by_result = {"selection": {"select": "top_k", "by": "certificate_u"}}
+    assert selection_sentence(job, by_result, measured).startswith(
+        "Positions chosen by certificate_u; too few"
+    ), "a calibration of another predictor is not reported as this one's"
+    assert selection_sentence(Job(kind="train", spec={}), {}, None) == ""
 
 
 def test_running_job_page_shows_stage_and_partial_curves(

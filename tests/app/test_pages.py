@@ -22,12 +22,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.main import create_app
-from app.db.models import Job
+from app.db.models import Insertion, Job
 from app.db.session import session_factory
 from app.queue import claim_next_job, complete_job, enqueue_job, fail_job
 from app.settings import Settings
 from app.tokens import create_token
-from app.web.results import spearman
+from app.web.results import points_from_positions, positions_from_insertions, spearman
 
 EXPAND_SPEC: dict[str, Any] = {
     "kind": "expand",
@@ -66,6 +66,7 @@ def documented_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any
                         "grad_norm_sq_lcb": certified - 0.5,
                         "confidence": 0.95,
                         "condition_holds": certified > 0.5,
+                        "verdict": "holds" if certified > 0.5 else "fails",
                         "cosine_train_val": 0.8,
                         "step": 0.1,
                         "predicted_val_risk_delta": -0.1 * certified,
@@ -94,11 +95,22 @@ def documented_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any
                 "position": position,
                 "n_seeds": len(seeds),
                 "certified_gain": certified,
-                "certified_gain_lcb": certified - 0.5,
+                "seeds_lcb": certified - 0.5,
+                "verdict": "holds" if certified > 0.5 else "fails",
+                "verdict_counts": {
+                    "holds": len(seeds) if certified > 0.5 else 0,
+                    "fails": 0 if certified > 0.5 else len(seeds),
+                    "undecided": 0,
+                },
+                "family_verdict": "holds"
+                if certified > 0.6
+                else ("undecided" if certified > 0.4 else "fails"),
+                "family_method": "holm",
                 "predicted_val_risk_delta": -0.1 * certified,
                 "gain_mean": mean,
                 "gain_std": 0.01,
                 "gain_ci": [mean - 0.02, mean + 0.03],
+                "gain_ci_method": "two_level_paired_bootstrap(seeds, test_examples)",
             }
         )
     return {
@@ -243,10 +255,10 @@ def test_job_page_shows_result_curves_and_insertion_chart(
     ):
         expected = measured.get(position) or {
             "certified_gain": scanned[position]["grad_norm_sq_unbiased"],
-            "certified_gain_lcb": scanned[position]["grad_norm_sq_lcb"],
+            "seeds_lcb": scanned[position]["grad_norm_sq_lcb"],
         }
         assert y == pytest.approx(expected["certified_gain"])
-        assert minus == pytest.approx(expected["certified_gain"] - expected["certified_gain_lcb"])
+        assert minus == pytest.approx(expected["certified_gain"] - expected["seeds_lcb"])
     for position, y, plus, minus in zip(
         realized["customdata"],
         realized["y"],
@@ -315,10 +327,21 @@ def test_results_page_scatter_rank_correlation_and_filters(
     assert re.search(r'id="spearman-n">(\d+)<', page.text).group(1) == str(len(points))
     assert 'href="/api/v1/results?format=csv"' in page.text
 
-    holding = client.get("/results", params={"holds": "yes"}).text
-    expected = sum(p["certified_gain_lcb"] > 0 for _, p in points)
-    table = re.search(r"id=\"results-table\".*?<tbody>(.*?)</tbody>", holding, re.S)
-    assert (table.group(1).count("<tr>") if table else 0) == expected
+    for verdict in ("holds", "fails", "undecided"):
+        filtered = client.get("/results", params={"verdict": verdict}).text
+        expected = [p for _, p in points if p["family_verdict"] == verdict]
+        table = re.search(r"id=\"results-table\".*?<tbody>(.*?)</tbody>", filtered, re.S)
+        shown = re.findall(r'class="family-verdict">(\w+)<', table.group(1) if table else "")
+        assert shown == [verdict] * len(expected)
+    table = re.search(r"id=\"results-table\".*?<tbody>(.*?)</tbody>", page.text, re.S)
+    assert table
+    shown_verdicts = re.findall(r'class="verdict"[^>]*>(\w+)<', table.group(1))
+    assert shown_verdicts == [p["verdict"] for _, p in points]
+    shown_bounds = re.findall(r'class="num seeds-lcb">([^<]+)<', table.group(1))
+    assert [float(b) for b in shown_bounds] == pytest.approx(
+        [p["seeds_lcb"] for _, p in points], rel=1e-3
+    )
+    assert table.group(1).count("two_level_paired_bootstrap(seeds, test_examples)") == len(points)
 
     one_job = client.get("/results", params={"job": str(results[1][0])}).text
     assert chart_spec(one_job, "results-chart")["data"][0]["x"] == pytest.approx(
@@ -342,6 +365,44 @@ def test_spearman_matches_the_rank_difference_formula() -> None:
     assert spearman([1, 2], [1, 2]) is None
     with pytest.raises(ValueError, match="pairs"):
         spearman([1, 2, 3], [1, 2])
+
+
+def test_results_points_never_average_bounds_and_say_na_for_older_results() -> None:
+    def insertion(
+        seed: int, lcb: float | None, verdict: str | None, holds: bool | None
+    ) -> Insertion:
+        return Insertion(
+            position=1,
+            seed=seed,
+            grad_norm_sq_unbiased=0.5 + seed,
+            grad_norm_sq_lcb=lcb,
+            verdict=verdict,
+            condition_holds=holds,
+            gain_vs_control=0.01 * seed,
+        )
+
+    rebuilt = positions_from_insertions(
+        [insertion(0, 0.3, "holds", True), insertion(1, -0.2, "undecided", None)]
+    )
+    (point,) = points_from_positions(7, "old", {}, rebuilt)
+    assert point["seeds_lcb"] == pytest.approx(-0.2), "the minimum of the bounds, not the mean"
+    assert point["certified_gain"] == pytest.approx(1.0)
+    assert point["verdict"] == "undecided" and point["verdict_counts"]["holds"] == 1
+    assert point["family_verdict"] == "n/a" and point["gain_ci_method"] == "n/a"
+    assert point["gain_ci"] == [None, None]
+
+    both_hold = positions_from_insertions(
+        [insertion(0, 0.3, None, True), insertion(1, 0.1, "holds", None)]
+    )
+    assert both_hold[0]["verdict"] == "holds" and both_hold[0]["seeds_lcb"] == pytest.approx(0.1)
+    one_missing = positions_from_insertions(
+        [insertion(0, 0.3, "fails", None), insertion(1, None, None, None)]
+    )
+    assert one_missing[0]["seeds_lcb"] is None and one_missing[0]["verdict"] is None
+
+    old_row = {"position": 0, "n_seeds": 2, "certified_gain": 0.4, "certified_gain_lcb": 0.1}
+    (old,) = points_from_positions(8, "older", {}, [old_row])
+    assert (old["verdict"], old["family_verdict"], old["seeds_lcb"]) == ("n/a", "n/a", None)
 
 
 def test_submit_form_lists_every_problem_and_creates_a_valid_job(

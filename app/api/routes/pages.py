@@ -239,7 +239,7 @@ def results_page(
     session: SessionDep,
     data: Annotated[str, Query(max_length=32)] = "",
     model: Annotated[str, Query(max_length=32)] = "",
-    holds: Annotated[str, Query(max_length=8)] = "",
+    verdict: Annotated[str, Query(max_length=16)] = "",
     job: Annotated[str, Query(max_length=12)] = "",
     group_by: Annotated[str, Query(max_length=100)] = "dataset",
 ) -> HTMLResponse:
@@ -247,8 +247,8 @@ def results_page(
     every predictor's calibration, grouped by configuration, with a scatter per predictor."""
     job_id = int(job) if job.strip().isascii() and job.strip().isdigit() else None
     if job_id is not None and job_id > MAX_ID:
-        job_id = 0  # no job has it (ids are 1..MAX_ID); never a database range error
-    filters = ResultFilters(data=data, model=model, holds=holds, job=job_id)
+        job_id = 0  # no stored job has it (ids are 1..MAX_ID): 0 matches none, and fits a query
+    filters = ResultFilters(data=data, model=model, verdict=verdict, job=job_id)
     every_point = collect_points(session)
     points = [p for p in every_point if filters.accepts(p)]
     correlation = rank_correlation(points)

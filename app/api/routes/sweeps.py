@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Response
 from app.api.deps import ReadAccess, SessionDep
 from app.api.routes.jobs import JobId, get_job_or_404
 from app.api.schemas import ErrorOut
+from app.urls import job_path
 from app.web.sweep_view import sweep_rows
 from expansion.sweep_summary import CONFIDENCE, ROW_FIELDS, series, to_csv
 
@@ -47,7 +48,7 @@ def get_sweep(session: SessionDep, job_id: JobId) -> dict[str, Any]:
             measure: [vars(point) for point in series(rows, measure)]
             for measure in SUMMARY_MEASURES
         },
-        "csv": f"/api/v1/jobs/{job.id}/sweep.csv",
+        "csv": f"{job_path(job.id)}/sweep.csv",
     }
 
 
