@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -121,3 +122,25 @@ def empty_postgres_url(postgres_database: str) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest) -> str:
     """A fresh migrated database, once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser).
+
+    One for the whole session: Playwright's sync API runs one event loop per thread, so a
+    second `sync_playwright()` while this one lives would fail.
+    """
+    from playwright import sync_api
+
+    if not CHROMIUM.exists():
+        # scripts/test.sh installs it: a missing browser is a broken setup, not a skip.
+        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/test.sh does)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -125,18 +125,6 @@ def base_url(browser_settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
-    if not CHROMIUM.exists():
-        # scripts/test.sh installs it: a missing browser is a broken setup, not a skip.
-        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/test.sh does)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh page; script errors and failed sub-resources (scripts, styles) fail the test.

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from test_browser import (  # noqa: F401  (fixtures)
     _shot,
     base_url,
-    browser,
     browser_settings,
     factory,
     page,

@@ -31,7 +31,7 @@ name: cli-expand
 data: {name: digits, max_train_samples: 400}
 model: {kind: mlp, width: 8, depth: 1}
 train: {epochs: 1, batch_size: 64, accelerator: cpu}
-expand: {select: all, seeds: [0, 1], continue_steps: 3, grad_batch_size: 64}
+expand: {select: all, seeds: [0, 1], continue_steps: 3, grad_batch_size: 16}
 """
 LONG_TRAIN = """\
 kind: train

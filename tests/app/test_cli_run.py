@@ -127,13 +127,16 @@ def test_expand_from_a_trained_base_checkpoint(
 ) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
     train_spec = tmp_path / "tiny.yaml"
-    train_spec.write_text(TINY)
+    # The base holds out the same certificate split the expand run certifies on.
+    train_spec.write_text(
+        TINY.replace("max_train_samples: 300}", "max_train_samples: 300, certify_fraction: 0.2}")
+    )
     assert main(["run", str(train_spec), "--out", str(tmp_path / "base"), *data]) == 0
     base = tmp_path / "base" / "base.ckpt"
     expand_spec = tmp_path / "expand.yaml"
     expand_spec.write_text(
         TINY.replace("name: tiny", "kind: expand\nname: tiny-expand")
-        + "expand: {select: all, seeds: [0], continue_steps: 3, grad_batch_size: 64}\n"
+        + "expand: {select: all, seeds: [0], continue_steps: 3, grad_batch_size: 16}\n"
     )
     out = tmp_path / "expand"
     assert main(["run", str(expand_spec), "--out", str(out), "--base", str(base), *data]) == 0
@@ -146,6 +149,13 @@ def test_expand_from_a_trained_base_checkpoint(
 
     assert main(["run", str(train_spec), "--out", str(tmp_path / "x"), "--base", str(base)]) == 2
     assert "--base applies to kind expand" in capsys.readouterr().err
+    # A base trained on the whole training set has seen the certificate split: refused.
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(TINY)
+    assert main(["run", str(plain), "--out", str(tmp_path / "plain"), *data]) == 0
+    plain_base = str(tmp_path / "plain" / "base.ckpt")
+    assert main(["run", str(expand_spec), "--out", str(tmp_path / "z"), "--base", plain_base]) != 0
+    assert "trained on other splits" in capsys.readouterr().err
     missing = str(tmp_path / "missing.ckpt")
     assert main(["run", str(expand_spec), "--out", str(tmp_path / "y"), "--base", missing]) == 2
     assert "no checkpoint file" in capsys.readouterr().err

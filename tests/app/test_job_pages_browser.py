@@ -109,16 +109,6 @@ def base_url(settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (scripts/test.sh does)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def page(browser: Any, base_url: str, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh page that may load nothing from another host (offline: no CDN)."""

@@ -48,7 +48,7 @@ def test_every_arm_gets_a_curve_under_its_label_before_on_arm(tmp_path: Path) ->
         lr=1e-3,
         curves=curves,
         on_arm=lambda label: seen.append((label, len(curves[label]))),
-    )
+    ).records
     assert set(curves) == {"control seed 0", "position 0 seed 0", "position 1 seed 0"}
     assert [label for label, _ in seen] == [
         "control seed 0",
