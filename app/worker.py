@@ -417,13 +417,11 @@ class Worker:
     def _record(
         self, claim: queue.ClaimedJob, state: _Supervision, exitcode: int | None, out_dir: Path
     ) -> JobOutcome:
-        final = state.final or ()
+        final = state.final or ("crashed",)  # no final message: the child sent no outcome
         cause = state.stop_cause
         if cause == "lost":
             log.warning("job %s: lease lost; its results are discarded", claim.job_id)
             return JobOutcome(OutcomeStatus.LOST, "lease lost", recorded=False)
-        if final is None:
-            final = ("crashed",)  # the child sent no outcome
         tag = final[0]
         if tag == "done":
             ok = queue.complete_job(
