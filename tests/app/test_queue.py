@@ -274,6 +274,7 @@ def _claim_all(url: str, claimers: int) -> list[int]:
         barrier.wait()
         while (claim := queue.claim_next_job(sessions, f"w{index}", 60)) is not None:
             claimed[index].append(claim.job_id)
+            time.sleep(0.001)  # as a worker runs its job: a claim fast enough could drain alone
 
     threads = [threading.Thread(target=claim_until_empty, args=(i,)) for i in range(claimers)]
     for t in threads:
