@@ -417,7 +417,7 @@ class Worker:
     def _record(
         self, claim: queue.ClaimedJob, state: _Supervision, exitcode: int | None, out_dir: Path
     ) -> JobOutcome:
-        final = state.final or ("crashed",)  # no message: the child sent no outcome
+        final = state.final or ("crashed",)  # no final message: the child sent no outcome
         cause = state.stop_cause
         if cause == "lost":
             log.warning("job %s: lease lost; its results are discarded", claim.job_id)

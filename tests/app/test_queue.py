@@ -274,6 +274,7 @@ def _claim_all(url: str, claimers: int) -> list[int]:
         barrier.wait()
         while (claim := queue.claim_next_job(sessions, f"w{index}", 60)) is not None:
             claimed[index].append(claim.job_id)
+            time.sleep(0.001)  # as a worker runs its job: a claim fast enough could drain alone
 
     threads = [threading.Thread(target=claim_until_empty, args=(i,)) for i in range(claimers)]
     for t in threads:
@@ -515,3 +516,73 @@ def test_claim_is_one_round_trip_on_the_worker_engine(postgres_url: str, tmp_pat
     trips = [line for line in lines if "ReadyForQuery" in line]
     assert len(trips) == 2, lines
     assert not any("BEGIN" in q or "COMMIT" in q or "SELECT 1" in q for q in sent), sent
+
+
+@pytest.mark.postgres
+def test_prepared_claim_keeps_the_partial_index_in_its_generic_plan(postgres_url: str) -> None:
+    """Once the driver prepares the claim, PostgreSQL may run it with a generic plan (one plan
+    for any parameter values): that plan must still read `ix_jobs_queued` without a sort, which
+    holds only while `status = 'queued'` is SQL text rather than a parameter."""
+    _enqueue(postgres_url, 12)
+    sessions = session_factory(postgres_url, pre_ping=False)
+    for _ in range(8):  # past psycopg's prepare threshold (5), on the pool's one connection
+        assert queue.claim_next_job(sessions, "w", 30) is not None
+    engine = sessions.kw["bind"]
+    assert engine.pool.checkedin() == 1
+    with engine.connect() as conn:
+        name = conn.scalar(
+            text("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%SKIP LOCKED%'")
+        )
+        assert name is not None, "the claim was not prepared"
+        conn.execute(text("SET plan_cache_mode = force_generic_plan"))
+        now = "now()::timestamptz"
+        plan = "\n".join(
+            conn.execute(text(f"EXPLAIN EXECUTE {name}('o', 't', {now}, {now}, 'm')")).scalars()
+        )
+        conn.execute(text("RESET plan_cache_mode"))
+        conn.rollback()
+    assert "ix_jobs_queued" in plan and "Sort" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_claim_commits_asynchronously_and_only_itself(postgres_url: str) -> None:
+    """The claim turns `synchronous_commit` off for its own transaction; the pooled connection
+    that the worker's outcome writes use next still commits synchronously."""
+    _enqueue(postgres_url, 1)
+    sessions = session_factory(postgres_url, pre_ping=False)
+    engine = sessions.kw["bind"]
+    row = queue._claim_row_postgresql(
+        engine,
+        {"owner": "w", "token": "t", "expires": None, "now": None, "message": "m"},
+    )
+    assert row is not None and row[-1] == "off"
+    assert engine.pool.checkedin() == 1
+    with engine.connect() as conn:
+        assert conn.scalar(text("SHOW synchronous_commit")) == "on"
+        conn.rollback()
+    with sessions() as session:  # a transaction of the worker's, as a heartbeat runs it
+        session.execute(update(Job).values(message="beat"))
+        assert session.scalar(text("SHOW synchronous_commit")) == "on"
+        session.commit()
+
+
+@pytest.mark.postgres
+def test_claim_turns_driver_errors_into_sqlalchemy_errors(postgres_url: str) -> None:
+    """The claim runs on the driver's cursor; a dropped connection must still surface as
+    SQLAlchemy's OperationalError with the connection invalidated (the worker retries on it)."""
+    _enqueue(postgres_url, 2)
+    sessions = session_factory(postgres_url, pre_ping=False)
+    assert queue.claim_next_job(sessions, "w", 30) is not None
+    engine = sessions.kw["bind"]
+    with engine.connect() as conn:
+        pid = conn.scalar(text("SELECT pg_backend_pid()"))
+        conn.rollback()
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    admin.dispose()
+    with pytest.raises(OperationalError) as caught:
+        queue.claim_next_job(sessions, "w", 30)
+    assert caught.value.connection_invalidated
+    assert queue.is_connection_error(caught.value)
+    assert queue.claim_next_job(sessions, "w", 30) is not None  # a fresh connection
