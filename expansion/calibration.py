@@ -551,9 +551,10 @@ def calibration_markdown(
         "",
         "## Runtime",
         "",
-        f"Machine: {machine}; one torch thread per job. The suite was sized to run in about 20"
-        " minutes on this busy 2-core machine; the run below shared the 2 cores with five other"
-        " engineers' work (load average up to ~15), so its wall times are indicative only.",
+        f"Machine: {machine}; one torch thread per job. Wall times depend on what else the"
+        " machine runs: the run of record below had 2 cores nearly to itself (about 6.4 min);"
+        " the first run, with five other jobs sharing the cores (load average up to ~15),"
+        " took 46 min.",
         f"Wall time of the measured suite: {wall:.0f} s ({wall / 60:.1f} min) over"
         f" {len(walls)} jobs. Continuation (both arms) {cont:.0f} s; extra predictors"
         f" (probe, activation scale, early-gain reads happen inside the continuation)"
