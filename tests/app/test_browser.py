@@ -27,8 +27,6 @@ from app.queue import claim_next_job, complete_job, enqueue_job
 from app.settings import Settings
 from app.tokens import create_token
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")

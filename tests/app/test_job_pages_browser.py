@@ -25,8 +25,6 @@ from app.db.session import forget_engine, session_factory
 from app.queue import claim_next_job, complete_job, enqueue_job, heartbeat
 from app.settings import Settings
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")

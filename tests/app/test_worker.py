@@ -205,7 +205,6 @@ def test_crash_reasons_name_the_signal() -> None:
 
 
 def test_real_tiny_job_end_to_end(sqlite_url: str, tmp_path: Path) -> None:
-    pytest.importorskip("expansion.experiments")
     with session_factory(sqlite_url)() as session:
         job_id = queue.enqueue_job(
             session,
