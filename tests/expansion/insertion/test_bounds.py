@@ -144,3 +144,16 @@ def test_two_level_bootstrap_widens_with_seed_noise() -> None:
     assert one_high - one_low == pytest.approx(2 * half, rel=0.15)
     wide_low, wide_high = two_level_bootstrap(spread, 0.95, seed=1)
     assert wide_high - wide_low > 2 * (high - low)
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_two_level_bootstrap_covers_the_expected_gain(seeds: int) -> None:
+    """Simulation with a known answer: per-example gains = 0.01 + seed effect (sd 0.01) +
+    example noise (sd 0.2, 300 test examples); the 95% interval must cover 0.01."""
+    rng = np.random.default_rng(0)
+    replications, hits = 200, 0
+    for _ in range(replications):
+        gains = 0.01 + rng.normal(0, 0.01, (seeds, 1)) + rng.normal(0, 0.2, (seeds, 300))
+        lo, hi = two_level_bootstrap(gains, 0.95)
+        hits += lo <= 0.01 <= hi
+    assert hits / replications >= 0.93
