@@ -7,12 +7,17 @@
    job must be claimed exactly once. Before the clock starts each claimer claims
    `WARMUP_CLAIMS` extra jobs of a higher priority (not counted), so that its connection is as
    warm as a running worker's: catalog caches loaded in its server backend and the claim
-   prepared by the driver (psycopg prepares after 5 runs of a statement).
+   prepared by the driver (psycopg prepares after 5 runs of a statement). Each setting runs
+   closed loop (`--rates 0`: every claimer claims again as soon as it has its job, the most
+   the machine can do) and open loop at an offered rate (`--rates 1000`: the claimers together
+   send 1,000 claims/s on a fixed schedule, latency counted from each claim's scheduled
+   moment), so a latency can be read at a stated throughput.
 2. Job start: claim to the first training step of a tiny real job, with the worker's forked
    child (torch/lightning imported once in the parent) against starting a fresh interpreter
    for the job (`python -c "import expansion.experiments; ..."`), ratio fresh / forked.
 
-Usage: .venv/bin/python benchmarks/queue.py [--jobs 3000] [--claimers 1,4,16] [--repeats 5]
+Usage: .venv/bin/python benchmarks/queue.py [--jobs 3000] [--claimers 1,4,16] [--rates 0,1000]
+       [--runs 1] [--repeats 5]
        [--skip-claims] [--skip-start]
        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
@@ -29,6 +34,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import importlib.util
+import itertools
 import multiprocessing
 import os
 import platform
@@ -78,9 +84,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _claimer(url: str, index: int, barrier: Any, results: Any) -> None:
+def _claimer(url: str, index: int, claimers: int, rate: float, barrier: Any, results: Any) -> None:
     """One claimer process (forked): claims until the queue is empty, then reports its claim
-    latencies, the job ids it got and when it finished."""
+    latencies, the job ids it got and when it finished.
+
+    With `rate` > 0 the claimers together offer `rate` claims/s (open loop): claimer `index`
+    sends its k-th claim at `start + (k * claimers + index) / rate`, and a claim's latency is
+    counted from that scheduled moment, so a claim that starts late because the one before it
+    was slow is charged the wait too (no coordinated omission)."""
     from app.db.session import dispose_engines
 
     dispose_engines(close=False)  # the parent's pooled sockets are not ours
@@ -93,8 +104,13 @@ def _claimer(url: str, index: int, barrier: Any, results: Any) -> None:
         assert claim is not None, "a warm-up claim found the queue empty"
         warmup.append(claim.job_id)
     barrier.wait()
-    while True:
+    start = time.perf_counter()
+    for k in itertools.count():
         t0 = time.perf_counter()
+        if rate > 0:
+            t0 = start + (k * claimers + index) / rate
+            if (pause := t0 - time.perf_counter()) > 0:
+                time.sleep(pause)
         claim = queue.claim_next_job(sessions, f"bench{index}", 60)
         if claim is None:
             break
@@ -103,8 +119,9 @@ def _claimer(url: str, index: int, barrier: Any, results: Any) -> None:
     results.put((latencies, claimed, warmup, time.perf_counter()))
 
 
-def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
-    """Drain `jobs` queued jobs with `claimers` processes; throughput and latency figures."""
+def bench_claims(admin_url: str, jobs: int, claimers: int, rate: float = 0.0) -> dict[str, float]:
+    """Drain `jobs` queued jobs with `claimers` processes (as fast as they can, or offering
+    `rate` claims/s together); throughput and latency figures."""
     name = f"jb_bench_{uuid.uuid4().hex[:10]}"
     _admin(admin_url, f'CREATE DATABASE "{name}"')
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
@@ -141,7 +158,8 @@ def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
         barrier = ctx.Barrier(claimers + 1)
         results = ctx.Queue()
         procs = [
-            ctx.Process(target=_claimer, args=(url, i, barrier, results)) for i in range(claimers)
+            ctx.Process(target=_claimer, args=(url, i, claimers, rate, barrier, results))
+            for i in range(claimers)
         ]
         for proc in procs:
             proc.start()
@@ -158,6 +176,7 @@ def bench_claims(admin_url: str, jobs: int, claimers: int) -> dict[str, float]:
         assert not set(ids) & set(warm) and len(warm) == len(set(warm)), "a job claimed twice"
         return {
             "claimers": claimers,
+            "offered": rate,
             "throughput": jobs / elapsed,
             "p50_ms": 1000 * _percentile(flat, 0.50),
             "p99_ms": 1000 * _percentile(flat, 0.99),
@@ -322,6 +341,13 @@ def main() -> None:
     parser.add_argument(
         "--claimers", default="1,4,16", help="comma-separated numbers of concurrent claimers"
     )
+    parser.add_argument(
+        "--rates",
+        default="0,1000",
+        help="offered claims/s of all claimers together, comma-separated; 0 = as fast as they can "
+        "(closed loop); a rate paces the claims (open loop, latency from the scheduled moment)",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="claim runs per setting")
     parser.add_argument("--repeats", type=int, default=5, help="job starts measured each way")
     parser.add_argument("--skip-claims", action="store_true", help="only the job start part")
     parser.add_argument("--skip-start", action="store_true", help="only the claim part")
@@ -332,6 +358,9 @@ def main() -> None:
     claimer_counts = [int(n) for n in args.claimers.split(",") if n.strip()]
     if not claimer_counts or min(claimer_counts) < 1:
         parser.error("--claimers needs positive numbers, e.g. 1,4,16")
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if not rates or min(rates) < 0:
+        parser.error("--rates needs numbers >= 0, e.g. 0,1000")
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start")
     pg_version = ""
     engine = create_engine(args.postgres_url)
@@ -341,17 +370,24 @@ def main() -> None:
     print(f"PostgreSQL {pg_version}; {args.jobs} jobs per run\n")
 
     if not args.skip_claims:
-        print(f"| claimers | claims/s | vs {claimer_counts[0]} | p50 (ms) | p99 (ms) |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"| offered claims/s | claimers | claims/s | vs {claimer_counts[0]} at full speed "
+            "| p50 (ms) | p99 (ms) |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
         base = None
-        for claimers in claimer_counts:
-            r = bench_claims(args.postgres_url, args.jobs, claimers)
-            base = base or r["throughput"]
-            print(
-                f"| {claimers} | {r['throughput']:.0f} | {r['throughput'] / base:.2f}x "
-                f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |",
-                flush=True,
-            )
+        for rate in rates:
+            for claimers in claimer_counts:
+                for _ in range(args.runs):
+                    r = bench_claims(args.postgres_url, args.jobs, claimers, rate)
+                    if rate == 0:
+                        base = base or r["throughput"]
+                    ratio = f"{r['throughput'] / base:.2f}x" if base else "n/a"
+                    print(
+                        f"| {rate:.0f} | {claimers} | {r['throughput']:.0f} | {ratio} "
+                        f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |",
+                        flush=True,
+                    )
         print(f"load average {os.getloadavg()[0]:.2f} after the claims")
     if not args.skip_start:
         bench_start(args.postgres_url, args.repeats)
