@@ -29,7 +29,7 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from expansion.findings import findings_markdown, judge_claims  # noqa: E402
+from expansion.findings import findings_markdown, judge_claims, judge_growth  # noqa: E402
 from expansion.sweep_summary import series, to_csv  # noqa: E402
 
 log = logging.getLogger("sweep_findings")
@@ -109,6 +109,30 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def growth_table_markdown(rows: list[dict[str, Any]]) -> str:
+    """Test error mean [95% t-interval] over seeds of each arm of a grow sweep, per scaling."""
+    points = series(rows, "test_error")
+    arms = ("grown", "scratch", "start")
+    lines = [
+        "**test error**",
+        "",
+        "| scaling | grown (depth) | scratch (depth) | start (depth) |",
+        "|---|---|---|---|",
+    ]
+    for scaling in dict.fromkeys(p.scaling for p in points):
+        cells = []
+        for arm in arms:
+            p = next((q for q in points if q.scaling == scaling and q.arm == arm), None)
+            if p is None:
+                cells.append("—")
+            elif p.low is None or p.high is None:
+                cells.append(f"{p.mean:.4g} (n={p.n}, L={p.depth})")
+            else:
+                cells.append(f"{p.mean:.4g} [{p.low:.3g}, {p.high:.3g}] (L={p.depth})")
+        lines.append(f"| {scaling} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_figure(rows: list[dict[str, Any]], path: Path) -> bool:
     """Test error, gap and sensitivity against depth (log axis), one line per scaling."""
     try:
@@ -164,13 +188,17 @@ def main() -> int:
     rows = result["rows"]
     docs = args.docs_dir
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "table.md").write_text(table_markdown(rows))
-    (docs / "claims.md").write_text(findings_markdown(judge_claims(rows)) + "\n")
+    if any(row.get("arm") == "grown" for row in rows):  # a grow sweep: claim 5
+        table, findings = growth_table_markdown(rows), judge_growth(rows)
+    else:
+        table, findings = table_markdown(rows), judge_claims(rows)
+        write_figure(rows, docs / "figure.png")
+    (docs / "table.md").write_text(table)
+    (docs / "claims.md").write_text(findings_markdown(findings) + "\n")
     (docs / "points.csv").write_text(to_csv(rows))
     (docs / "runtime.json").write_text(json.dumps(result.get("runtime") or {}, indent=2))
-    write_figure(rows, docs / "figure.png")
-    print(table_markdown(rows))
-    print(findings_markdown(judge_claims(rows)))
+    print(table)
+    print(findings_markdown(findings))
     print(json.dumps(result.get("runtime") or {}, indent=2))
     return 0
 

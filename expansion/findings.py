@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from expansion.sweep_summary import SeriesPoint, separated, series
+from expansion.sweep_summary import Arm, SeriesPoint, separated, series, t_interval
+
+GROWTH_MARGIN = 0.01
+"""Equivalence margin of claim 5 in test error (one percentage point): grown counts as
+matching scratch when the interval of (grown - scratch) lies below +GROWTH_MARGIN."""
 
 
 class Verdict(StrEnum):
@@ -129,6 +133,54 @@ def judge_claims(rows: list[dict[str, Any]]) -> list[Finding]:
             "; ".join(notes) + f" ({decided} depths with a separated peak, {agree} agree)",
         )
     )
+    return findings
+
+
+def judge_growth(rows: list[dict[str, Any]], margin: float = GROWTH_MARGIN) -> list[Finding]:
+    """Claim 5 from a grow sweep: per scaling, the paired (same seed) difference of test error,
+    grown by insertion minus the same final depth trained from scratch.
+
+    `reproduced` (grown matches scratch): the 95% t-interval of the mean difference lies
+    entirely below `+margin` (a difference that is real but smaller than the margin still
+    matches); `refuted` (grown is worse): the interval lies above 0 and reaches the margin;
+    otherwise `inconclusive`. Empty when the rows hold no grown/scratch pair."""
+    pairs: dict[tuple[str, int], dict[str, float]] = {}
+    for row in rows:
+        if row.get("status") != "succeeded" or row.get("test_error") is None:
+            continue
+        if row.get("arm") not in (Arm.GROWN.value, Arm.SCRATCH.value) or row.get("seed") is None:
+            continue
+        key = (str(row["scaling"]), int(row["seed"]))
+        pairs.setdefault(key, {})[str(row["arm"])] = float(row["test_error"])
+    by_scaling: dict[str, list[float]] = {}
+    for (scaling, _seed), arms in sorted(pairs.items()):
+        if Arm.GROWN.value in arms and Arm.SCRATCH.value in arms:
+            difference = arms[Arm.GROWN.value] - arms[Arm.SCRATCH.value]
+            by_scaling.setdefault(scaling, []).append(difference)
+    findings = []
+    for scaling, differences in by_scaling.items():
+        low, high = t_interval(differences)
+        mean = sum(differences) / len(differences)
+        if low is None or high is None:
+            verdict = Verdict.INCONCLUSIVE
+            interval = f"{mean:+.4f} (n={len(differences)}, no interval)"
+        else:
+            if high < margin:
+                verdict = Verdict.REPRODUCED
+            elif low > 0:
+                verdict = Verdict.REFUTED
+            else:
+                verdict = Verdict.INCONCLUSIVE
+            interval = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] (n={len(differences)} seeds)"
+        findings.append(
+            Finding(
+                f"grown by insertion matches the same depth from scratch ({scaling})",
+                verdict,
+                f"test error, grown minus scratch, paired by seed: {interval}; "
+                f"matches when it lies below +{margin:g}; "
+                "worse when it lies above 0 and reaches the margin",
+            )
+        )
     return findings
 
 

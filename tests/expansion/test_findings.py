@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from expansion.findings import Verdict, judge_claims
+from expansion.findings import Verdict, judge_claims, judge_growth
 
 
 def _rows(errors: dict[tuple[str, int], list[float]], sens: dict[str, float]) -> list[dict]:
@@ -50,3 +50,40 @@ def test_single_seeds_are_inconclusive() -> None:
     errors = {("constant", 2): [0.1], ("constant", 8): [0.5]}
     findings = judge_claims(_rows(errors, {"constant": 1.0}))
     assert findings[0].verdict is Verdict.INCONCLUSIVE
+
+
+def _grow_rows(scaling: str, grown: list[float], scratch: list[float]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for seed, (g, s) in enumerate(zip(grown, scratch, strict=True)):
+        for arm, value in (("grown", g), ("scratch", s), ("start", 0.5)):
+            rows.append(
+                {"status": "succeeded", "arm": arm, "scaling": scaling, "depth": 8, "seed": seed}
+                | {"test_error": value}
+            )
+    return rows
+
+
+def test_growth_claim_pairs_seeds_and_uses_the_margin() -> None:
+    # Scratch varies a lot between seeds, grown tracks it: only pairing by seed decides.
+    scratch = [0.05, 0.15, 0.25]
+    matched = _grow_rows("inv_sqrt_depth", [s + 0.002 for s in scratch], scratch)
+    worse = _grow_rows("constant", [s + 0.05 + 0.001 * i for i, s in enumerate(scratch)], scratch)
+    undecided = _grow_rows(
+        "inv_depth", [s + d for s, d in zip(scratch, (-0.1, 0.0, 0.1), strict=True)], scratch
+    )
+    by_scaling = {
+        f.claim.split("(")[-1].rstrip(")"): f for f in judge_growth(matched + worse + undecided)
+    }
+    assert by_scaling["inv_sqrt_depth"].verdict is Verdict.REPRODUCED
+    assert by_scaling["constant"].verdict is Verdict.REFUTED
+    assert by_scaling["inv_depth"].verdict is Verdict.INCONCLUSIVE
+    assert "paired by seed" in by_scaling["constant"].evidence
+
+
+def test_growth_claim_needs_grown_rows_and_two_seeds() -> None:
+    scratch_only = [
+        r for r in _grow_rows("constant", [0.1, 0.1], [0.2, 0.2]) if r["arm"] != "grown"
+    ]
+    assert judge_growth(scratch_only) == []
+    (single,) = judge_growth(_grow_rows("constant", [0.1], [0.2]))
+    assert single.verdict is Verdict.INCONCLUSIVE
