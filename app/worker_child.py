@@ -45,10 +45,11 @@ def run_experiment_runner(
     *,
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The production runner: `expansion.experiments.run_experiment`."""
-    from expansion.experiments import run_experiment
+    """The production runner: `expansion.experiments.run_experiment`, on one process per
+    device when the spec asks for several (`expansion.distributed.launch`)."""
+    from expansion.distributed.launch import run_on_devices
 
-    return run_experiment(spec, out_dir, reporter, data_dir=data_dir)
+    return run_on_devices(spec, out_dir, reporter, data_dir=data_dir)
 
 
 class PipeReporter:
