@@ -180,7 +180,7 @@ class TrainSpec(StrictModel):
     devices: int = Field(1, ge=1, le=64)
     """Devices (one process each) for one job's training, DDP across them: `batch_size` stays
     the global batch, each device takes batch_size / devices of it; every other stage runs
-    identically on every device's process and only the first one writes (docs/specs.md)."""
+    identically on every device's process and only the first one writes (docs/science.md)."""
     num_nodes: int = Field(1, ge=1, le=1024)
     """Hosts of a multi-node run started by an external launcher (torchrun, SLURM) with
     `devices` processes per host (docs/deployment.md); the worker runs 1-node jobs only."""
