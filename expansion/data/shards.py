@@ -28,11 +28,14 @@ def shard_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 class RankShards:
-    """Iterates (x, y, weight) shards of the global batches for rank `rank` of `world_size`.
+    """Iterates (x, y, weight, real) shards of the global batches for rank `rank` of
+    `world_size`.
 
     `batch_size` is the global batch (what one process would use). The weight of a real example
     is `world_size / global batch length`, of a padding example 0, so that
-    `mean over ranks of sum(weight * loss)` is the global batch's mean loss.
+    `mean over ranks of sum(weight * loss)` is the global batch's mean loss. `real` (a plain
+    int, so that using it costs no device sync) is the number of real examples: all of the
+    shard, or 0 for a padding shard.
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class RankShards:
         """Use the permutation of `epoch` for the next iteration."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
         # The generator is used exactly as DeviceBatches uses it: same seed, same draws.
         device = self.x.device
         gen = torch.Generator(device=device).manual_seed(self.seed * 100_003 + self.epoch)
@@ -86,8 +89,7 @@ class RankShards:
             else:
                 x = self.x[idx[start:end]]
             y = self.y[idx[start:end]]
-            weight = torch.full((len(y),), self.world_size / size, device=device)
             if len(y) == 0:
-                x, y = self.x[idx[:1]], self.y[idx[:1]]
-                weight = torch.zeros(1, device=device)
-            yield x, y, weight
+                yield self.x[idx[:1]], self.y[idx[:1]], torch.zeros(1, device=device), 0
+            else:
+                yield x, y, torch.full((len(y),), self.world_size / size, device=device), len(y)

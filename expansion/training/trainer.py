@@ -42,8 +42,9 @@ MIN_LR_FRACTION = 0.05
 continuing from the final learning rate (ExpandSpec.continue_lr = None) still moves."""
 EVAL_BATCH_SIZE = 2048
 NamedOptimizerState = dict[str, Any]
-Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""(x, y) in one process; (x, y, per-example weight) on a DDP rank (`RankShards`)."""
+Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+"""(x, y) in one process; (x, y, per-example weight, real examples) on a DDP rank
+(`RankShards`)."""
 
 # Lightning's own use of a deprecated torch pytree API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -211,17 +212,15 @@ class ResNetModule(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self.model(x)
         smoothing = self.train_spec.label_smoothing
-        if len(batch) == 3:
-            weight = batch[2]
+        if len(batch) == 4:
+            weight, real = batch[2], batch[3]
             per_example = F.cross_entropy(
                 logits.float(), y, label_smoothing=smoothing, reduction="none"
             )
             loss = (per_example * weight).sum()
-            real = weight > 0
-            mean_loss = per_example.detach()[real].mean() if real.any() else loss.detach()
-            self.train_loss.update(mean_loss, weight=int(real.sum()))
-            if real.any():
-                self.train_acc.update(logits.detach()[real], y[real])
+            if real:  # a padding shard (weight 0) adds nothing to the epoch metrics
+                self.train_loss.update(per_example.detach().mean(), weight=real)
+                self.train_acc.update(logits.detach(), y)
         else:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             self.train_loss.update(loss.detach(), weight=len(y))
@@ -236,11 +235,8 @@ class ResNetModule(L.LightningModule):
     def _eval_step(self, batch: Batch, split: str) -> None:
         x, y = batch[0], batch[1]
         logits = self.model(x)
-        if len(batch) == 3:  # a DDP shard: padding examples (weight 0) are not counted
-            real = batch[2] > 0
-            if not real.any():
-                return
-            logits, y = logits[real], y[real]
+        if len(batch) == 4 and not batch[3]:  # a DDP padding shard: not counted
+            return
         loss = F.cross_entropy(logits.float(), y)  # risk: plain mean cross-entropy
         getattr(self, f"{split}_loss").update(loss, weight=len(y))
         getattr(self, f"{split}_acc").update(logits, y)

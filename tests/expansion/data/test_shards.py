@@ -51,6 +51,8 @@ def test_weights_make_the_rank_mean_the_global_mean_loss() -> None:
         assert sum(per_rank) / 4 == pytest.approx(expected, rel=1e-6)
     assert [len(s[-1][1]) for s in shards] == [1, 1, 1, 1]
     assert float(shards[3][-1][2].sum()) == 0.0
+    assert [s[-1][3] for s in shards] == [1, 1, 1, 0]  # real examples: the padding shard has none
+    assert all(s[0][3] == len(s[0][1]) == 2 for s in shards)
 
 
 def test_shard_bounds_cover_the_batch_once() -> None:
