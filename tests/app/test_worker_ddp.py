@@ -3,7 +3,8 @@
 Parity: the same seed on one device and on two gives the same final training loss and the
 same trained network up to float summation order; the tolerance is rel 1e-4 (docs/specs.md,
 `train.devices`). The spec's last global batch is short (300 samples, batch 64), so the
-weighting of unequal shards is part of what is checked.
+weighting of unequal shards is part of what is checked; augmentation is on (every rank draws
+the whole global batch's augmentation, so it agrees too).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _spec(devices: int, epochs: int = 2, name: str = "ddp") -> dict[str, Any]:
     return {
         "kind": "train",
         "name": name,
-        "data": {"name": "digits", "max_train_samples": 300},
+        "data": {"name": "digits", "max_train_samples": 300, "augment": True},
         "model": {"kind": "mlp", "width": 16, "depth": 1},
         "train": {
             "epochs": epochs,
@@ -87,6 +88,7 @@ def _wait_for(url: str, job_id: int, predicate: Any) -> Job:
     raise AssertionError(f"job {job_id} never reached the expected state: {job.status}")
 
 
+@pytest.mark.slow  # 40-70 s on a loaded 2-core machine: two rank interpreters plus the reference
 def test_two_process_job_matches_one_process_and_is_recorded_once(
     postgres_url: str, tmp_path: Path
 ) -> None:
