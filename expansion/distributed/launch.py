@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 RANK_PIDS_FILE = "ranks.json"
 """Written into the job folder while the ranks run: {"0": pid, "1": pid, ...}."""
-EXTERNAL_LAUNCHER_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_PROCID")
-"""Any of these in the environment: this process is one rank of a run someone else launched."""
+EXTERNAL_LAUNCHER_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+"""Either in the environment: this process is one rank of a run someone else launched (as is
+a task of a SLURM step with several tasks)."""
 POLL_SECONDS = 0.5
 """How often the launcher checks the caller's stop request while the ranks run."""
 TERMINATE_GRACE_SECONDS = 5.0
@@ -76,8 +77,13 @@ class _Run:
 
 
 def externally_launched() -> bool:
-    """True when this process is a rank started by an external launcher (torchrun, SLURM)."""
-    return any(name in os.environ for name in EXTERNAL_LAUNCHER_VARIABLES)
+    """True when this process is a rank started by an external launcher (torchrun, SLURM).
+
+    A SLURM job with one task (a worker or `jumpboard run` in an allocation) is not: it
+    launches its ranks itself."""
+    if any(name in os.environ for name in EXTERNAL_LAUNCHER_VARIABLES):
+        return True
+    return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
 
 
 def external_rank() -> int:

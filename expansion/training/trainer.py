@@ -30,6 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.data.shards import RankShards
+from expansion.distributed.launch import externally_launched
 from expansion.models.network import PostNormResNet, build_model, model_from_architecture
 from expansion.progress import NullReporter, ProgressReporter, check_stop
 from expansion.specs import TrainSpec
@@ -431,7 +432,7 @@ def build_trainer(
     (`expansion.distributed.launch`, torchrun, SLURM): Lightning launches nothing itself."""
     accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[train.accelerator]
     distributed = train.devices > 1 or train.num_nodes > 1
-    if distributed and "LOCAL_RANK" not in os.environ and "SLURM_PROCID" not in os.environ:
+    if distributed and not externally_launched():
         raise RuntimeError(
             f"train.devices {train.devices} x train.num_nodes {train.num_nodes} needs one "
             "process per device: run it through expansion.distributed.launch (the worker and "
