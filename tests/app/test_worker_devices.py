@@ -6,6 +6,8 @@ Runners here are plain module functions (pickled by reference into the fork serv
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -167,3 +169,29 @@ def test_a_gpu_has_one_owner_per_host_and_workers_pin_their_own(
     assert results[plain]["cuda_visible_devices"] == "2"
     # Once the first worker stopped, its GPU is free again.
     DeviceLocks(parse_devices("0"), settings.device_lock_dir).acquire("after")
+
+
+@pytest.mark.postgres
+def test_the_worker_command_refuses_a_gpu_another_worker_owns(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    locks = tmp_path / "locks"
+    owner = DeviceLocks(parse_devices("0"), locks)
+    owner.acquire("host-a:123:abc")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUMPBOARD_")}
+    env["JUMPBOARD_DEVICE_LOCK_DIR"] = str(locks)
+    argv = [sys.executable, "-m", "app.cli", "worker", "--devices", "1,0"]
+    proc = subprocess.run(
+        [*argv, "--database-url", postgres_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_LIMIT_S,
+        check=False,
+    )
+    owner.release()
+    assert proc.returncode == 2, proc.stderr
+    assert "jumpboard worker: --devices: GPU 0 is already owned by worker host-a:123:abc" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
