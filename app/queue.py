@@ -51,6 +51,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import affected_rows, begin_write
+from app.worker_devices import devices_needed
 from expansion.result_file import finite_or_none, json_safe
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def enqueue_job(
         message="",
         cancel_requested=False,
         created_at=utcnow(),
+        devices=devices_needed(parsed),
     )
     session.add(job)
     session.commit()
@@ -244,7 +246,7 @@ def _claim_statement(*, asynchronous_commit: bool = False) -> Any:
     queued = _sql_constant(JobStatus.QUEUED.value)
     pick = (
         select(Job.id)
-        .where(Job.status == queued)
+        .where(Job.status == queued, Job.devices <= bindparam("capacity"))
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .limit(_sql_constant(1))
         .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
@@ -279,7 +281,7 @@ def _claim_statement(*, asynchronous_commit: bool = False) -> Any:
     )
 
 
-_CLAIM_PARAMETERS = frozenset({"owner", "token", "expires", "now", "message"})
+_CLAIM_PARAMETERS = frozenset({"owner", "token", "expires", "now", "message", "capacity"})
 """The claim statement's bound parameters (everything else in it is SQL text)."""
 
 
@@ -334,9 +336,14 @@ def _claim_row_postgresql(engine: Engine, params: dict[str, Any]) -> Sequence[An
 
 
 def claim_next_job(
-    session_factory: sessionmaker[Session], worker_id: str, lease_seconds: float
+    session_factory: sessionmaker[Session],
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    capacity: int = 1,
 ) -> ClaimedJob | None:
-    """Claim the queued job of highest priority (oldest first) under a new lease; None if none.
+    """Claim the queued job of highest priority (oldest first) among those needing at most
+    `capacity` devices (what the worker offers), under a new lease; None if none.
 
     On PostgreSQL the claim is one autocommitted `UPDATE ... WHERE id = (SELECT ... FOR UPDATE
     SKIP LOCKED LIMIT 1) RETURNING` statement: one round trip (no BEGIN, no COMMIT; with the
@@ -363,6 +370,7 @@ def claim_next_job(
         "expires": expires,
         "now": now,
         "message": f"claimed by {worker_id}",
+        "capacity": capacity,
     }
     engine: Engine = session_factory.kw["bind"]
     row: Any

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.worker_devices import DEFAULT_LOCK_DIR, DeviceOffer, parse_devices
+
 DEFAULT_HOME = Path.home() / ".jumpboard"
 
 
@@ -65,7 +67,11 @@ class Settings(BaseSettings):
     """Live-progress streams one client address may hold open at once; more get 429 (behind a
     reverse proxy, let uvicorn take the client from `X-Forwarded-For` or raise this)."""
     worker_devices: str = ""
-    """GPUs a worker pins its jobs to, e.g. `0,1`; empty = whatever the child sees."""
+    """Devices a worker offers its jobs: GPU indices it owns and pins jobs to (`0,1`), `cpu:N`
+    (N CPU processes, GPUs hidden), or empty (one device, whatever the child sees); see
+    `app.worker_devices`."""
+    device_lock_dir: Path = DEFAULT_LOCK_DIR
+    """Folder of this host's GPU lock files: workers sharing a host must share it."""
     metrics_flush_seconds: float = Field(2.0, gt=0.0, le=600.0)
     """How often a worker writes buffered metrics and progress."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -85,13 +91,7 @@ class Settings(BaseSettings):
     @field_validator("worker_devices")
     @classmethod
     def _device_list(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return ""
-        parts = [p.strip() for p in value.split(",")]
-        if not all(p.isdigit() for p in parts):
-            raise ValueError(f"must be comma-separated GPU indices like '0,1' (got {value!r})")
-        return ",".join(parts)
+        return str(parse_devices(value))
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -108,9 +108,9 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def device_list(self) -> list[str]:
-        """`worker_devices` as a list of GPU indices (empty when unset)."""
-        return [d for d in self.worker_devices.split(",") if d]
+    def device_offer(self) -> DeviceOffer:
+        """`worker_devices` parsed."""
+        return parse_devices(self.worker_devices)
 
     def job_dir(self, job_id: int) -> Path:
         """The folder a job writes its files into."""

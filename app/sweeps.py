@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Job, utcnow
 from app.db.session import begin_write
+from app.worker_devices import devices_needed
 from expansion.specs import SweepExperiment
 from expansion.sweep_grid import expand_sweep
 
@@ -99,6 +100,7 @@ def enqueue_sweep(
             cancel_requested=False,
             created_at=now,
             parent_id=parent.id,
+            devices=devices_needed(point),
         )
         for point in points
     )

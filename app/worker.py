@@ -40,6 +40,7 @@ from app.db.enums import JobStatus
 from app.db.session import session_factory
 from app.settings import Settings
 from app.worker_child import child_main, run_experiment_runner
+from app.worker_devices import DeviceLocks, parse_devices
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,9 @@ class Worker:
         stop_grace_seconds: float | None = None,
     ) -> None:
         self.settings = settings
-        self.devices = settings.worker_devices if devices is None else devices.strip()
+        self.offer = parse_devices(settings.worker_devices if devices is None else devices)
+        self.devices = str(self.offer)
+        """What the registry shows: GPU indices, `cpu:N`, or empty (the default device)."""
         self.runner: Runner = runner or run_experiment_runner
         self.poll_seconds = poll_seconds
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -164,6 +167,7 @@ class Worker:
         self._hand_back = threading.Event()
         self.outcomes: list[tuple[int, JobOutcome]] = []
         self._next_housekeeping = 0.0
+        self._device_locks = DeviceLocks(self.offer, settings.device_lock_dir)
 
     # ------------------------------------------------------------------ control
 
@@ -195,8 +199,16 @@ class Worker:
 
     def run(self, *, max_jobs: int | None = None, exit_when_idle: bool = False) -> int:
         """Run jobs until stopped (or `max_jobs` ran, or the queue is empty with
-        `exit_when_idle`); returns how many jobs ran."""
+        `exit_when_idle`); returns how many jobs ran. Raises DeviceBusy (before anything else)
+        when another worker on this host owns one of its GPUs."""
         log.info("worker %s starting (devices %r)", self.worker_id, self.devices or "default")
+        self._device_locks.acquire(self.worker_id)
+        try:
+            return self._run_owning_devices(max_jobs, exit_when_idle)
+        finally:
+            self._device_locks.release()
+
+    def _run_owning_devices(self, max_jobs: int | None, exit_when_idle: bool) -> int:
         waited = wait_for_fork_server()  # pay for the imports before the first claim
         log.info("worker %s: job fork server ready after %.2f s", self.worker_id, waited)
         # Listed only once it can run jobs: a live worker is one that claims.
@@ -209,7 +221,10 @@ class Worker:
                 try:
                     self._housekeeping()
                     claim = queue.claim_next_job(
-                        self.sessions, self.worker_id, self.settings.lease_seconds
+                        self.sessions,
+                        self.worker_id,
+                        self.settings.lease_seconds,
+                        capacity=self.offer.count,
                     )
                 except SQLAlchemyError as exc:
                     log.error("database unavailable (%s); retrying", exc.__class__.__name__)
@@ -306,7 +321,7 @@ class Worker:
                 claim.spec,
                 out_dir,
                 self.settings.data_dir,
-                self.devices,
+                self.offer.cuda_visible_devices,
             ),
             name=f"jumpboard-job-{claim.job_id}",
         )

@@ -45,10 +45,11 @@ def run_experiment_runner(
     *,
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The production runner: `expansion.experiments.run_experiment`."""
-    from expansion.experiments import run_experiment
+    """The production runner: `expansion.experiments.run_experiment`, on one process per
+    device when the spec asks for several (`expansion.distributed.launch`)."""
+    from expansion.distributed.launch import run_on_devices
 
-    return run_experiment(spec, out_dir, reporter, data_dir=data_dir)
+    return run_on_devices(spec, out_dir, reporter, data_dir=data_dir)
 
 
 class PipeReporter:
@@ -98,17 +99,21 @@ def child_main(
     spec: dict[str, Any],
     out_dir: Path,
     data_dir: Path | None,
-    devices: str,
+    devices: str | None,
 ) -> None:
-    """Entry point of the forked child: run the job, report its outcome, exit."""
+    """Entry point of the forked child: run the job, report its outcome, exit.
+
+    `devices` becomes the job's `CUDA_VISIBLE_DEVICES` (None: left as inherited; empty: no
+    GPU)."""
     code = 0
     try:
         # The parent decides when this job stops; a terminal's Ctrl-C or a SIGTERM sent to the
         # process group must not kill the job behind the parent's back.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if devices:
-            # Before anything initializes CUDA in this process (the parent never does).
+        if devices is not None:
+            # Before anything initializes CUDA in this process (the parent never does); the
+            # job's rank processes inherit it.
             os.environ["CUDA_VISIBLE_DEVICES"] = devices
         reporter = PipeReporter(conn)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -178,9 +178,30 @@ class TrainSpec(StrictModel):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     """Where to train: `auto` takes a GPU when there is one."""
     devices: int = Field(1, ge=1, le=64)
-    """Devices for one job; more than one uses Lightning's DDP strategy."""
+    """Devices (one process each) for one job's training, DDP across them: `batch_size` stays
+    the global batch, each device takes batch_size / devices of it; every other stage runs
+    identically on every device's process and only the first one writes (docs/science.md)."""
+    num_nodes: int = Field(1, ge=1, le=1024)
+    """Hosts of a multi-node run started by an external launcher (torchrun, SLURM) with
+    `devices` processes per host (docs/deployment.md); the worker runs 1-node jobs only."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     """Label smoothing of the training cross-entropy (evaluation never smooths)."""
+
+    @model_validator(mode="after")
+    def _batch_splits_across_devices(self) -> TrainSpec:
+        processes = self.devices * self.num_nodes
+        if self.batch_size % processes:
+            raise_problems(
+                [
+                    (
+                        "batch_size",
+                        f"the global batch {self.batch_size} must split evenly across "
+                        f"{processes} devices (devices x num_nodes): use a multiple of "
+                        f"{processes}",
+                    )
+                ]
+            )
+        return self
 
 
 class ExpandSpec(StrictModel):

@@ -109,7 +109,7 @@ def handle(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from expansion.data.datasets import DataError
-    from expansion.experiments import run_experiment
+    from expansion.distributed.launch import RankFailure, run_on_devices
     from expansion.models.checkpoint import CheckpointError
     from expansion.progress import StopRequested
 
@@ -122,7 +122,7 @@ def handle(args: argparse.Namespace) -> int:
     )
     try:
         with Progress(*columns, console=console, transient=False) as bar:
-            result = run_experiment(
+            result = run_on_devices(
                 spec,
                 args.out,
                 BarReporter(bar),
@@ -135,6 +135,8 @@ def handle(args: argparse.Namespace) -> int:
         raise CliError(f"training diverged: {exc}", code=1) from None
     except StopRequested:
         raise CliError("stopped", code=1) from None
+    except RankFailure as exc:
+        raise CliError(f"a device process failed: {exc}", code=1) from None
     except OSError as exc:
         raise CliError(f"{exc.strerror or exc}: {exc.filename or args.out}") from None
     except ValueError as exc:

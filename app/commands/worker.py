@@ -1,4 +1,4 @@
-"""`jumpboard worker [--devices 0,1] [--once] [--poll-seconds S] [--database-url URL]`."""
+"""`jumpboard worker [--devices 0,1 | cpu:N] [--once] [--poll-seconds S] [--database-url URL]`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--devices",
         default=None,
-        help="GPU indices the jobs may use, e.g. 0,1 (default: JUMPBOARD_WORKER_DEVICES)",
+        help="devices this worker offers and owns: GPU indices (0,1: jobs needing up to 2 "
+        "devices, pinned to those GPUs, which no other worker on this host may take), or "
+        "cpu:N (N CPU processes); default JUMPBOARD_WORKER_DEVICES, else one device",
     )
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
     parser.add_argument(
@@ -68,11 +70,17 @@ def handle(args: argparse.Namespace) -> int:
         )
 
     from app.worker import Worker
+    from app.worker_devices import DeviceBusy
 
     missing = [m for m in ("torch", "lightning") if importlib.util.find_spec(m) is None]
     if missing:
         raise CliError(f"cannot run jobs: {', '.join(missing)} not installed")
     worker = Worker(settings, poll_seconds=args.poll_seconds)
     worker.install_signal_handlers(hand_back_first=args.on_sigterm == "hand-back")
-    worker.run(max_jobs=1 if args.once else None, exit_when_idle=args.exit_when_idle or args.once)
+    try:
+        worker.run(
+            max_jobs=1 if args.once else None, exit_when_idle=args.exit_when_idle or args.once
+        )
+    except DeviceBusy as exc:
+        raise CliError(f"--devices: {exc}") from None
     return 0

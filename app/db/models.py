@@ -108,6 +108,9 @@ class Job(Base):
         ForeignKey("jobs.id", ondelete="CASCADE", name="fk_jobs_parent_id"), index=True
     )
     """The sweep job this job is a grid point of (app.sweeps); None for other jobs."""
+    devices: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    """Devices the job needs (its spec's `train.devices`); only a worker offering at least
+    this many claims it."""
 
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True

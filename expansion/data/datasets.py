@@ -363,8 +363,8 @@ class DeviceBatches:
     """Iterates (x, y) batches of device tensors; a new seeded permutation every epoch.
 
     Epoch e uses the generator seeded with (seed, e), so the data order is a function of the
-    seed and the epoch alone. With `world_size` > 1 each rank takes every world_size-th
-    sample of the permutation (DDP), all ranks yielding the same number of batches.
+    seed and the epoch alone. One process's batches; `expansion.data.shards.RankShards` splits
+    the same batches across DDP ranks.
     """
 
     def __init__(
@@ -377,8 +377,6 @@ class DeviceBatches:
         seed: int = 0,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
@@ -388,14 +386,10 @@ class DeviceBatches:
         self.batch_size = batch_size
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.drop_last = drop_last
-        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
-    def _per_rank(self) -> int:
-        return math.ceil(len(self.y) / self.world_size)
-
     def __len__(self) -> int:
-        n = self._per_rank()
+        n = len(self.y)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -411,9 +405,6 @@ class DeviceBatches:
             order = torch.randperm(n, generator=gen, device=device)
         else:
             order = torch.arange(n, device=device)
-        if self.world_size > 1:
-            pad = self._per_rank() * self.world_size - n
-            order = torch.cat([order, order[:pad]])[self.rank :: self.world_size]
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x, y = self.x[idx], self.y[idx]

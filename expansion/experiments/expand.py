@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.distributed.rank import agree_with_rank_zero
 from expansion.experiments.runner import result_header
 from expansion.insertion.bounds import family_verdicts
 from expansion.insertion.certificate import CertificateBatches, certify, descent_record
@@ -467,7 +468,8 @@ def run_expand(
     summary = scan_summary(scan, cert_grads, e.seeds, e.confidence, e.min_certificate_batches)
     lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
     scores = _selection_scores(spec, base, scan, cert_grads, bundle, lr)
-    chosen = choose_positions(spec, summary["positions"], scores)
+    # Every rank of a multi-device job continues the positions rank 0 chose.
+    chosen = agree_with_rank_zero(choose_positions(spec, summary["positions"], scores))
     selection = selection_record(spec, summary["positions"], scores)
     timings["scan_s"] = time.perf_counter() - t0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
+from expansion.data.shards import RankShards
+from expansion.distributed.launch import externally_launched
 from expansion.models.network import PostNormResNet, build_model, model_from_architecture
 from expansion.progress import NullReporter, ProgressReporter, check_stop
 from expansion.specs import TrainSpec
@@ -40,9 +43,14 @@ MIN_LR_FRACTION = 0.05
 continuing from the final learning rate (ExpandSpec.continue_lr = None) still moves."""
 EVAL_BATCH_SIZE = 2048
 NamedOptimizerState = dict[str, Any]
+Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+"""(x, y) in one process; (x, y, per-example weight, real examples) on a DDP rank
+(`RankShards`)."""
 
 # Lightning's own use of a deprecated torch pytree API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Epoch metrics are logged as floats already synced across DDP ranks by torchmetrics' compute().
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting")
 # Lightning announces accelerators and devices at INFO on every Trainer; the CLI shows its own.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -197,35 +205,48 @@ class ResNetModule(L.LightningModule):
         return self.model(x)
 
     # ---- steps -----------------------------------------------------------------------------
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        """Cross-entropy (with label smoothing) of one batch; non-finite loss raises."""
-        x, y = batch
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy (with label smoothing) of one batch; non-finite loss raises.
+
+        On a DDP rank the loss is the weighted sum of its shard (`RankShards`), whose average
+        over the ranks is the global batch's mean loss."""
+        x, y = batch[0], batch[1]
         logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.train_spec.label_smoothing)
+        smoothing = self.train_spec.label_smoothing
+        if len(batch) == 4:
+            weight, real = batch[2], batch[3]
+            per_example = F.cross_entropy(
+                logits.float(), y, label_smoothing=smoothing, reduction="none"
+            )
+            loss = (per_example * weight).sum()
+            if real:  # a padding shard (weight 0) adds nothing to the epoch metrics
+                self.train_loss.update(per_example.detach().mean(), weight=real)
+                self.train_acc.update(logits.detach(), y)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            self.train_loss.update(loss.detach(), weight=len(y))
+            self.train_acc.update(logits.detach(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at step {self.global_step} "
                 "(lower train.lr or use precision 32)"
             )
-        detached = loss.detach()
-        self.train_loss.update(detached, weight=len(y))
-        self.train_acc.update(logits.detach(), y)
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
-        x, y = batch
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        x, y = batch[0], batch[1]
         logits = self.model(x)
+        if len(batch) == 4 and not batch[3]:  # a DDP padding shard: not counted
+            return
         loss = F.cross_entropy(logits.float(), y)  # risk: plain mean cross-entropy
         getattr(self, f"{split}_loss").update(loss, weight=len(y))
         getattr(self, f"{split}_acc").update(logits, y)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate validation loss and accuracy."""
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate test loss and accuracy."""
         self._eval_step(batch, "test")
 
@@ -369,6 +390,10 @@ class ReporterCallback(Callback):
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:
+            if trainer.world_size > 1:
+                # Every rank reaches this step; the mean of the ranks' weighted shard losses
+                # is the global batch's mean loss, the number one process would record.
+                loss = trainer.strategy.reduce(loss.detach(), reduce_op="mean")
             self._record(step, "train", "loss", float(loss))
         self.reporter.progress(min(1.0, step / max(1, self.total_steps)), self.stage)
         check_stop(self.reporter)
@@ -378,11 +403,13 @@ class ReporterCallback(Callback):
 
 
 def resolve_device(train: TrainSpec) -> torch.device:
-    """The device a run of `train` uses (where its data should live)."""
+    """The device a run of `train` uses (where its data should live): on a DDP rank, the GPU
+    of its local rank."""
     if train.accelerator == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda", 0)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if train.devices > 1 else 0
+        return torch.device("cuda", local_rank)
     if train.accelerator == "gpu":
         raise RuntimeError("train.accelerator is 'gpu' but no CUDA device is available")
     return torch.device("cpu")
@@ -399,13 +426,23 @@ def build_trainer(
     enable_checkpointing: bool = False,
     val_every_n_epochs: int = 1,
 ) -> L.Trainer:
-    """A Trainer configured from the spec: no logger files, no checkpoints, no progress bar."""
+    """A Trainer configured from the spec: no logger files, no checkpoints, no progress bar.
+
+    With several devices (or nodes) it uses DDP over processes started by someone else
+    (`expansion.distributed.launch`, torchrun, SLURM): Lightning launches nothing itself."""
     accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[train.accelerator]
-    strategy = "ddp" if train.devices > 1 else "auto"
+    distributed = train.devices > 1 or train.num_nodes > 1
+    if distributed and not externally_launched():
+        raise RuntimeError(
+            f"train.devices {train.devices} x train.num_nodes {train.num_nodes} needs one "
+            "process per device: run it through expansion.distributed.launch (the worker and "
+            "`jumpboard run` do) or an external launcher such as torchrun"
+        )
     return L.Trainer(
         accelerator=accelerator,
         devices=train.devices,
-        strategy=strategy,
+        num_nodes=train.num_nodes,
+        strategy="ddp" if distributed else "auto",
         precision="bf16-mixed" if train.precision == "bf16-mixed" else "32-true",
         max_epochs=max_epochs if max_epochs is not None else train.epochs,
         max_steps=max_steps if max_steps is not None else -1,
@@ -421,7 +458,8 @@ def build_trainer(
 
 
 class DeviceDataModule(L.LightningDataModule):
-    """Serves a DataBundle as DeviceBatches, moved once to each rank's device (DDP-aware)."""
+    """Serves a DataBundle as DeviceBatches, moved once to each rank's device; under DDP each
+    rank gets its `RankShards` of the same global batches (`batch_size` is global)."""
 
     def __init__(self, bundle: DataBundle, batch_size: int, seed: int) -> None:
         super().__init__()
@@ -436,36 +474,30 @@ class DeviceDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def train_dataloader(self) -> DeviceBatches:
+    def train_dataloader(self) -> DeviceBatches | RankShards:
         """Shuffled, augmented (when the spec asks) training batches."""
         b = self.bundle
         rank, world = self._rank()
-        return DeviceBatches(
-            self._on_device(b.x_train),
-            self._on_device(b.y_train),
-            self.batch_size,
-            seed=self.seed,
-            augment=augmentation_for(b.name) if b.augment else None,
-            rank=rank,
-            world_size=world,
-        )
+        x, y = self._on_device(b.x_train), self._on_device(b.y_train)
+        augment = augmentation_for(b.name) if b.augment else None
+        if world > 1:
+            return RankShards(
+                x, y, self.batch_size, rank=rank, world_size=world, seed=self.seed, augment=augment
+            )
+        return DeviceBatches(x, y, self.batch_size, seed=self.seed, augment=augment)
 
-    def _eval(self, x: torch.Tensor, y: torch.Tensor) -> DeviceBatches:
+    def _eval(self, x: torch.Tensor, y: torch.Tensor) -> DeviceBatches | RankShards:
         rank, world = self._rank()
-        return DeviceBatches(
-            self._on_device(x),
-            self._on_device(y),
-            EVAL_BATCH_SIZE,
-            shuffle=False,
-            rank=rank,
-            world_size=world,
-        )
+        x, y = self._on_device(x), self._on_device(y)
+        if world > 1:
+            return RankShards(x, y, EVAL_BATCH_SIZE, rank=rank, world_size=world, shuffle=False)
+        return DeviceBatches(x, y, EVAL_BATCH_SIZE, shuffle=False)
 
-    def val_dataloader(self) -> DeviceBatches:
+    def val_dataloader(self) -> DeviceBatches | RankShards:
         """Validation split in order."""
         return self._eval(self.bundle.x_val, self.bundle.y_val)
 
-    def test_dataloader(self) -> DeviceBatches:
+    def test_dataloader(self) -> DeviceBatches | RankShards:
         """Test split in order."""
         return self._eval(self.bundle.x_test, self.bundle.y_test)
 
@@ -490,9 +522,10 @@ class TrainOutcome:
         return self.module.model
 
 
-def steps_per_epoch(n_train: int, batch_size: int, devices: int = 1) -> int:
-    """Optimizer steps in one epoch of `n_train` samples."""
-    return math.ceil(math.ceil(n_train / devices) / batch_size)
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of `n_train` samples at global batch `batch_size` (the same
+    on any number of devices)."""
+    return math.ceil(n_train / batch_size)
 
 
 def train_model(
@@ -519,7 +552,7 @@ def train_model(
     L.seed_everything(train.seed, verbose=False)
     if model is None:
         model = build_model(spec.model, spec.data, seed=train.seed)
-    per_epoch = steps_per_epoch(len(bundle.y_train), train.batch_size, train.devices)
+    per_epoch = steps_per_epoch(len(bundle.y_train), train.batch_size)
     total = per_epoch * train.epochs
     if max_steps is not None:
         total = min(total, max_steps)

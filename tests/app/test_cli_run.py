@@ -159,3 +159,15 @@ def test_expand_from_a_trained_base_checkpoint(
     missing = str(tmp_path / "missing.ckpt")
     assert main(["run", str(expand_spec), "--out", str(tmp_path / "y"), "--base", missing]) == 2
     assert "no checkpoint file" in capsys.readouterr().err
+
+
+def test_a_multi_node_spec_outside_a_launcher_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "nodes.yaml"
+    spec.write_text(TINY.replace("accelerator: cpu}", "accelerator: cpu, num_nodes: 2}"))
+    assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "train.num_nodes is 2: a multi-node run is started by an external launcher" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "result.json").exists()

@@ -219,7 +219,11 @@ def test_compose_services_run_a_job_end_to_end(empty_database: str, tmp_path: Pa
     api_argv = _local_argv(service_argv(services["api"]))
     api_argv = _with_option(_with_option(api_argv, "--host", "127.0.0.1"), "--port", str(port))
     api_env = _process_env(services["api"], overrides)
-    worker_env = _process_env(services["worker"], overrides)
+    # The worker keeps its GPU lock files on the data volume: here, the local data folder.
+    lock_dir = str(tmp_path / "data" / "device-locks")
+    worker_env = _process_env(
+        services["worker"], {**overrides, "JUMPBOARD_DEVICE_LOCK_DIR": lock_dir}
+    )
     started: list[ServiceProcess] = []
     try:
         api = ServiceProcess("api", api_argv, api_env, logs)

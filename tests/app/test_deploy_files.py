@@ -26,6 +26,7 @@ import yaml
 
 from app.cli import build_parser
 from app.settings import Settings
+from app.worker_devices import parse_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -571,3 +572,21 @@ def test_deployment_docs_cover_the_operations() -> None:
     assert "## Deployment" in readme
     section = readme[readme.index("## Deployment") :]
     assert "docs/deployment.md" in section and "docker compose up" in section
+
+
+def test_the_second_worker_owns_another_gpu_and_starts_on_request() -> None:
+    """worker-gpu1 (profile second-gpu) runs the same command on a GPU of its own, and both
+    workers keep their GPU lock files in one folder on a volume they share (one owner per GPU)."""
+    services = read_compose(COMPOSE_FILE)["services"]
+    first, second = services["worker"], services["worker-gpu1"]
+    assert second["profiles"] == ["second-gpu"] and "profiles" not in first
+    assert service_argv(second) == service_argv(first)
+    offers = [
+        parse_devices(service_env(w)["JUMPBOARD_WORKER_DEVICES"]).gpus for w in (first, second)
+    ]
+    assert offers[0] and offers[1] and not set(offers[0]) & set(offers[1])
+    lock_dirs = {service_env(w)["JUMPBOARD_DEVICE_LOCK_DIR"] for w in (first, second)}
+    assert len(lock_dirs) == 1
+    (lock_dir,) = lock_dirs
+    shared = set(_mounts(first).items()) & set(_mounts(second).items())
+    assert any(lock_dir.startswith(target + "/") for _, target in shared), lock_dir

@@ -537,7 +537,7 @@ def test_prepared_claim_keeps_the_partial_index_in_its_generic_plan(postgres_url
         conn.execute(text("SET plan_cache_mode = force_generic_plan"))
         now = "now()::timestamptz"
         plan = "\n".join(
-            conn.execute(text(f"EXPLAIN EXECUTE {name}('o', 't', {now}, {now}, 'm')")).scalars()
+            conn.execute(text(f"EXPLAIN EXECUTE {name}('o', 't', {now}, {now}, 'm', 1)")).scalars()
         )
         conn.execute(text("RESET plan_cache_mode"))
         conn.rollback()
@@ -553,7 +553,7 @@ def test_claim_commits_asynchronously_and_only_itself(postgres_url: str) -> None
     engine = sessions.kw["bind"]
     row = queue._claim_row_postgresql(
         engine,
-        {"owner": "w", "token": "t", "expires": None, "now": None, "message": "m"},
+        {"owner": "w", "token": "t", "expires": None, "now": None, "message": "m", "capacity": 1},
     )
     assert row is not None and row[-1] == "off"
     assert engine.pool.checkedin() == 1

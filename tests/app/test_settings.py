@@ -32,7 +32,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("JUMPBOARD_LOG_LEVEL", "debug")
     settings = load_settings()
     assert settings.lease_seconds == 5
-    assert settings.device_list == ["0", "1"]
+    assert settings.worker_devices == "0,1"
+    assert settings.device_offer.gpus == (0, 1)
     assert settings.log_level == "DEBUG"
     assert settings.job_dir(7) == tmp_path / "art" / "7"
     # load_settings creates the folders the service writes into
@@ -46,6 +47,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     [
         ({"database_url": "mysql://x/y"}, "JUMPBOARD_DATABASE_URL"),
         ({"worker_devices": "0,gpu1"}, "comma-separated GPU indices"),
+        ({"worker_devices": "0,0"}, "distinct"),
+        ({"worker_devices": "cpu:0"}, "cpu:N needs 1 <= N"),
         ({"lease_seconds": 5, "heartbeat_seconds": 5}, "heartbeat_seconds (5.0) must be below"),
         ({"port": 0}, "JUMPBOARD_PORT"),
         ({"max_attempts": 0}, "JUMPBOARD_MAX_ATTEMPTS"),

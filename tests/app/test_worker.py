@@ -65,6 +65,7 @@ def _settings(url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "database_url": url,
         "artifact_dir": tmp_path / "artifacts",
         "data_dir": tmp_path / "data",
+        "device_lock_dir": tmp_path / "device-locks",  # GPU ownership is per test, not per host
         "lease_seconds": 5.0,
         "heartbeat_seconds": 0.2,
         "metrics_flush_seconds": 0.2,

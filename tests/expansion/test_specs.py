@@ -80,6 +80,15 @@ def test_cross_field_rules() -> None:
     assert any("stages" in p for p in problems_of({"model": {"stages": 2}}))
 
 
+def test_the_global_batch_must_split_evenly_across_devices() -> None:
+    (problem,) = problems_of({"train": {"devices": 3, "batch_size": 128}})
+    assert problem.startswith("train.batch_size: the global batch 128 must split evenly")
+    assert "multiple of 3" in problem
+    (nodes,) = problems_of({"train": {"devices": 2, "num_nodes": 3, "batch_size": 64}})
+    assert "6 devices (devices x num_nodes)" in nodes
+    assert parse_spec({"train": {"devices": 4, "batch_size": 128}}).train.devices == 4
+
+
 def test_shapes_and_classes() -> None:
     data = parse_spec({"data": {"name": "digits"}}).data
     assert input_shape(data, "conv2d") == (1, 8, 8)

@@ -120,17 +120,6 @@ def test_device_batches_cover_every_sample_once_per_epoch() -> None:
     assert len(DeviceBatches(x, y, 16, drop_last=True)) == 3
 
 
-def test_device_batches_shard_across_ranks() -> None:
-    y = torch.arange(10)
-    x = y.float()[:, None]
-    shards = [
-        torch.cat([b for _, b in DeviceBatches(x, y, 4, seed=1, rank=r, world_size=3)])
-        for r in range(3)
-    ]
-    assert [len(s) for s in shards] == [4, 4, 4]
-    assert set(torch.cat(shards).tolist()) == set(range(10))
-
-
 def test_augmentations_keep_shapes_and_move_content() -> None:
     g = torch.Generator().manual_seed(0)
     seq = torch.randn(64, 1, 40)

@@ -171,3 +171,20 @@ def test_sgd_optimizer_and_module_test_step(digits: DataBundle, tmp_path: Path) 
     risk, error = evaluate(outcome.model, digits.x_test, digits.y_test)
     assert metrics["test/loss"] == pytest.approx(risk, rel=1e-4)
     assert metrics["test/accuracy"] == pytest.approx(1 - error, abs=1e-6)
+
+
+def test_a_ddp_shard_loss_is_its_weighted_sum_and_a_padding_shard_counts_nothing(
+    digits: DataBundle,
+) -> None:
+    spec = digits_spec()
+    module = ResNetModule.from_model(build_model(spec.model, spec.data, seed=0), spec.train)
+    x, y = digits.x_train[:6], digits.y_train[:6]
+    weight = torch.full((6,), 2 / 12)  # rank's half of a global batch of 12 on 2 ranks
+    loss = module.training_step((x, y, weight, 6), 0)
+    per_example = torch.nn.functional.cross_entropy(module(x).float(), y, reduction="none")
+    assert float(loss) == pytest.approx(float(per_example.sum()) / 6, rel=1e-6)
+    assert float(module.train_loss.compute()) == pytest.approx(float(per_example.mean()), rel=1e-6)
+    module.train_loss.reset()
+    pad = module.training_step((x[:1], y[:1], torch.zeros(1), 0), 1)
+    assert float(pad) == 0.0 and pad.requires_grad  # DDP still gets (zero) gradients
+    assert not module.train_loss.update_called

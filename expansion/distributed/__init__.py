@@ -1,0 +1,1 @@
+"""Running one job on several devices (DDP): the launcher and the rank processes."""
