@@ -32,6 +32,11 @@ from expansion.models.network import PostNormResNet, build_model, model_from_arc
 from expansion.progress import NullReporter, ProgressReporter, check_stop
 from expansion.specs import TrainSpec
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
+from expansion.training.training_path import (
+    TrainingPath,
+    prepare_training_path,
+    restore_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +169,8 @@ class ResNetModule(L.LightningModule):
         self._restored_group_names: list[list[str]] | None = None
         self.metric_sink: Callable[[int, str, str, float], None] | None = None
         """Receives epoch-level metrics as they are computed (set by ReporterCallback)."""
+        self.training_path: TrainingPath | None = None
+        """Layout and (compiled) forward of the training steps; set while fitting."""
         classes = self.model.arch.num_classes
         for split in ("train", "val", "test"):
             # No per-update NaN or argument checks: each costs a device sync every step, and a
@@ -197,12 +204,29 @@ class ResNetModule(L.LightningModule):
         return self.model(x)
 
     # ---- steps -----------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Apply train.channels_last and train.compile before the strategy wraps the network."""
+        self.training_path = prepare_training_path(
+            self.model, self.train_spec, self.trainer.strategy.root_device
+        )
+
+    def on_fit_end(self) -> None:
+        """Give the network back in the default layout, uncompiled."""
+        restore_layout(self.model)
+        self.training_path = None
+
+    def _training_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A resumed checkpoint may have rebuilt self.model after configure_model.
+        if self.training_path is None or self.training_path.model is not self.model:
+            self.training_path = prepare_training_path(self.model, self.train_spec, x.device)
+        return self.training_path.forward(x)
+
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         """Cross-entropy (with label smoothing) of one batch; non-finite loss raises."""
         x, y = batch
-        logits = self.model(x)
+        logits = self._training_forward(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.train_spec.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(
