@@ -81,7 +81,7 @@ class Sizes:
 
 
 FULL = Sizes(64, 2, 3, 256, 256 * 60, 10, 64, 16, 256, (4, 8, 16), 20)
-SMOKE = Sizes(8, 1, 2, 32, 32 * 6, 2, 8, 4, 16, (4,), 1)
+SMOKE = Sizes(8, 1, 2, 32, 32 * 4, 1, 8, 4, 16, (4,), 1)
 
 
 def load_scan_module() -> Any:
@@ -198,13 +198,17 @@ def throughput_rows(
 
 def expand_time(smoke: bool) -> dict[str, Any]:
     """Wall time of the default expand job (examples/mnist1d-expand.yaml, accelerator auto);
-    smoke: the same spec on 800 samples, 1 epoch, 10 continuation steps, 1 seed, top 1."""
+    smoke: the same spec with width 16 on 400 samples, 1 epoch, 5 continuation steps, 1 seed,
+    top 1."""
     raw = yaml.safe_load(EXPAND_SPEC.read_text())
     raw["train"]["accelerator"] = "auto"
     if smoke:
-        raw["data"]["max_train_samples"] = 800
+        raw["data"]["max_train_samples"] = 400
+        raw["model"]["width"] = 16
         raw["train"].update(epochs=1, warmup_steps=2)
-        raw["expand"].update(continue_steps=10, seeds=[0], top_k=1, grad_batch_size=20)
+        raw["expand"].update(
+            continue_steps=5, seeds=[0], top_k=1, grad_batch_size=10, line_search_points=2
+        )
     spec = parse_spec(raw)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
