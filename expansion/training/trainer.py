@@ -206,6 +206,8 @@ class ResNetModule(L.LightningModule):
     # ---- steps -----------------------------------------------------------------------------
     def configure_model(self) -> None:
         """Apply train.channels_last and train.compile before the strategy wraps the network."""
+        if self._trainer is None:  # load_from_checkpoint calls it too: nothing trains yet
+            return
         self.training_path = prepare_training_path(
             self.model, self.train_spec, self.trainer.strategy.root_device
         )
