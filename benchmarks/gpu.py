@@ -35,7 +35,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from expansion.data.datasets import CIFAR_FOLDER, DataBundle, load_dataset  # noqa: E402
+from expansion.data.datasets import CIFAR_FOLDER, DataBundle, DataError, load_dataset  # noqa: E402
 from expansion.experiments.runner import run_experiment  # noqa: E402
 from expansion.models.network import build_model  # noqa: E402
 from expansion.specs import TrainExperiment, parse_spec  # noqa: E402
@@ -104,7 +104,10 @@ def cifar_shaped_bundle(
         if cifar_dir.name != CIFAR_FOLDER:
             raise SystemExit(f"--cifar-dir must be a folder named {CIFAR_FOLDER}: {cifar_dir}")
         spec = parse_spec({"data": {"name": "cifar10", "augment": True}})
-        return load_dataset(spec.data, "conv2d", device, cifar_dir.parent)
+        try:
+            return load_dataset(spec.data, "conv2d", device, cifar_dir.parent)
+        except DataError as exc:
+            raise SystemExit(f"--cifar-dir: {exc}") from None
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n + 512, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (n + 512,), generator=gen)
