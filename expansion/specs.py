@@ -298,8 +298,8 @@ class _ExperimentBase(StrictModel):
         # kernels, not a conv1d over flattened pixels (39% error on digits). Measured on
         # digits: width 64, depth 4 with 5x5 kernels at lr 3e-3 without warmup stays at
         # chance (the branches outgrow the stream in the first steps: a learning rate too
-        # large for a fan-in of 1,600); with 3x3 kernels, lr <= 1e-3 or 30 warmup steps it
-        # trains (docs/benchmarks.md, GPU path).
+        # large for a fan-in of 1,600); it trains with 3x3 kernels, with lr <= 2e-3, or with
+        # 30 warmup steps (docs/benchmarks.md, GPU path).
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             return raw
         model = raw.get("model", {})

@@ -218,7 +218,7 @@ class ResNetModule(L.LightningModule):
         self.training_path = None
 
     def _training_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A resumed checkpoint may have rebuilt self.model after configure_model.
+        # Without configure_model (a module fitted by hand) or after self.model was replaced.
         if self.training_path is None or self.training_path.model is not self.model:
             self.training_path = prepare_training_path(self.model, self.train_spec, x.device)
         return self.training_path.forward(x)
@@ -334,6 +334,10 @@ class ResNetModule(L.LightningModule):
             self.model = model_from_architecture(arch).to(device=ref.device, dtype=ref.dtype)
             self.hparams["architecture"] = arch
             log.info("rebuilt the network from the checkpoint: depths %s", self.model.arch.depths)
+            if self.training_path is not None:  # before the optimizer and DDP see it
+                self.training_path = prepare_training_path(
+                    self.model, self.train_spec, self.trainer.strategy.root_device
+                )
         self._restored_group_names = checkpoint.get("optimizer_param_names")
 
 

@@ -11,9 +11,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.models.network import build_model
 from expansion.models.norms import is_channels_last
 from expansion.specs import SpecError, TrainSpec, parse_spec
-from expansion.training.trainer import evaluate, train_model
+from expansion.training.trainer import (
+    DeviceDataModule,
+    ResNetModule,
+    build_trainer,
+    evaluate,
+    train_model,
+)
 from expansion.training.training_path import use_channels_last
 
 
@@ -141,3 +148,27 @@ def test_compile_trains_the_same_network_on_the_cpu(digits: DataBundle, tmp_path
     assert len(losses_c) >= 2
     torch.testing.assert_close(losses_c, losses_e, rtol=1e-4, atol=1e-5)
     assert type(compiled.model).__name__ == "PostNormResNet"  # the network itself is not wrapped
+
+
+def test_a_resumed_expanded_network_trains_in_the_layout_asked_for(
+    digits: DataBundle, tmp_path: Path
+) -> None:
+    spec = conv2d_spec(channels_last=True)
+    module = ResNetModule.from_model(build_model(spec.model, spec.data), spec.train)
+    data = DeviceDataModule(digits, 64, 0)
+    trainer = build_trainer(spec.train, tmp_path, max_epochs=1)
+    trainer.fit(module, datamodule=data)
+    block = module.model.new_block(0, seed=5)  # what growth does mid-training
+    module.model.stages[0].append(block)
+    module.model.arch.block_scales[0].append(1.0)
+    trainer.optimizers[0].add_param_group({"params": list(block.parameters())})
+    ckpt = tmp_path / "grown.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    fresh = ResNetModule.from_model(build_model(spec.model, spec.data), spec.train)
+    probe = LayoutProbe()
+    resumed = build_trainer(spec.train, tmp_path, max_epochs=2, callbacks=[probe])
+    resumed.fit(fresh, datamodule=data, ckpt_path=ckpt)
+    assert fresh.model.arch.depths == [3]  # rebuilt from the checkpoint, then converted
+    assert probe.weights and all(probe.weights) and all(probe.inputs)
+    assert not any(is_channels_last(p) for p in fresh.model.parameters())
