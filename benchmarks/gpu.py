@@ -150,6 +150,46 @@ def train_spec(sizes: Sizes, config: dict[str, Any], epochs: int) -> TrainExperi
     return spec
 
 
+def measure_config(
+    name: str,
+    sizes: Sizes,
+    bundle: DataBundle,
+    epochs: int,
+    flops: float,
+    peak_tflops: float | None,
+    real_data: bool,
+) -> dict[str, Any]:
+    """Throughput, MFU (and test accuracy on real data) of one configuration's training run."""
+    spec = train_spec(sizes, CONFIGS[name], epochs)
+    timer = ThroughputCallback(sizes.warmup_steps)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        outcome = train_model(spec, bundle, None, Path(out), [timer])
+        wall = time.perf_counter() - start
+    if timer.result is None:
+        raise RuntimeError(f"{name}: too few steps to time after the warm-up")
+    rate = timer.result.examples_per_s
+    device = bundle.device
+    if peak_tflops is not None:
+        peak: float | None = peak_tflops * 1e12
+    elif device.type == "cuda":
+        mode = math_mode(spec.train.precision, "conv2d")
+        peak = peak_flops(torch.cuda.get_device_name(device), mode)
+    else:
+        peak = None
+    accuracy = None
+    if real_data:
+        accuracy = 1.0 - evaluate(outcome.model, bundle.x_test, bundle.y_test)[1]
+    return {
+        "config": name,
+        "examples_per_s": rate,
+        "mfu": model_flops_utilization(flops, rate, peak),
+        "peak_tflops": peak / 1e12 if peak else None,
+        "wall_s": wall,
+        "test_accuracy": accuracy,
+    }
+
+
 def throughput_rows(
     sizes: Sizes,
     bundle: DataBundle,
@@ -157,46 +197,26 @@ def throughput_rows(
     epochs: int,
     peak_tflops: float | None,
     real_data: bool,
-) -> tuple[float, list[dict[str, Any]]]:
-    """(training FLOPs per example, one row per configuration), fp32 first."""
-    device = bundle.device
+) -> tuple[float, list[dict[str, Any]], dict[str, str]]:
+    """(training FLOPs per example, one row per configuration with its ratio to the fp32
+    row, the configurations that failed and why); fp32 first, and it must not fail."""
     base = train_spec(sizes, CONFIGS["fp32"], epochs)
     flops = training_flops_per_example(build_model(base.model, base.data), (3, 32, 32))
     rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     for name in names:
-        spec = train_spec(sizes, CONFIGS[name], epochs)
-        timer = ThroughputCallback(sizes.warmup_steps)
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            outcome = train_model(spec, bundle, None, Path(out), [timer])
-            wall = time.perf_counter() - start
-        if timer.result is None:
-            raise RuntimeError(f"{name}: too few steps to time after the warm-up")
-        rate = timer.result.examples_per_s
-        if peak_tflops is not None:
-            peak: float | None = peak_tflops * 1e12
-        elif device.type == "cuda":
-            peak = peak_flops(
-                torch.cuda.get_device_name(device), math_mode(spec.train.precision, "conv2d")
-            )
-        else:
-            peak = None
-        mfu = model_flops_utilization(flops, rate, peak)
-        accuracy = None
-        if real_data:
-            accuracy = 1.0 - evaluate(outcome.model, bundle.x_test, bundle.y_test)[1]
-        rows.append(
-            {
-                "config": name,
-                "examples_per_s": rate,
-                "ratio_to_fp32": rate / rows[0]["examples_per_s"] if rows else 1.0,
-                "mfu": mfu,
-                "peak_tflops": peak / 1e12 if peak else None,
-                "wall_s": wall,
-                "test_accuracy": accuracy,
-            }
-        )
-    return flops, rows
+        try:
+            row = measure_config(name, sizes, bundle, epochs, flops, peak_tflops, real_data)
+        # One unavailable option (no bf16, no compiler) must not end the run.
+        except Exception as exc:
+            if not rows:
+                raise
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            failed[name] = f"failed: {type(exc).__name__}: {first_line}"
+            continue
+        row["ratio_to_fp32"] = row["examples_per_s"] / rows[0]["examples_per_s"] if rows else 1.0
+        rows.append(row)
+    return flops, rows, failed
 
 
 def expand_time(smoke: bool) -> dict[str, Any]:
@@ -259,9 +279,10 @@ def main() -> None:
                 skipped[c] = "skipped in CPU smoke: inductor's C++ compilation takes minutes"
         configs = [c for c in configs if c not in skipped]
     bundle = cifar_shaped_bundle(sizes.train_samples, device, args.cifar_dir)
-    flops, rows = throughput_rows(
+    flops, rows, failed = throughput_rows(
         sizes, bundle, configs, args.epochs, args.peak_tflops, args.cifar_dir is not None
     )
+    skipped.update(failed)
     data = "CIFAR-10" if args.cifar_dir else "synthetic CIFAR-shaped"
     print(
         f"\nconv2d width {sizes.width}, depth {sizes.depth}, stages {sizes.stages}, batch "
