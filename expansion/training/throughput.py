@@ -130,9 +130,10 @@ class Throughput:
 
 
 class ThroughputCallback(Callback):
-    """Times the training steps of the first epoch after `warmup_steps` (compilation, cuDNN's
-    algorithm search): from the start of step `warmup_steps` to the end of the epoch's last
-    step, synchronizing the device at both ends. Validation is outside the interval."""
+    """Times the training steps of the first epoch from step `warmup_steps` (after
+    compilation and cuDNN's algorithm search) up to the epoch's last step, which is left out
+    (it may be a partial batch: another compilation); the device is synchronized at both
+    ends, and validation is outside the interval."""
 
     def __init__(self, warmup_steps: int = 5) -> None:
         self.warmup_steps = warmup_steps
@@ -148,11 +149,16 @@ class ThroughputCallback(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Start the clock at the first timed step."""
-        if trainer.current_epoch == 0 and batch_idx == self.warmup_steps:
+        """Start the clock at the first timed step, stop it before the epoch's last one."""
+        if trainer.current_epoch != 0:
+            return
+        if batch_idx == self.warmup_steps:
             self._sync(pl_module)
             self._start = time.perf_counter()
             self._examples = 0
+        if batch_idx == trainer.num_training_batches - 1 and batch_idx > self.warmup_steps:
+            self._sync(pl_module)
+            self.result = Throughput(self._examples, time.perf_counter() - self._start)
 
     def on_train_batch_end(
         self,
@@ -162,10 +168,6 @@ class ThroughputCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """Count the batch; stop the clock after the epoch's last step."""
-        if trainer.current_epoch != 0 or batch_idx < self.warmup_steps:
-            return
-        self._examples += len(batch[1])
-        if batch_idx == trainer.num_training_batches - 1:
-            self._sync(pl_module)
-            self.result = Throughput(self._examples, time.perf_counter() - self._start)
+        """Count the examples of a timed step."""
+        if trainer.current_epoch == 0 and batch_idx >= self.warmup_steps:
+            self._examples += len(batch[1])
