@@ -16,7 +16,8 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # benchmarks/queue.py would shadow the standard library's `queue` (which torch imports).
@@ -50,6 +51,62 @@ def spread_positions(total: int, p: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(p - 1, 1)) for i in range(p)})
 
 
+@dataclass
+class ScanRatio:
+    """One row of the table: P positions scanned, times as ratios to one base pass."""
+
+    positions: int
+    base_ms: float
+    single_pass_ratio: float
+    autograd_ratio: float
+    rel_err: float
+
+    @property
+    def speed_up(self) -> float:
+        """Per-position autograd time over single-pass time."""
+        return self.autograd_ratio / self.single_pass_ratio
+
+
+def scan_ratios(
+    kind: str,
+    width: int,
+    depth: int,
+    batch: int,
+    device: torch.device,
+    position_counts: Sequence[int] = (4, 8, 16),
+    repeats: int = 7,
+) -> list[ScanRatio]:
+    """The single-pass scan and per-position autograd, each timed as a ratio to one
+    forward + backward of the base network (re-measured next to each P), for a `kind`
+    network of `width` and `depth` blocks on a batch of `batch` on `device`."""
+    data = DataSpec(name="digits" if kind == "conv2d" else "mnist1d")
+    spec = ModelSpec(kind=kind, width=width, depth=depth, norm="layer")
+    model = build_model(spec, data, seed=0).eval().to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *model.arch.in_shape, generator=gen).to(device)
+    y = torch.randint(0, model.arch.num_classes, (batch,), generator=gen).to(device)
+
+    def base_pass() -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    rows = []
+    for p in position_counts:
+        positions = spread_positions(model.num_positions, p)
+        blocks = new_blocks(model, positions, [0])
+        keys = list(blocks)
+        base = median_seconds(base_pass, repeats)
+        single = median_seconds(lambda b=blocks: single_pass_gradients(model, x, y, b), repeats)
+        per_pos = median_seconds(
+            lambda k=keys: autograd_gradients(model, x, y, k), max(1, repeats // 2)
+        )
+        a = single_pass_gradients(model, x, y, blocks)
+        b = autograd_gradients(model, x, y, keys)
+        err = max(float((a[k] - b[k]).norm() / b[k].norm()) for k in blocks)
+        rows.append(ScanRatio(len(positions), base * 1e3, single / base, per_pos / base, err))
+    return rows
+
+
 def main() -> None:
     """Run the benchmark and print a table of ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,41 +119,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = DataSpec(name="digits" if args.kind == "conv2d" else "mnist1d")
-    spec = ModelSpec(kind=args.kind, width=args.width, depth=args.depth, norm="layer")
     device = torch.device(args.device)
-    model = build_model(spec, data, seed=0).eval().to(device)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, *model.arch.in_shape, generator=gen).to(device)
-    y = torch.randint(0, model.arch.num_classes, (args.batch,), generator=gen).to(device)
-
-    def base_pass() -> None:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-
     print(
         f"{args.kind} width {args.width}, {args.depth} blocks, batch {args.batch}, "
         f"{device}, {torch.get_num_threads()} CPU threads (base pass re-measured next to each P)"
     )
     columns = ("P", "base ms", "single-pass/base", "autograd/base", "speed-up", "rel.err")
     print("  ".join(columns))
-    for p in (4, 8, 16):
-        positions = spread_positions(model.num_positions, p)
-        blocks = new_blocks(model, positions, [0])
-        keys = list(blocks)
-        base = median_seconds(base_pass, args.repeats)
-        single = median_seconds(
-            lambda b=blocks: single_pass_gradients(model, x, y, b), args.repeats
-        )
-        per_pos = median_seconds(
-            lambda k=keys: autograd_gradients(model, x, y, k), max(1, args.repeats // 2)
-        )
-        a = single_pass_gradients(model, x, y, blocks)
-        b = autograd_gradients(model, x, y, keys)
-        err = max(float((a[k] - b[k]).norm() / b[k].norm()) for k in blocks)
+    for row in scan_ratios(
+        args.kind, args.width, args.depth, args.batch, device, repeats=args.repeats
+    ):
         print(
-            f"{len(positions):>1}  {base * 1e3:>7.1f}  {single / base:>16.2f}  "
-            f"{per_pos / base:>13.2f}  {per_pos / single:>7.1f}x  {err:.1e}"
+            f"{row.positions:>1}  {row.base_ms:>7.1f}  {row.single_pass_ratio:>16.2f}  "
+            f"{row.autograd_ratio:>13.2f}  {row.speed_up:>7.1f}x  {row.rel_err:.1e}"
         )
 
 

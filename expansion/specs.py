@@ -186,6 +186,12 @@ class TrainSpec(StrictModel):
     `devices` processes per host (docs/deployment.md); the worker runs 1-node jobs only."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     """Label smoothing of the training cross-entropy (evaluation never smooths)."""
+    channels_last: bool | None = None
+    """Channels-last (NHWC) memory format of a conv2d network's weights and input batches;
+    None = on for conv2d networks trained on a CUDA device, off otherwise."""
+    compile: bool = False
+    """Compile the network's training forward with `torch.compile`; the first steps pay the
+    compilation (seconds on a GPU, a minute or more on a small CPU)."""
 
     @model_validator(mode="after")
     def _batch_splits_across_devices(self) -> TrainSpec:
@@ -311,7 +317,10 @@ class _ExperimentBase(StrictModel):
     def _images_default_to_conv2d(cls, raw: Any) -> Any:
         # A spec that names image data but no model kind means the image network with 3x3
         # kernels, not a conv1d over flattened pixels (39% error on digits). Measured on
-        # digits: width 64, depth 4 with 5x5 kernels stays at chance; with 3x3 it trains.
+        # digits: width 64, depth 4 with 5x5 kernels at lr 3e-3 without warmup stays at
+        # chance (the branches outgrow the stream in the first steps: a learning rate too
+        # large for a fan-in of 1,600); it trains with 3x3 kernels, with lr <= 2e-3, or with
+        # 30 warmup steps (docs/benchmarks.md, GPU path).
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             return raw
         model = raw.get("model", {})
@@ -330,6 +339,14 @@ class _ExperimentBase(StrictModel):
 
     def _cross_section_problems(self) -> list[tuple[str, str]]:
         problems = []
+        if self.train.channels_last and self.model.kind != "conv2d":
+            problems.append(
+                (
+                    "train.channels_last",
+                    f"channels_last applies to conv2d networks only, not model.kind "
+                    f"{self.model.kind}",
+                )
+            )
         if self.model.kind == "conv2d" and self.data.name in ("mnist1d", "teacher"):
             problems.append(
                 (

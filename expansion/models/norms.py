@@ -17,6 +17,15 @@ PARAMETER_FREE_NORMS = frozenset({"layer", "rms"})
 NORM_EPS = 1e-8
 
 
+def is_channels_last(z: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out channels-last (and not also plainly contiguous)."""
+    return (
+        z.dim() == 4
+        and z.is_contiguous(memory_format=torch.channels_last)
+        and not z.is_contiguous()
+    )
+
+
 class ChannelPositionLayerNorm(nn.Module):
     """Parameter-free layer norm over every non-batch dimension (channels and positions)."""
 
@@ -26,6 +35,12 @@ class ChannelPositionLayerNorm(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Normalise each sample to zero mean and unit variance over (C, *positions)."""
+        if is_channels_last(z):
+            # Each sample's (H, W, C) block is contiguous and the norm is over all of it:
+            # normalising that view keeps the layout (no copy to NCHW and back).
+            nhwc = z.permute(0, 2, 3, 1)
+            out = F.layer_norm(nhwc.float(), nhwc.shape[1:], eps=self.eps).to(z.dtype)
+            return out.permute(0, 3, 1, 2)
         return F.layer_norm(z.float(), z.shape[1:], eps=self.eps).to(z.dtype)
 
 

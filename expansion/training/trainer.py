@@ -35,6 +35,11 @@ from expansion.models.network import PostNormResNet, build_model, model_from_arc
 from expansion.progress import NullReporter, ProgressReporter, check_stop
 from expansion.specs import TrainSpec
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
+from expansion.training.training_path import (
+    TrainingPath,
+    prepare_training_path,
+    restore_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +177,8 @@ class ResNetModule(L.LightningModule):
         self._restored_group_names: list[list[str]] | None = None
         self.metric_sink: Callable[[int, str, str, float], None] | None = None
         """Receives epoch-level metrics as they are computed (set by ReporterCallback)."""
+        self.training_path: TrainingPath | None = None
+        """Layout and (compiled) forward of the training steps; set while fitting."""
         classes = self.model.arch.num_classes
         for split in ("train", "val", "test"):
             # No per-update NaN or argument checks: each costs a device sync every step, and a
@@ -205,13 +212,32 @@ class ResNetModule(L.LightningModule):
         return self.model(x)
 
     # ---- steps -----------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Apply train.channels_last and train.compile before the strategy wraps the network."""
+        if self._trainer is None:  # load_from_checkpoint calls it too: nothing trains yet
+            return
+        self.training_path = prepare_training_path(
+            self.model, self.train_spec, self.trainer.strategy.root_device
+        )
+
+    def on_fit_end(self) -> None:
+        """Give the network back in the default layout, uncompiled."""
+        restore_layout(self.model)
+        self.training_path = None
+
+    def _training_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Without configure_model (a module fitted by hand) or after self.model was replaced.
+        if self.training_path is None or self.training_path.model is not self.model:
+            self.training_path = prepare_training_path(self.model, self.train_spec, x.device)
+        return self.training_path.forward(x)
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Cross-entropy (with label smoothing) of one batch; non-finite loss raises.
 
         On a DDP rank the loss is the weighted sum of its shard (`RankShards`), whose average
         over the ranks is the global batch's mean loss."""
         x, y = batch[0], batch[1]
-        logits = self.model(x)
+        logits = self._training_forward(x)
         smoothing = self.train_spec.label_smoothing
         if len(batch) == 4:
             weight, real = batch[2], batch[3]
@@ -329,6 +355,10 @@ class ResNetModule(L.LightningModule):
             self.model = model_from_architecture(arch).to(device=ref.device, dtype=ref.dtype)
             self.hparams["architecture"] = arch
             log.info("rebuilt the network from the checkpoint: depths %s", self.model.arch.depths)
+            if self.training_path is not None:  # before the optimizer and DDP see it
+                self.training_path = prepare_training_path(
+                    self.model, self.train_spec, self.trainer.strategy.root_device
+                )
         self._restored_group_names = checkpoint.get("optimizer_param_names")
 
 

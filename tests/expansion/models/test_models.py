@@ -15,6 +15,7 @@ from expansion.models.network import (
     count_parameters,
     model_from_architecture,
 )
+from expansion.models.norms import ChannelPositionLayerNorm, is_channels_last
 from expansion.specs import DataSpec, ModelSpec
 
 KINDS = ("mlp", "conv1d", "conv2d")
@@ -128,3 +129,16 @@ def test_architecture_round_trips_and_positions() -> None:
     boundaries: list[torch.Tensor] = []
     model(torch.randn(2, 1, 8, 8), boundaries)
     assert len(boundaries) == model.num_positions
+
+
+def test_layer_norm_of_a_channels_last_activation_keeps_its_layout_and_values() -> None:
+    z = torch.randn(4, 8, 5, 6, generator=torch.Generator().manual_seed(0))
+    norm = ChannelPositionLayerNorm()
+    nhwc = norm(z.contiguous(memory_format=torch.channels_last))
+    assert is_channels_last(nhwc)
+    # Independent check: standardise each sample over all its C*H*W values by hand.
+    flat = z.reshape(4, -1).double()
+    mean = flat.mean(dim=1, keepdim=True)
+    var = flat.var(dim=1, unbiased=False, keepdim=True)
+    expected = ((flat - mean) / torch.sqrt(var + 1e-8)).reshape(z.shape).float()
+    torch.testing.assert_close(nhwc, expected, rtol=1e-5, atol=1e-5)
