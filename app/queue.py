@@ -50,7 +50,7 @@ from app.db.models import (
     Metric,
     utcnow,
 )
-from app.db.session import affected_rows, begin_write
+from app.db.session import affected_rows, begin_write, claim_engine
 from app.worker_devices import devices_needed
 from expansion.result_file import finite_or_none, json_safe
 
@@ -301,17 +301,21 @@ def _claim_sql(dialect: Dialect) -> str:
 
 
 def _claim_row_postgresql(engine: Engine, params: dict[str, Any]) -> Sequence[Any] | None:
-    """Run the claim on a pooled connection in autocommit mode, straight on the driver's cursor.
+    """Run the claim on a connection of the claim engine (`claim_engine`: autocommit kept,
+    no reset on return), straight on the driver's cursor.
 
-    The claim's client side costs more CPU than its server side, and SQLAlchemy's execution
-    context and result objects were about half of that client side (a statement compiled once
-    does not save them). Errors are turned into SQLAlchemy's as `Connection.execute` does
-    (`OperationalError` etc., the connection invalidated when the server is gone), which the
-    worker's retry logic relies on."""
-    sql = _claim_sql(engine.dialect)
-    dbapi_error: type[DBAPIModule.Error] = engine.dialect.loaded_dbapi.Error
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        driver_connection = conn.connection.dbapi_connection
+    The claim's client side costs more CPU than its server side: SQLAlchemy's execution
+    context and result objects were about half of it (a statement compiled once does not save
+    them), and switching a pooled connection into autocommit and back most of the rest.
+    Errors are turned into SQLAlchemy's as `Connection.execute` does (`OperationalError` etc.,
+    the connection invalidated when the server is gone), which the worker's retry logic
+    relies on."""
+    claims = claim_engine(engine)
+    sql = _claim_sql(claims.dialect)
+    dbapi_error: type[DBAPIModule.Error] = claims.dialect.loaded_dbapi.Error
+    pooled = claims.raw_connection()
+    try:
+        driver_connection = pooled.dbapi_connection
         if driver_connection is None:  # only after invalidation, never on a fresh checkout
             raise QueueError("the claim's pooled connection is closed")
         try:
@@ -322,17 +326,21 @@ def _claim_row_postgresql(engine: Engine, params: dict[str, Any]) -> Sequence[An
             finally:
                 cursor.close()
         except dbapi_error as exc:
-            invalidated = engine.dialect.is_disconnect(exc, driver_connection, None)
+            invalidated = claims.dialect.is_disconnect(exc, driver_connection, None)
             if invalidated:
-                conn.invalidate(exc)
+                # The server went away: every pooled claim connection is as dead as this one.
+                pooled.invalidate(exc)
+                claims.dispose()
             raise DBAPIError.instance(
                 sql,
                 params,
                 exc,
                 dbapi_error,
                 connection_invalidated=invalidated,
-                dialect=engine.dialect,
+                dialect=claims.dialect,
             ) from exc
+    finally:
+        pooled.close()
 
 
 def claim_next_job(

@@ -69,6 +69,7 @@ def create_db_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engin
 
 
 NO_PRE_PING_SUFFIX = "#no-pre-ping"
+CLAIM_SUFFIX = "#claims"
 
 
 def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
@@ -79,6 +80,30 @@ def get_engine(url: str, *, pre_ping: bool = True) -> Engine:
         if engine is None:
             engine = _ENGINES[key] = create_db_engine(url, pre_ping=pre_ping)
         return engine
+
+
+def claim_engine(engine: Engine) -> Engine:
+    """The process-wide engine for the queue's claims on `engine`'s PostgreSQL database.
+
+    Its connections are opened in autocommit mode and kept there, with no reset when they go
+    back to the pool and no liveness ping: a claim is one autocommitted statement, and
+    switching a shared connection into autocommit and back (and rolling it back on return)
+    cost the client more CPU than the statement itself. The claim's caller handles a dropped
+    connection (`app.queue`)."""
+    url = engine.url.render_as_string(hide_password=False)
+    key = url + CLAIM_SUFFIX
+    with _LOCK:
+        claims = _ENGINES.get(key)
+        if claims is None:
+            claims = _ENGINES[key] = create_db_engine(
+                url,
+                pre_ping=False,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+                pool_size=2,
+                max_overflow=8,
+            )
+        return claims
 
 
 def session_factory(url_or_engine: str | Engine, *, pre_ping: bool = True) -> sessionmaker[Session]:
@@ -109,7 +134,8 @@ def begin_write(session: Session) -> None:
 def forget_engine(url: str) -> None:
     """Dispose and forget the cached engine of `url` (before dropping its database)."""
     with _LOCK:
-        engines = [_ENGINES.pop(key, None) for key in (url, url + NO_PRE_PING_SUFFIX)]
+        keys = (url, url + NO_PRE_PING_SUFFIX, url + CLAIM_SUFFIX)
+        engines = [_ENGINES.pop(key, None) for key in keys]
     for engine in engines:
         if engine is not None:
             engine.dispose()

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from app import queue
 from app.db.enums import JobStatus
 from app.db.models import Artifact, Insertion, Job, Metric
-from app.db.session import session_factory
+from app.db.session import claim_engine, session_factory
 from expansion.specs import SpecError
 
 SPEC = {"kind": "train", "data": {"name": "digits"}, "model": {"kind": "mlp", "width": 8}}
@@ -498,7 +498,7 @@ def test_claim_is_one_round_trip_on_the_worker_engine(postgres_url: str, tmp_pat
     _enqueue(postgres_url, 2)
     sessions = session_factory(postgres_url, pre_ping=False)
     assert queue.claim_next_job(sessions, "warm-up", 30) is not None  # opens the connection
-    engine = sessions.kw["bind"]
+    engine = claim_engine(sessions.kw["bind"])
     assert engine.pool.checkedin() == 1
     with engine.connect() as conn:
         pgconn = conn.connection.dbapi_connection.pgconn
@@ -527,7 +527,7 @@ def test_prepared_claim_keeps_the_partial_index_in_its_generic_plan(postgres_url
     sessions = session_factory(postgres_url, pre_ping=False)
     for _ in range(8):  # past psycopg's prepare threshold (5), on the pool's one connection
         assert queue.claim_next_job(sessions, "w", 30) is not None
-    engine = sessions.kw["bind"]
+    engine = claim_engine(sessions.kw["bind"])
     assert engine.pool.checkedin() == 1
     with engine.connect() as conn:
         name = conn.scalar(
@@ -556,10 +556,10 @@ def test_claim_commits_asynchronously_and_only_itself(postgres_url: str) -> None
         {"owner": "w", "token": "t", "expires": None, "now": None, "message": "m", "capacity": 1},
     )
     assert row is not None and row[-1] == "off"
-    assert engine.pool.checkedin() == 1
-    with engine.connect() as conn:
+    claims = claim_engine(engine)
+    assert claims.pool.checkedin() == 1
+    with claims.connect() as conn:  # the claim's own connection, after its transaction
         assert conn.scalar(text("SHOW synchronous_commit")) == "on"
-        conn.rollback()
     with sessions() as session:  # a transaction of the worker's, as a heartbeat runs it
         session.execute(update(Job).values(message="beat"))
         assert session.scalar(text("SHOW synchronous_commit")) == "on"
@@ -573,10 +573,8 @@ def test_claim_turns_driver_errors_into_sqlalchemy_errors(postgres_url: str) -> 
     _enqueue(postgres_url, 2)
     sessions = session_factory(postgres_url, pre_ping=False)
     assert queue.claim_next_job(sessions, "w", 30) is not None
-    engine = sessions.kw["bind"]
-    with engine.connect() as conn:
+    with claim_engine(sessions.kw["bind"]).connect() as conn:
         pid = conn.scalar(text("SELECT pg_backend_pid()"))
-        conn.rollback()
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
