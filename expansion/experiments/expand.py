@@ -49,6 +49,7 @@ from expansion.records import (
 )
 from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, parse_spec
+from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
@@ -415,8 +416,10 @@ def run_expand(
     e = spec.expand
     started = time.perf_counter()
     device = resolve_device(spec.train)
-    bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
+    timings["data_s"] = time.perf_counter() - t0
 
     curves: dict[str, Any] = {}
     if base_checkpoint is not None:
@@ -516,6 +519,7 @@ def run_expand(
             check_stop(reporter)
 
     continuation_curves: dict[str, list[list[float]]] = {}
+    batched = batching_chosen(e.batch_arms, device, base)
 
     def on_arm(label: str) -> None:
         # Each finished arm's curve lands on the job page while the others still train.
@@ -536,6 +540,7 @@ def run_expand(
         early_steps=sorted(set(early_steps_for(e.continue_steps).values())),
         on_arm=on_arm,
         curves=continuation_curves,
+        batched=batched,
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
@@ -573,9 +578,11 @@ def run_expand(
             }
         )
 
+    t0 = time.perf_counter()
     train_risk, train_error = evaluate(base, bundle.x_train, bundle.y_train)
     val_risk, val_error = evaluate(base, bundle.x_val, bundle.y_val)
     test_risk, test_error = evaluate(base, bundle.x_test, bundle.y_test)
+    timings["evaluate_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     result = json_safe(
         {
@@ -596,6 +603,7 @@ def run_expand(
             "selection": selection,
             "continue_lr": lr,
             "continuation_curves": continuation_curves,
+            "continuation_batched": batched,
         }
     )
     write_result(out_dir, result)
