@@ -28,6 +28,8 @@ from typing import Any
 # benchmark) would shadow the standard library's `queue` that torch imports.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+# As `jumpboard run` does before torch loads: spinning OpenMP threads on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402

@@ -128,51 +128,72 @@ class StackedOptimizer:
         self.decay = {n: train.weight_decay if is_decayed(p[0]) else 0.0 for n, p in params.items()}
         self.exp_avg: dict[str, torch.Tensor] = {}
         self.exp_avg_sq: dict[str, torch.Tensor] = {}
-        self.steps: dict[str, torch.Tensor] = {}
+        self.counter_of: dict[str, tuple[float, ...]] = {}
+        """Per parameter its arms' starting step counts: parameters with the same ones share a
+        counter, so the per-arm bias corrections are computed (and moved) once per step."""
         self.momentum: dict[str, torch.Tensor] = {}
         for name, p in params.items():
             saved = [s.get(name) for s in states]
             if self.kind == "adamw":
                 self.exp_avg[name] = _stacked_state(saved, "exp_avg", p)
                 self.exp_avg_sq[name] = _stacked_state(saved, "exp_avg_sq", p)
-                self.steps[name] = torch.tensor(
-                    [float((s or {}).get("step", 0.0)) for s in saved], dtype=torch.float64
-                )
+                self.counter_of[name] = tuple(float((s or {}).get("step", 0.0)) for s in saved)
             else:
                 # A missing buffer starts at zero: 0 * momentum + grad is the first step's
                 # `buf = grad` of torch.optim.SGD, exactly.
                 self.momentum[name] = _stacked_state(saved, "momentum_buffer", p)
+        self.counters = {
+            start: torch.tensor(start, dtype=torch.float64) for start in self.counter_of.values()
+        }
         self.arms = arms
-
-    def _arm_view(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.to(like.dtype).reshape(self.arms, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
     def step(self) -> None:
         """One update of every arm from the stacked gradients."""
+        factors: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.kind == "adamw" and self.params:
+            like = next(iter(self.params.values()))
+            beta1, beta2 = ADAM_BETAS
+            for start, steps in self.counters.items():
+                steps += 1
+                # In float64 as torch.optim computes them (Python floats), then in the
+                # parameters' dtype as the update applies them.
+                step_size = self.lr / (1 - beta1**steps)
+                bias_correction2_sqrt = (1 - beta2**steps) ** 0.5
+                both = torch.stack([-step_size, bias_correction2_sqrt])
+                moved = both.to(device=like.device, dtype=like.dtype)
+                factors[start] = (moved[0], moved[1])
         for name, p in self.params.items():
             grad = p.grad
             if grad is None:
                 continue
             wd = self.decay[name]
             if self.kind == "adamw":
-                self._adamw(name, p, grad, wd)
+                neg_step_size, bias_correction2_sqrt = factors[self.counter_of[name]]
+                self._adamw(name, p, grad, wd, neg_step_size, bias_correction2_sqrt)
             else:
                 self._sgd(name, p, grad, wd)
 
-    def _adamw(self, name: str, p: torch.Tensor, grad: torch.Tensor, wd: float) -> None:
+    def _arm_view(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return values.reshape(self.arms, *([1] * (like.dim() - 1)))
+
+    def _adamw(
+        self,
+        name: str,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        wd: float,
+        neg_step_size: torch.Tensor,
+        bias_correction2_sqrt: torch.Tensor,
+    ) -> None:
         beta1, beta2 = ADAM_BETAS
-        steps = self.steps[name]
-        steps += 1
         if wd != 0:
             p.mul_(1 - self.lr * wd)
         exp_avg, exp_avg_sq = self.exp_avg[name], self.exp_avg_sq[name]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_size = self.lr / (1 - beta1**steps)
-        bias_correction2_sqrt = (1 - beta2**steps) ** 0.5
         denom = (exp_avg_sq.sqrt() / self._arm_view(bias_correction2_sqrt, p)).add_(ADAM_EPS)
-        p.addcdiv_(exp_avg * self._arm_view(-step_size, p), denom)
+        p.addcdiv_(exp_avg * self._arm_view(neg_step_size, p), denom)
 
     def _sgd(self, name: str, p: torch.Tensor, grad: torch.Tensor, wd: float) -> None:
         if wd != 0:
