@@ -25,8 +25,13 @@ import torch
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.runner import result_header
 from expansion.insertion.bounds import family_verdicts
-from expansion.insertion.certificate import CertificateBatches, certify, descent_record
-from expansion.insertion.insert import expanded_copy, function_drift
+from expansion.insertion.certificate import (
+    CertificateBatches,
+    base_losses,
+    certify,
+    descent_record,
+)
+from expansion.insertion.insert import expanded_copy, function_drift, reference_logits
 from expansion.insertion.predictors import (
     early_steps_for,
     insertion_predictors,
@@ -262,6 +267,9 @@ def _selection_scores(
     positions = sorted({p for p, _ in scan.gradients})
     descents: dict[tuple[int, int], dict[str, Any]] = {}
     jumps: dict[tuple[int, int], dict[str, Any]] = {}
+    reference = None
+    if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
+        reference = base_losses(base, (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test))
     for key, grad in scan.gradients.items():
         if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
             descent, jumps[key] = certify(
@@ -273,6 +281,7 @@ def _selection_scores(
                 confidence=e.confidence,
                 line_search_points=e.line_search_points,
                 min_batches=e.min_certificate_batches,
+                base=reference,
             )
             descents[key] = dict(descent)
         else:
@@ -480,6 +489,9 @@ def run_expand(
     val, test = (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test)
     records: dict[tuple[int, int], dict[str, Any]] = {}
     keys = [(p, s) for p in chosen for s in e.seeds]
+    # The base's losses and logits are the same for every candidate: computed once.
+    base_test_losses = base_losses(base, val, test)
+    base_logits = reference_logits(base, bundle.x_test)
     for i, (p, s) in enumerate(keys):
         descent, jump = certify(
             base,
@@ -490,8 +502,9 @@ def run_expand(
             confidence=e.confidence,
             line_search_points=e.line_search_points,
             min_batches=e.min_certificate_batches,
+            base=base_test_losses,
         )
-        drift = function_drift(base, expanded_copy(base, p, s), bundle.x_test)
+        drift = function_drift(base_logits, expanded_copy(base, p, s), bundle.x_test)
         records[(p, s)] = {
             "position": p,
             "depth_before": base.total_blocks,
