@@ -218,7 +218,7 @@ class ExpandSpec(StrictModel):
     batch_arms: Literal["auto", "on", "off"] = "auto"
     """Train continuation arms of one architecture together (stacked, `torch.vmap`) or one by
     one; the same results up to float rounding. `auto`: together on a GPU, one by one on the
-    CPU, where together was measured slower (docs/benchmarks.md). Not with `model.norm:
+    CPU, where together was measured no faster (docs/benchmarks.md). Not with `model.norm:
     batch`."""
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     """Confidence of the one-sided lower bound and of the intervals."""

@@ -400,7 +400,7 @@ def train_arms(
 def batching_chosen(setting: str, device: torch.device, base: nn.Module) -> bool:
     """Whether the continuation trains arms together under `expand.batch_arms` = `setting`:
     `on`, `off`, or `auto` = on a CUDA device where the network allows it (on the CPU the
-    stacked step was measured slower: docs/benchmarks.md, "Expand job stages")."""
+    stacked step was measured no faster: docs/benchmarks.md, "Expand job stages")."""
     if setting == "on":
         return True
     if setting == "off":
