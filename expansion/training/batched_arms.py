@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 NamedState = dict[str, Any]
 EVAL_SAMPLES = 2048
-"""Samples per arm and evaluation chunk: all arms' chunks together stay a bounded size."""
+"""Samples per evaluation chunk, as the one-by-one path's `EVAL_CHUNK` (every arm runs it)."""
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 """torch.optim.AdamW's defaults, which the one-by-one path (`build_optimizer`) uses."""
