@@ -242,6 +242,11 @@ class ExpandSpec(StrictModel):
     """K: optimizer steps of continuation in both arms."""
     continue_lr: float | None = Field(None, gt=0.0, le=10.0)
     """Learning rate of continuation; None = the base training's final learning rate."""
+    batch_arms: Literal["auto", "on", "off"] = "auto"
+    """Train continuation arms of one architecture together (stacked, `torch.vmap`) or one by
+    one; the same results up to float rounding. `auto`: together on a GPU, one by one on the
+    CPU, where together was measured no faster (docs/benchmarks.md). Not with `model.norm:
+    batch`."""
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     """Confidence of the one-sided lower bound and of the intervals."""
     grad_batch_size: int = Field(256, ge=2, le=65_536)
@@ -413,6 +418,14 @@ class ExpandExperiment(_ExperimentBase):
                     "data.certify_fraction",
                     "an expand experiment needs a certificate split (examples the base never "
                     "trained on); use a value > 0",
+                )
+            )
+        if self.expand.batch_arms == "on" and self.model.norm == "batch":
+            problems.append(
+                (
+                    "expand.batch_arms",
+                    "arms cannot train together with model.norm 'batch' (its running "
+                    "statistics): use 'auto' or 'off'",
                 )
             )
         bad = [p for p in self.expand.positions if p >= self.model.num_positions]

@@ -26,8 +26,13 @@ from expansion.data.datasets import DataBundle, load_dataset
 from expansion.distributed.rank import agree_with_rank_zero
 from expansion.experiments.runner import result_header
 from expansion.insertion.bounds import family_verdicts
-from expansion.insertion.certificate import CertificateBatches, certify, descent_record
-from expansion.insertion.insert import expanded_copy, function_drift
+from expansion.insertion.certificate import (
+    CertificateBatches,
+    base_losses,
+    certify,
+    descent_record,
+)
+from expansion.insertion.insert import expanded_copy, function_drift, reference_logits
 from expansion.insertion.predictors import (
     early_steps_for,
     insertion_predictors,
@@ -50,6 +55,7 @@ from expansion.records import (
 )
 from expansion.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, parse_spec
+from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
@@ -262,6 +268,9 @@ def _selection_scores(
     positions = sorted({p for p, _ in scan.gradients})
     descents: dict[tuple[int, int], dict[str, Any]] = {}
     jumps: dict[tuple[int, int], dict[str, Any]] = {}
+    reference = None
+    if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
+        reference = base_losses(base, (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test))
     for key, grad in scan.gradients.items():
         if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
             descent, jumps[key] = certify(
@@ -273,6 +282,7 @@ def _selection_scores(
                 confidence=e.confidence,
                 line_search_points=e.line_search_points,
                 min_batches=e.min_certificate_batches,
+                base=reference,
             )
             descents[key] = dict(descent)
         else:
@@ -416,8 +426,10 @@ def run_expand(
     e = spec.expand
     started = time.perf_counter()
     device = resolve_device(spec.train)
-    bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
+    timings["data_s"] = time.perf_counter() - t0
 
     curves: dict[str, Any] = {}
     if base_checkpoint is not None:
@@ -479,6 +491,9 @@ def run_expand(
     val, test = (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test)
     records: dict[tuple[int, int], dict[str, Any]] = {}
     keys = [(p, s) for p in chosen for s in e.seeds]
+    # The base's losses and logits are the same for every candidate: computed once.
+    base_test_losses = base_losses(base, val, test)
+    base_logits = reference_logits(base, bundle.x_test)
     for i, (p, s) in enumerate(keys):
         descent, jump = certify(
             base,
@@ -489,8 +504,9 @@ def run_expand(
             confidence=e.confidence,
             line_search_points=e.line_search_points,
             min_batches=e.min_certificate_batches,
+            base=base_test_losses,
         )
-        drift = function_drift(base, expanded_copy(base, p, s), bundle.x_test)
+        drift = function_drift(base_logits, expanded_copy(base, p, s), bundle.x_test)
         records[(p, s)] = {
             "position": p,
             "depth_before": base.total_blocks,
@@ -518,6 +534,7 @@ def run_expand(
             check_stop(reporter)
 
     continuation_curves: dict[str, list[list[float]]] = {}
+    batched = batching_chosen(e.batch_arms, device, base)
 
     def on_arm(label: str) -> None:
         # Each finished arm's curve lands on the job page while the others still train.
@@ -538,6 +555,7 @@ def run_expand(
         early_steps=sorted(set(early_steps_for(e.continue_steps).values())),
         on_arm=on_arm,
         curves=continuation_curves,
+        batched=batched,
     )
     timings["continuation_s"] = time.perf_counter() - t0
     for key, rec in records.items():
@@ -575,9 +593,11 @@ def run_expand(
             }
         )
 
+    t0 = time.perf_counter()
     train_risk, train_error = evaluate(base, bundle.x_train, bundle.y_train)
     val_risk, val_error = evaluate(base, bundle.x_val, bundle.y_val)
     test_risk, test_error = evaluate(base, bundle.x_test, bundle.y_test)
+    timings["evaluate_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     result = json_safe(
         {
@@ -598,6 +618,7 @@ def run_expand(
             "selection": selection,
             "continue_lr": lr,
             "continuation_curves": continuation_curves,
+            "continuation_batched": batched,
         }
     )
     write_result(out_dir, result)

@@ -115,6 +115,27 @@ def per_sample_losses(
     return torch.cat(losses), torch.cat(errors)
 
 
+@dataclass(frozen=True)
+class BaseLosses:
+    """The base network's per-sample losses that every candidate of `certify` is compared
+    with: computed once per job, not once per (position, seed)."""
+
+    val: torch.Tensor
+    test: torch.Tensor
+    test_errors: torch.Tensor
+
+
+def base_losses(
+    model: PostNormResNet,
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+) -> BaseLosses:
+    """`model`'s per-sample validation losses and test losses and errors (eval mode)."""
+    base_val, _ = per_sample_losses(model, *val)
+    base_test, base_test_err = per_sample_losses(model, *test)
+    return BaseLosses(base_val, base_test, base_test_err)
+
+
 def risk(model: PostNormResNet, x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean cross-entropy of `model` (eval mode) on (x, y)."""
     return float(per_sample_losses(model, x, y)[0].mean())
@@ -178,13 +199,18 @@ def certify(
     confidence: float,
     line_search_points: int,
     min_batches: int = MIN_BATCHES,
+    base: BaseLosses | None = None,
 ) -> tuple[DescentRecord, dict[str, Any]]:
-    """(`descent`, `jumpboard`) records of one candidate insertion (DESIGN.md 5)."""
+    """(`descent`, `jumpboard`) records of one candidate insertion (DESIGN.md 5).
+
+    `base`: `base_losses(model, val, test)` when the caller has it (computed here otherwise).
+    """
     descent = descent_record(grad, certificate, confidence, min_batches)
     vx, vy = val
     tx, ty = test
-    base_val, _ = per_sample_losses(model, vx, vy)
-    base_test, base_test_err = per_sample_losses(model, tx, ty)
+    if base is None:
+        base = base_losses(model, val, test)
+    base_val, base_test, base_test_err = base.val, base.test, base.test_errors
     best_step, best_val = 0.0, float(base_val.mean())
     best_model: PostNormResNet | None = None
     tried: list[list[float]] = []

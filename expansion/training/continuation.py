@@ -15,7 +15,6 @@ differences, per position a two-level paired bootstrap (seeds, then test example
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -28,9 +27,9 @@ import torch.nn.functional as F
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.bounds import two_level_bootstrap, two_level_method
-from expansion.insertion.insert import insert_block
 from expansion.models.network import PostNormResNet
 from expansion.specs import TrainSpec
+from expansion.training.batched_arms import ArmPlan, TrainedArm, expanded_arm, train_arms
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
 from expansion.training.trainer import evaluate
 
@@ -167,10 +166,7 @@ def run_arm(
 
     With `early_steps` the arm's risk on `early_data` (validation) is read after those steps.
     """
-    model = copy.deepcopy(base)
-    base_names = {id(p): n for n, p in model.named_parameters()}  # names in the BASE network
-    for p in sorted(positions, reverse=True):  # from the top, so base positions keep meaning
-        insert_block(model, p, seed)
+    model, base_names = expanded_arm(base, ArmPlan(tuple(positions), seed))
     optimizer = build_optimizer(model, train, lr, base_names, base_state)
     early: dict[int, float] = {}
     wanted = set(early_steps) if early_data is not None else set()
@@ -320,6 +316,7 @@ def controlled_continuation(
     confidence: float = 0.95,
     early_steps: Sequence[int] = (),
     curves: dict[str, list[list[float]]] | None = None,
+    batched: bool = False,
 ) -> Continuation:
     """`realized` records keyed by (position, seed): each expanded arm against its seed's control,
     and the per-example loss differences behind their intervals.
@@ -329,53 +326,39 @@ def controlled_continuation(
     `early`: validation risks of both arms (and their difference, `gain`) after those steps.
     `curves`, when given, receives each arm's training-loss curve under its label
     (`control seed 0`, `position 4 seed 0`) before `on_arm` is called with that label.
+    With `batched`, arms of one architecture train together (`expansion.training.batched_arms`;
+    the same results up to float rounding).
     """
     early_data = (bundle.x_val, bundle.y_val) if early_steps else None
     base_risk, base_error = evaluate(base, bundle.x_test, bundle.y_test)
+    arms = _train_every_arm(
+        base,
+        base_state,
+        bundle,
+        train,
+        positions=positions,
+        seeds=seeds,
+        steps=steps,
+        lr=lr,
+        on_step=on_step,
+        early_steps=early_steps,
+        early_data=early_data,
+        batched=batched,
+        on_arm=on_arm,
+        curves=curves,
+    )
     records: dict[tuple[int, int], dict[str, Any]] = {}
     differences: dict[tuple[int, int], np.ndarray] = {}
     for seed in seeds:
-        control = run_arm(
-            base,
-            base_state,
-            bundle,
-            train,
-            positions=[],
-            seed=seed,
-            steps=steps,
-            lr=lr,
-            on_step=on_step,
-            early_steps=early_steps,
-            early_data=early_data,
-        )
-        if curves is not None:
-            curves[f"control seed {seed}"] = control.loss_curve
-        if on_arm is not None:
-            on_arm(f"control seed {seed}")
+        control = arms[ArmPlan((), seed)]
         for p in positions:
-            expanded = run_arm(
-                base,
-                base_state,
-                bundle,
-                train,
-                positions=[p],
-                seed=seed,
-                steps=steps,
-                lr=lr,
-                on_step=on_step,
-                early_steps=early_steps,
-                early_data=early_data,
-            )
+            expanded = arms[ArmPlan((p,), seed)]
             records[(p, seed)] = realized_record(
                 (base_risk, base_error), expanded, control, steps, confidence
             )
             differences[(p, seed)] = control.test_losses - expanded.test_losses
             if early_data is not None:
                 records[(p, seed)]["early"] = early_rows(expanded, control)
-            if curves is not None:
-                curves[f"position {p} seed {seed}"] = expanded.loss_curve
-            if on_arm is not None:
-                on_arm(f"position {p} seed {seed}")
             logger.info(
                 "position %d seed %d: gain vs control %+.5f",
                 p,
@@ -383,3 +366,89 @@ def controlled_continuation(
                 records[(p, seed)]["gain_vs_control"],
             )
     return Continuation(records, differences)
+
+
+def arm_label(plan: ArmPlan) -> str:
+    """The arm's name in curves and progress: `control seed 0`, `position 4 seed 0`."""
+    if not plan.positions:
+        return f"control seed {plan.seed}"
+    return f"position {','.join(map(str, plan.positions))} seed {plan.seed}"
+
+
+def _train_every_arm(
+    base: PostNormResNet,
+    base_state: NamedState | None,
+    bundle: DataBundle,
+    train: TrainSpec,
+    *,
+    positions: Sequence[int],
+    seeds: Sequence[int],
+    steps: int,
+    lr: float,
+    on_step: Callable[[], None] | None,
+    early_steps: Sequence[int],
+    early_data: tuple[torch.Tensor, torch.Tensor] | None,
+    batched: bool,
+    on_arm: Callable[[str], None] | None,
+    curves: dict[str, list[list[float]]] | None,
+) -> dict[ArmPlan, ArmResult]:
+    """Every seed's control and expanded arms, one by one or batched; each finished arm's
+    curve goes into `curves` before `on_arm` hears its label."""
+    plans = [ArmPlan(pos, s) for s in seeds for pos in [(), *((p,) for p in positions)]]
+    results: dict[ArmPlan, ArmResult] = {}
+
+    def finished(plan: ArmPlan, arm: ArmResult) -> None:
+        results[plan] = arm
+        if curves is not None:
+            curves[arm_label(plan)] = arm.loss_curve
+        if on_arm is not None:
+            on_arm(arm_label(plan))
+
+    if not batched:
+        for plan in plans:
+            arm = run_arm(
+                base,
+                base_state,
+                bundle,
+                train,
+                positions=plan.positions,
+                seed=plan.seed,
+                steps=steps,
+                lr=lr,
+                on_step=on_step,
+                early_steps=early_steps,
+                early_data=early_data,
+            )
+            finished(plan, arm)
+        return results
+
+    def group_done(indices: list[int], arms: list[TrainedArm]) -> None:
+        for i, arm in zip(indices, arms, strict=True):
+            finished(plans[i], arm_result(arm))
+
+    train_arms(
+        base,
+        base_state,
+        bundle,
+        train,
+        plans,
+        steps=steps,
+        lr=lr,
+        on_step=on_step,
+        on_group=group_done,
+        early_steps=early_steps,
+        early_data=early_data,
+    )
+    return results
+
+
+def arm_result(arm: TrainedArm) -> ArmResult:
+    """The `ArmResult` of an arm trained in a batch."""
+    return ArmResult(
+        test_risk=float(arm.test_losses.mean()),
+        test_error=arm.test_error,
+        train_loss=sum(arm.step_losses) / max(1, len(arm.step_losses)),
+        test_losses=arm.test_losses,
+        early_val_risk=arm.early_val_risk,
+        loss_curve=window_means(arm.step_losses),
+    )

@@ -12,6 +12,7 @@ from tiny_networks import KINDS, inputs, labels, tiny_model
 from expansion.insertion.bounds import numerical_floor
 from expansion.insertion.certificate import (
     CertificateBatches,
+    base_losses,
     certify,
     descent_record,
     gradient_bound,
@@ -136,6 +137,10 @@ def test_certificate_has_every_field_and_consistent_values(kind: str) -> None:
     assert len(steps) == 5 and jump["step"] in steps
     best = min(jump["line_search"], key=lambda pair: pair[1])
     assert jump["val_risk_delta"] == pytest.approx(best[1])
+    # the base's losses computed once by the caller give the same records
+    shared = base_losses(model, val, test)
+    again = certify(model, grad, cert, val, test, confidence=0.9, line_search_points=5, base=shared)
+    assert again == (descent, jump)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

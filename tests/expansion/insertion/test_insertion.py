@@ -70,3 +70,26 @@ def test_out_of_range_position_is_a_clear_error() -> None:
     model = tiny_model("conv1d")
     with pytest.raises(ValueError, match="out of range"):
         insert_block(model, model.num_positions, seed=0)
+
+
+@pytest.mark.parametrize("norm", ["layer", "group", "batch"])
+def test_drift_from_precomputed_base_logits_equals_a_direct_comparison(norm: str) -> None:
+    from expansion.insertion.insert import mode_independent, reference_logits
+
+    base = tiny_model("conv1d", norm)
+    x = inputs(base)
+    expanded = expanded_copy(base, 1, seed=0)
+    with torch.no_grad():  # a non-zero branch, so the drift is not zero
+        expanded.stages[0][1].w2.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    direct = {}
+    for mode, training in (("eval", False), ("train", True)):
+        a, b = copy.deepcopy(base).train(training), copy.deepcopy(expanded).train(training)
+        with torch.no_grad():
+            direct[mode] = float((b(x) - a(x)).abs().max())
+    reference = reference_logits(base, x)
+    drift = function_drift(reference, expanded, x)
+    assert drift == pytest.approx(direct, rel=1e-6, abs=1e-7)
+    assert drift["eval"] > 1e-3
+    assert function_drift(base, expanded, x) == drift
+    assert mode_independent(base) == (norm != "batch")
+    assert (reference["train"] is reference["eval"]) == (norm != "batch")
