@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from expansion.data.shards import epoch_order
 from expansion.specs import DataSpec, num_classes
 
 log = logging.getLogger(__name__)
@@ -398,13 +399,8 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.x.device
-        gen = torch.Generator(device=device).manual_seed(self.seed * 100_003 + self.epoch)
+        gen, order = epoch_order(len(self.y), self.seed, self.epoch, self.shuffle, device)
         self.epoch += 1
-        n = len(self.y)
-        if self.shuffle:
-            order = torch.randperm(n, generator=gen, device=device)
-        else:
-            order = torch.arange(n, device=device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x, y = self.x[idx], self.y[idx]

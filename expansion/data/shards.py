@@ -19,6 +19,17 @@ import torch
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def epoch_order(
+    n: int, seed: int, epoch: int, shuffle: bool, device: torch.device
+) -> tuple[torch.Generator, torch.Tensor]:
+    """The order of `n` examples in one epoch (a seeded permutation, or 0..n-1) and the
+    generator it was drawn from, whose later draws (augmentation) continue the same stream."""
+    gen = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+    if shuffle:
+        return gen, torch.randperm(n, generator=gen, device=device)
+    return gen, torch.arange(n, device=device)
+
+
 def shard_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
     """[start, end) of rank `rank`'s contiguous slice of a batch of `size` examples (slices
     differ in size by at most one; the first `size % world_size` ranks get the larger ones)."""
@@ -71,13 +82,8 @@ class RankShards:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
         # The generator is used exactly as DeviceBatches uses it: same seed, same draws.
         device = self.x.device
-        gen = torch.Generator(device=device).manual_seed(self.seed * 100_003 + self.epoch)
+        gen, order = epoch_order(len(self.y), self.seed, self.epoch, self.shuffle, device)
         self.epoch += 1
-        n = len(self.y)
-        if self.shuffle:
-            order = torch.randperm(n, generator=gen, device=device)
-        else:
-            order = torch.arange(n, device=device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             size = len(idx)
