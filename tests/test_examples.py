@@ -31,7 +31,7 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
         )
     if spec["kind"] == "sweep":  # one grid point per axis value, no more
         spec["grid"] = {path: values[:1] for path, values in spec["grid"].items()}
-    if spec["kind"] == "grow":
+    if spec.get("grow"):  # a grow example, or a sweep of grow points
         train["epochs"] = 2
         depth = spec["model"]["depth"]
         spec["grow"].update(at_epochs=[1], target_depth=depth + 1, blocks_per_event=1)
