@@ -6,6 +6,7 @@ Runners here are plain functions (the child is forked, so nothing is pickled); e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -22,6 +23,7 @@ from app.settings import Settings
 from app.worker import Worker as JobWorker
 from app.worker import crash_reason, start_in_process_worker
 from expansion.progress import ProgressReporter, check_stop
+from tests.support.job_polling import read_job, wait_for_job
 
 WAIT_LIMIT_S = 60.0
 """Upper bound of every wait for a state change (a hang guard, not a timing assertion)."""
@@ -82,21 +84,8 @@ def _enqueue(url: str, *names: str) -> list[int]:
         ]
 
 
-def _job(url: str, job_id: int) -> Job:
-    with session_factory(url)() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
-
-
-def _wait_for(url: str, job_id: int, predicate: Any) -> Job:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while time.monotonic() < deadline:
-        job = _job(url, job_id)
-        if predicate(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached the expected state: {job.status}")
+_job = read_job
+_wait_for = functools.partial(wait_for_job, limit_s=WAIT_LIMIT_S)
 
 
 def test_failing_jobs_fail_with_their_reason_and_the_worker_goes_on(

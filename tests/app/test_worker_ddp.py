@@ -9,6 +9,7 @@ the whole global batch's augmentation, so it agrees too).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -23,13 +24,14 @@ import pytest
 from sqlalchemy import select
 
 from app import queue
-from app.db.models import Artifact, Job, Metric
+from app.db.models import Artifact, Metric
 from app.db.session import session_factory
 from app.settings import Settings
 from app.worker import Worker
 from expansion.distributed.launch import RANK_PIDS_FILE
 from expansion.experiments import run_experiment
 from expansion.progress import RecordingReporter
+from tests.support.job_polling import read_job, wait_for_job
 
 pytestmark = pytest.mark.postgres
 
@@ -72,21 +74,8 @@ def _enqueue(url: str, spec: dict[str, Any]) -> int:
         return queue.enqueue_job(session, spec).id
 
 
-def _job(url: str, job_id: int) -> Job:
-    with session_factory(url)() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
-
-
-def _wait_for(url: str, job_id: int, predicate: Any) -> Job:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while time.monotonic() < deadline:
-        job = _job(url, job_id)
-        if predicate(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached the expected state: {job.status}")
+_job = read_job
+_wait_for = functools.partial(wait_for_job, limit_s=WAIT_LIMIT_S)
 
 
 @pytest.mark.slow  # 40-70 s on a loaded 2-core machine: two rank interpreters plus the reference
