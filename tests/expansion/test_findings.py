@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from expansion.findings import Verdict, judge_claims, judge_growth
@@ -87,3 +88,27 @@ def test_growth_claim_needs_grown_rows_and_two_seeds() -> None:
     assert judge_growth(scratch_only) == []
     (single,) = judge_growth(_grow_rows("constant", [0.1], [0.2]))
     assert single.verdict is Verdict.INCONCLUSIVE
+
+
+def _growth_verdicts(true_difference: float, noise: float, reps: int, seed: int) -> list[Verdict]:
+    """Claim 5's verdict on simulated grow sweeps whose grown-minus-scratch difference is known."""
+    rng = random.Random(seed)
+    verdicts = []
+    for _ in range(reps):
+        scratch = [0.2 + rng.gauss(0.0, 0.05) for _ in range(3)]
+        grown = [s + true_difference + rng.gauss(0.0, noise) for s in scratch]
+        (finding,) = judge_growth(_grow_rows("constant", grown, scratch))
+        verdicts.append(finding.verdict)
+    return verdicts
+
+
+def test_growth_verdict_error_rates_by_simulation() -> None:
+    """With 3 seeds (the grow sweep's size): equal networks are called worse, and networks worse
+    than the margin are called matching, at most at the one-sided 2.5% of the t-interval."""
+    equal = _growth_verdicts(0.0, noise=0.05, reps=2000, seed=1)
+    assert equal.count(Verdict.REFUTED) / len(equal) <= 0.04
+    worse = _growth_verdicts(0.05, noise=0.05, reps=2000, seed=2)
+    assert worse.count(Verdict.REPRODUCED) / len(worse) <= 0.04
+    # The verdict is reachable: with little seed-to-seed noise, equal networks match.
+    precise = _growth_verdicts(0.0, noise=0.002, reps=200, seed=3)
+    assert precise.count(Verdict.REPRODUCED) / len(precise) >= 0.9
