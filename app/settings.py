@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.worker_devices import DEFAULT_LOCK_DIR, DeviceOffer, parse_devices
+from app.devices import DEFAULT_LOCK_DIR, DeviceOffer, parse_devices
 
 DEFAULT_HOME = Path.home() / ".jumpboard"
 
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     worker_devices: str = ""
     """Devices a worker offers its jobs: GPU indices it owns and pins jobs to (`0,1`), `cpu:N`
     (N CPU processes, GPUs hidden), or empty (one device, whatever the child sees); see
-    `app.worker_devices`."""
+    `app.devices`."""
     device_lock_dir: Path = DEFAULT_LOCK_DIR
     """Folder of this host's GPU lock files: workers sharing a host must share it."""
     metrics_flush_seconds: float = Field(2.0, gt=0.0, le=600.0)

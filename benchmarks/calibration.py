@@ -31,7 +31,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchm
 sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
-    from expansion.calibration import CalibrationRecord
+    from expansion.results.calibration import CalibrationRecord
 
 SUITE = ROOT / "examples" / "calibration"
 RUNS = ROOT / "runs" / "calibration"
@@ -67,7 +67,7 @@ def load_results(
 ) -> tuple[list[CalibrationRecord], dict[str, float], dict[str, Any], list[str]]:
     """Insertion records of every stored result, wall seconds per job, timing totals, and
     notes on how the stored results were measured."""
-    from expansion.calibration import records_from_result
+    from expansion.results.calibration import records_from_result
 
     records: list[CalibrationRecord] = []
     walls: dict[str, float] = {}
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = sorted(SUITE.glob("*.yaml"))
     if not args.report_only:
         run_suite(sorted(specs, key=lambda p: p.stem not in args.first), args.runs)
-    from expansion.calibration import calibration_markdown
+    from expansion.results.calibration import calibration_markdown
 
     records, walls, totals, notes = load_results(args.runs)
     machine = (

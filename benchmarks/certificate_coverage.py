@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from expansion.insertion.bounds import MIN_BATCHES, bound_arrays, decide, numerical_floor
-from expansion.records import Verdict
+from expansion.results.records import Verdict
 
 KINDS = ("gaussian", "anisotropic", "heavy", "skewed")
 CONFIDENCE = 0.95

@@ -278,7 +278,7 @@ FRESH_CALL_EXPERIMENT = (
 
 def bench_start_forked(url: str, work: Path, repeats: int) -> list[float]:
     """Claim-to-first-step seconds of jobs run by the worker's forked child."""
-    from app.worker import Worker
+    from app.worker.loop import Worker
 
     importlib.import_module(PRELOAD)
     settings = Settings(

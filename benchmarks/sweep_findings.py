@@ -7,7 +7,7 @@
 
 Writes into --docs-dir: `table.md` (mean and 95% t-interval over seeds of test error,
 generalization gap and input sensitivity per scaling and depth), `claims.md` (the verdicts of
-expansion.findings), `points.csv` (every point), `figure.png` (when matplotlib is installed)
+expansion.results.findings), `points.csv` (every point), `figure.png` (when matplotlib is installed)
 and `runtime.json` (wall and CPU seconds, load average, torch threads).
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from expansion.findings import findings_markdown, judge_claims, judge_growth  # noqa: E402
-from expansion.sweep_summary import series, to_csv  # noqa: E402
+from expansion.results.findings import findings_markdown, judge_claims, judge_growth  # noqa: E402
+from expansion.results.sweep_summary import series, to_csv  # noqa: E402
 
 log = logging.getLogger("sweep_findings")
 ROOT = _HERE.parent

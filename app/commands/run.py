@@ -74,7 +74,7 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
         return "n/a" if value is None else f"{value:.4f}"
 
     if result.get("kind") == "sweep":
-        from expansion.sweep_summary import text_table
+        from expansion.results.sweep_summary import text_table
 
         print(text_table(result.get("rows") or []))
         print(f"results in {out / 'result.json'} (each point under {out / 'points'})")
@@ -84,7 +84,7 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
         f"(val risk {fmt('val_risk')}, train risk {fmt('train_risk')})"
     )
     if result.get("kind") == "expand":
-        from expansion.report import position_table
+        from expansion.results.report import position_table
 
         print(position_table(result))
     print(f"results in {out / 'result.json'}")

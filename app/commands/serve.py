@@ -122,7 +122,7 @@ def handle(args: argparse.Namespace) -> int:
         log.warning("could not write the local server file in %s: %s", home, exc)
     worker = None
     if not args.no_worker:
-        from app.worker import start_in_process_worker
+        from app.worker.loop import start_in_process_worker
 
         worker = start_in_process_worker(settings)
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -45,7 +45,7 @@ def load_spec_file(path: Path) -> Any:
 
 def describe_cost(spec: Any) -> list[str]:
     """Human-readable lines of the spec's compute-cost estimate."""
-    from expansion.cost import estimate_cost
+    from expansion.specs.cost import estimate_cost
 
     cost = estimate_cost(spec)
     return [
@@ -61,8 +61,8 @@ def _handle_json(path: Path) -> int:
     import json
 
     from app.commands.submit import read_spec_file
-    from expansion.cost import estimate_cost
     from expansion.specs import SpecError, parse_spec
+    from expansion.specs.cost import estimate_cost
 
     try:
         spec = parse_spec(read_spec_file(path))

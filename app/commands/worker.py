@@ -69,8 +69,8 @@ def handle(args: argparse.Namespace) -> int:
             "run `jumpboard db upgrade` first"
         )
 
-    from app.worker import Worker
-    from app.worker_devices import DeviceBusy
+    from app.devices import DeviceBusy
+    from app.worker.loop import Worker
 
     missing = [m for m in ("torch", "lightning") if importlib.util.find_spec(m) is None]
     if missing:

@@ -107,7 +107,7 @@ class Job(Base):
     parent_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE", name="fk_jobs_parent_id"), index=True
     )
-    """The sweep job this job is a grid point of (app.sweeps); None for other jobs."""
+    """The sweep job this job is a grid point of (app.queue.sweeps); None for other jobs."""
     devices: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     """Devices the job needs (its spec's `train.devices`); only a worker offering at least
     this many claims it."""
@@ -195,7 +195,7 @@ class Insertion(Base):
     function_drift_eval: Mapped[float | None] = mapped_column(Float)
     function_drift_train: Mapped[float | None] = mapped_column(Float)
     predictors: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
-    """{predictor name: value or None} (expansion.predictor_names); larger = larger gain."""
+    """{predictor name: value or None} (expansion.specs.predictor_names); larger = larger gain."""
     record: Mapped[dict[str, Any]] = mapped_column(JsonType)
 
     job: Mapped[Job] = relationship(back_populates="insertions")

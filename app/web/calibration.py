@@ -2,7 +2,7 @@
 
 Reads succeeded expand jobs' insertion rows (their `predictors` column, or the stored record's
 `predictors` for rows written before the column existed) and hands them to the torch-free
-`expansion.calibration`. Used by `GET /api/v1/calibration`, the results page, and the job
+`expansion.results.calibration`. Used by `GET /api/v1/calibration`, the results page, and the job
 page's headline (`calibration_for_job`).
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Insertion, Job
-from expansion.calibration import (
+from expansion.results.calibration import (
     DEFAULT_RESAMPLES,
     GROUP_KEYS,
     CalibrationRecord,
@@ -24,8 +24,8 @@ from expansion.calibration import (
     calibration_rows,
     config_of,
 )
-from expansion.predictor_names import DEFAULT_SELECTION_PREDICTOR, PREDICTOR_NAMES
-from expansion.result_file import finite_or_none as _finite
+from expansion.results.result_file import finite_or_none as _finite
+from expansion.specs.predictor_names import DEFAULT_SELECTION_PREDICTOR, PREDICTOR_NAMES
 
 CSV_COLUMNS: tuple[str, ...] = (
     "job_id",

@@ -31,7 +31,7 @@ from app.web.charts import (
     split_curves,
 )
 from app.web.results import positions_from_insertions
-from expansion.result_file import finite_or_none as _num
+from expansion.results.result_file import finite_or_none as _num
 
 HEADLINE_RESAMPLES = 200
 """Bootstrap resamples of the job page's calibration interval: few, so the page stays fast."""

@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Insertion, Job
-from expansion.records import Verdict, seed_verdict, verdict_counts
-from expansion.result_file import finite_or_none as _finite
+from expansion.results.records import Verdict, seed_verdict, verdict_counts
+from expansion.results.result_file import finite_or_none as _finite
 
 NOT_AVAILABLE = "n/a"
 

@@ -11,8 +11,8 @@ from app.db.models import Job
 from app.web.calibration import collect_records, group_label, predictor_points
 from app.web.charts import predictor_scatter_chart
 from app.web.results import ResultFilters
-from expansion.calibration import GROUP_KEYS, calibration_rows, parse_group_by
-from expansion.predictor_names import PREDICTOR_DESCRIPTIONS, PREDICTOR_NAMES
+from expansion.results.calibration import GROUP_KEYS, calibration_rows, parse_group_by
+from expansion.specs.predictor_names import PREDICTOR_DESCRIPTIONS, PREDICTOR_NAMES
 
 PAGE_RESAMPLES = 200
 """Bootstrap resamples on the page (the API takes `resamples` for finer intervals)."""

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db.models import Job
-from app.sweeps import PointCounts, point_counts, sweep_points
+from app.queue.sweeps import PointCounts, point_counts, sweep_points
 from app.web.charts import SERIES_COLORS, Chart, _layout
-from expansion.sweep_summary import CONFIDENCE, ROW_FIELDS, SeriesPoint, series, table
+from expansion.results.sweep_summary import CONFIDENCE, ROW_FIELDS, SeriesPoint, series, table
 
 SCALING_ORDER = ("constant", "inv_sqrt_depth", "inv_depth", "learnable")
 SCALING_LABELS = {

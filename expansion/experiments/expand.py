@@ -4,7 +4,7 @@ Stages (reported through the ProgressReporter): `train` (or load a base checkpoi
 (every position's W2 gradients: one pass over training batches, one over the certificate
 batches), `certify` (descent certificate, jumpboard model and function drift per chosen
 position and seed), `continue` (expanded vs control arms). The result dict and its records
-follow `expansion.records`, DESIGN.md section 5 and docs/science.md.
+follow `expansion.results.records`, DESIGN.md section 5 and docs/science.md.
 
 Verdicts: per (position, seed) from the certificate batches; per position the
 intersection-union verdict "every seed's block has a descent direction" (holds iff every seed
@@ -41,9 +41,8 @@ from expansion.insertion.predictors import (
 )
 from expansion.insertion.scan import ScanGradients, scan_positions
 from expansion.models.network import PostNormResNet, count_parameters
-from expansion.predictor_names import Predictor
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
-from expansion.records import (
+from expansion.results.records import (
     CertificateSource,
     DescentRecord,
     PositionRow,
@@ -53,8 +52,9 @@ from expansion.records import (
     seed_verdict,
     verdict_counts,
 )
-from expansion.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe, write_result
 from expansion.specs import ExpandExperiment, parse_spec
+from expansion.specs.predictor_names import Predictor
 from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
 from expansion.training.trainer import evaluate, resolve_device, train_model
@@ -312,7 +312,7 @@ def _attach_predictors(
     records: dict[tuple[int, int], dict[str, Any]],
     lr: float,
 ) -> None:
-    """Store every predictor (expansion.predictor_names) in each record's `predictors`."""
+    """Store every predictor (expansion.specs.predictor_names) in each record's `predictors`."""
     e = spec.expand
     base_val_risk, _ = evaluate(base, bundle.x_val, bundle.y_val)
     for key, rec in records.items():

@@ -25,7 +25,7 @@ from expansion.models.network import (
     count_parameters,
 )
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
-from expansion.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe, write_result
 from expansion.specs import GrowExperiment, parse_spec
 from expansion.training.growth import GrowthCallback
 from expansion.training.trainer import evaluate, resolve_device, train_model

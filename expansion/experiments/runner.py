@@ -19,7 +19,7 @@ from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.checkpoint import save_checkpoint
 from expansion.models.network import count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter
-from expansion.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe, write_result
 from expansion.specs import (
     AnyExperiment,
     ExpandExperiment,

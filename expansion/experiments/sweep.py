@@ -2,7 +2,7 @@
 
 A sweep point trains one network (or grows one, with its from-scratch control) and measures
 it: train/val/test risk and error, the generalization gap, the input sensitivity and the
-norm-based capacity (expansion.measures), with its training curves. `run_sweep` runs every
+norm-based capacity (expansion.models.measures), with its training curves. `run_sweep` runs every
 point of a grid in this process (what `jumpboard run` does); in the service each point is a
 job of its own instead. One failed point fails only itself.
 """
@@ -19,7 +19,7 @@ import torch
 
 from expansion.data.datasets import DataBundle, DataError, load_dataset
 from expansion.experiments.runner import result_header
-from expansion.measures import (
+from expansion.models.measures import (
     CAPACITY_DESCRIPTIONS,
     capacity_measures,
     generalization_gap,
@@ -27,10 +27,10 @@ from expansion.measures import (
 )
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, StopRequested
-from expansion.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe, write_result
+from expansion.results.sweep_summary import Arm, table
 from expansion.specs import GrowExperiment, MeasureSpec, SweepExperiment, SweepPointExperiment
-from expansion.sweep_grid import expand_sweep
-from expansion.sweep_summary import Arm, table
+from expansion.specs.grid import expand_sweep
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from expansion.records import Verdict
+from expansion.results.records import Verdict
 
 MIN_BATCHES = 8
 """Fewest per-batch gradients for a decided verdict (the bound is computed from n = 3)."""

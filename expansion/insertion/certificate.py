@@ -29,7 +29,7 @@ from expansion.insertion.bounds import BOUND_METHOD, MIN_BATCHES, UBound, lower_
 from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import PositionGradient
 from expansion.models.network import PostNormResNet
-from expansion.records import CertificateSource, DescentRecord
+from expansion.results.records import CertificateSource, DescentRecord
 
 EVAL_CHUNK = 2048
 BOOTSTRAP_RESAMPLES = 2000

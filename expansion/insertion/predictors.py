@@ -1,7 +1,7 @@
 """Every predictor of an insertion's realized gain, measured per (position, seed) (issue 11).
 
 The names and their sign convention (larger = predicts a larger gain) live in the torch-free
-`expansion.predictor_names`. What each measures:
+`expansion.specs.predictor_names`. What each measures:
 
 - certificate: U, its lower bound (from the `descent` record: certificate batches where the
   certificate provides them) and the gradient signal-to-noise U / mean_i |g_i|^2;
@@ -38,9 +38,9 @@ from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import PositionGradient
 from expansion.models.network import PostNormResNet, ResidualBlock
-from expansion.predictor_names import EARLY_GAIN_FRACTIONS, PREDICTOR_NAMES, Predictor
-from expansion.result_file import finite_or_none
+from expansion.results.result_file import finite_or_none
 from expansion.specs import TrainSpec
+from expansion.specs.predictor_names import EARLY_GAIN_FRACTIONS, PREDICTOR_NAMES, Predictor
 from expansion.training.trainer import evaluate
 
 logger = logging.getLogger(__name__)

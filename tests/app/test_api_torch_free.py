@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     for package in (app.api, app.web, app.services):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             importlib.import_module(info.name)
-    for module in ("app.worker", "app.queue", "app.worker_registry", "app.client", "app.urls"):
+    for module in ("app.worker.loop", "app.queue", "app.worker.registry", "app.client", "app.urls"):
         importlib.import_module(module)
     app = create_app(Settings(database_url=url, artifact_dir=artifacts))
     with app.state.session_factory() as session:

@@ -274,7 +274,7 @@ def test_submit_form_shows_problems_then_creates_a_job(
 def test_results_page_calibration_table_and_predictor_scatters(
     page: Any, base_url: str, finished_job: tuple[int, dict[str, Any]]
 ) -> None:
-    from expansion.predictor_names import PREDICTOR_NAMES
+    from expansion.specs.predictor_names import PREDICTOR_NAMES
 
     job_id, result = finished_job
     page.goto(f"{base_url}/results?group_by=dataset")

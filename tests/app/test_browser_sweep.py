@@ -24,7 +24,7 @@ from test_browser import (  # noqa: F401  (fixtures)
 
 from app.db.models import Job
 from app.queue import claim_next_job, complete_job, enqueue_job, fail_job
-from app.sweeps import refresh_sweep
+from app.queue.sweeps import refresh_sweep
 
 pytestmark = pytest.mark.browser
 

@@ -28,7 +28,7 @@ from app.db.session import session_factory
 from app.queue import claim_next_job, complete_job, enqueue_job
 from app.settings import Settings
 from app.web.calibration import calibration_for_job
-from expansion.predictor_names import PREDICTOR_NAMES
+from expansion.specs.predictor_names import PREDICTOR_NAMES
 
 POSITIONS = [0, 1, 2, 3, 4]
 SEEDS = [0, 1, 2, 3]

@@ -41,9 +41,9 @@ DEADLINE_S = 300.0
 CHAOS_WORKER = textwrap.dedent(
     """
     import logging, sys, time
-    import app.worker
+    import app.worker.loop
     from app.settings import Settings
-    from app.worker import Worker
+    from app.worker.loop import Worker
     from expansion.progress import check_stop
 
     STEPS = int(sys.argv[3])
@@ -66,7 +66,7 @@ CHAOS_WORKER = textwrap.dedent(
 
     if __name__ == "__main__":
         logging.basicConfig(level=logging.WARNING)
-        app.worker.JOB_PRELOAD = []  # no torch: restarts after a kill stay quick
+        app.worker.loop.JOB_PRELOAD = []  # no torch: restarts after a kill stay quick
         settings = Settings(
             database_url=sys.argv[1], artifact_dir=sys.argv[2], data_dir=sys.argv[2],
             lease_seconds=2.0, heartbeat_seconds=0.2, metrics_flush_seconds=0.2,

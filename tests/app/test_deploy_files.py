@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from app.cli import build_parser
+from app.devices import parse_devices
 from app.settings import Settings
-from app.worker_devices import parse_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from app import queue, worker_registry
+from app import queue
 from app.api.main import create_app
 from app.db.models import Worker
 from app.db.session import session_factory
 from app.settings import Settings
+from app.worker import registry as worker_registry
 
 SPEC = {"kind": "train", "model": {"kind": "mlp"}}
 

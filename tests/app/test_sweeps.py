@@ -19,7 +19,7 @@ from test_api_jobs import Api, make_api
 from app import queue
 from app.db.models import Job
 from app.db.session import session_factory
-from app.worker import start_in_process_worker
+from app.worker.loop import start_in_process_worker
 from expansion.progress import ProgressReporter
 
 WAIT_LIMIT_S = 300.0
@@ -180,7 +180,7 @@ def test_cancel_of_a_sweep_cancels_its_queued_points(db_api: Api, db_url: str) -
     assert _job(db_url, sweep["id"]).status == "running"  # waits for its running point
     # The worker stops the running point; the sweep then ends cancelled.
     assert queue.mark_cancelled(session_factory(db_url), claim)
-    from app.sweeps import refresh_parent_of
+    from app.queue.sweeps import refresh_parent_of
 
     refresh_parent_of(session_factory(db_url), claim.job_id)
     done = _job(db_url, sweep["id"])
@@ -216,7 +216,7 @@ def test_each_points_compute_budget_is_checked(sqlite_url: str, tmp_path: Path) 
 
 def test_a_real_tiny_sweep_runs_through_a_worker(sqlite_url: str, tmp_path: Path) -> None:
     from app.settings import Settings
-    from app.worker import Worker
+    from app.worker.loop import Worker
 
     settings = Settings(
         database_url=sqlite_url,

@@ -20,8 +20,8 @@ from app import queue
 from app.db.models import Artifact, Insertion, Job, Metric, Worker
 from app.db.session import session_factory
 from app.settings import Settings
-from app.worker import Worker as JobWorker
-from app.worker import crash_reason, start_in_process_worker
+from app.worker.loop import Worker as JobWorker
+from app.worker.loop import crash_reason, start_in_process_worker
 from expansion.progress import ProgressReporter, check_stop
 from tests.support.job_polling import read_job, wait_for_job
 

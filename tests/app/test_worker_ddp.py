@@ -27,7 +27,7 @@ from app import queue
 from app.db.models import Artifact, Metric
 from app.db.session import session_factory
 from app.settings import Settings
-from app.worker import Worker
+from app.worker.loop import Worker
 from expansion.distributed.launch import RANK_PIDS_FILE
 from expansion.experiments import run_experiment
 from expansion.progress import RecordingReporter

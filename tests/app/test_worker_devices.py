@@ -20,9 +20,9 @@ from app import queue
 from app.db.models import Job
 from app.db.models import Worker as WorkerRow
 from app.db.session import session_factory
+from app.devices import DeviceBusy, DeviceLocks, parse_devices
 from app.settings import Settings
-from app.worker import Worker
-from app.worker_devices import DeviceBusy, DeviceLocks, parse_devices
+from app.worker.loop import Worker
 from expansion.progress import ProgressReporter
 
 WAIT_LIMIT_S = 60.0

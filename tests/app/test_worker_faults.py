@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from app import queue, worker_registry
+from app import queue
 from app.db.enums import JobStatus
 from app.db.models import Job
 from app.db.models import Worker as WorkerRow
 from app.db.session import session_factory
 from app.settings import Settings
-from app.worker import Worker, start_in_process_worker
+from app.worker import registry as worker_registry
+from app.worker.loop import Worker, start_in_process_worker
 from expansion.progress import ProgressReporter
 
 WAIT_LIMIT_S = 60.0
@@ -158,16 +159,16 @@ SLOW_PRELOAD = textwrap.dedent(
 SLOW_START_WORKER = textwrap.dedent(
     """
     import sys
-    import app.worker
+    import app.worker.loop
     from app.settings import Settings
-    from app.worker import Worker
+    from app.worker.loop import Worker
 
     def runner(spec, out_dir, reporter, *, data_dir=None):
         reporter.metric(1, "train", "loss", 1.0)
         return {"kind": "train", "test_risk": 0.5}
 
     if __name__ == "__main__":
-        app.worker.JOB_PRELOAD = ["slow_preload"]
+        app.worker.loop.JOB_PRELOAD = ["slow_preload"]
         settings = Settings(
             database_url=sys.argv[1], artifact_dir=sys.argv[2], data_dir=sys.argv[2],
             lease_seconds=30, heartbeat_seconds=0.2, metrics_flush_seconds=0.2,

@@ -19,7 +19,7 @@ from app import queue
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.db.session import session_factory
 from app.settings import Settings
-from app.worker import Worker
+from app.worker.loop import Worker
 from expansion.progress import ProgressReporter
 
 WAIT_LIMIT_S = 60.0
@@ -28,7 +28,7 @@ WORKER_SCRIPT = textwrap.dedent(
     """
     import logging, sys, time
     from app.settings import Settings
-    from app.worker import Worker
+    from app.worker.loop import Worker
     from expansion.progress import check_stop
 
     STEPS = int(sys.argv[3])

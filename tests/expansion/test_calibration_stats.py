@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from expansion.calibration import (
+from expansion.results.calibration import (
     CalibrationRecord,
     _job_matrix,
     best_predictor,
@@ -21,7 +21,7 @@ from expansion.calibration import (
     records_from_result,
     spearman,
 )
-from expansion.predictor_names import PREDICTOR_NAMES
+from expansion.specs.predictor_names import PREDICTOR_NAMES
 
 
 def job_records(
@@ -159,6 +159,6 @@ def test_records_from_result_and_markdown() -> None:
 
 
 def test_module_is_torch_free() -> None:
-    code = "import sys, expansion.calibration, expansion.predictor_names; "
+    code = "import sys, expansion.results.calibration, expansion.specs.predictor_names; "
     code += "assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from expansion.cost import estimate_cost
 from expansion.data.datasets import load_dataset
 from expansion.models.network import build_model, count_parameters
 from expansion.specs import ModelSpec, input_shape, parse_spec
+from expansion.specs.cost import estimate_cost
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from expansion.findings import Verdict, judge_claims, judge_growth
+from expansion.results.findings import Verdict, judge_claims, judge_growth
 
 
 def _rows(errors: dict[tuple[str, int], list[float]], sens: dict[str, float]) -> list[dict]:

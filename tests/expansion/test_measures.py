@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_networks import inputs, tiny_model
 
-from expansion.measures import (
+from expansion.models.measures import (
     capacity_measures,
     exact_input_sensitivity,
     generalization_gap,

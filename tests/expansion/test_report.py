@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from expansion.report import position_table
+from expansion.results.report import position_table
 
 
 def test_table_shows_verdicts_bounds_and_intervals() -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from expansion.spec_reference import SECTIONS, render
 from expansion.specs import GrowExperiment, SpecError, parse_spec
+from expansion.specs.reference import SECTIONS, render
 
 SPECS_MD = Path(__file__).resolve().parents[2] / "docs" / "specs.md"
 
 
 def test_specs_md_matches_the_models() -> None:
     assert SPECS_MD.read_text(encoding="utf-8") == render(), (
-        "docs/specs.md is stale: run `python -m expansion.spec_reference > docs/specs.md`"
+        "docs/specs.md is stale: run `python -m expansion.specs.reference > docs/specs.md`"
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from expansion.cost import estimate_cost
 from expansion.specs import (
     MAX_GRID_POINTS,
     SpecError,
@@ -17,7 +16,8 @@ from expansion.specs import (
     TrainExperiment,
     parse_spec,
 )
-from expansion.sweep_grid import budget_problems, expand_sweep
+from expansion.specs.cost import estimate_cost
+from expansion.specs.grid import budget_problems, expand_sweep
 
 
 def sweep_raw(**grid: list[Any]) -> dict[str, Any]:
@@ -130,8 +130,8 @@ def test_sweep_specs_stay_torch_free() -> None:
     code = (
         "import sys\n"
         "from expansion.specs import parse_spec\n"
-        "from expansion.sweep_grid import expand_sweep\n"
-        "from expansion import sweep_summary\n"
+        "from expansion.specs.grid import expand_sweep\n"
+        "from expansion.results import sweep_summary\n"
         f"expand_sweep(parse_spec({sweep_raw()!r}))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -12,7 +12,12 @@ from pydantic import BaseModel, Field
 from app.api.deps import ReadAccess, SessionDep
 from app.api.schemas import ErrorOut
 from app.web.calibration import CSV_COLUMNS, calibration_table, csv_rows
-from expansion.calibration import DEFAULT_RESAMPLES, GROUP_ALIASES, GROUP_KEYS, parse_group_by
+from expansion.results.calibration import (
+    DEFAULT_RESAMPLES,
+    GROUP_ALIASES,
+    GROUP_KEYS,
+    parse_group_by,
+)
 
 router = APIRouter(prefix="/calibration", tags=["calibration"])
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.api.schemas import HealthOut
 from app.db.enums import JobStatus
 from app.db.models import Job, utcnow
-from app.worker_registry import count_live_workers, stale_after
+from app.worker.registry import count_live_workers, stale_after
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from app.api.routes.jobs import JobId, get_job_or_404
 from app.api.schemas import ErrorOut
 from app.urls import job_path
 from app.web.sweep_view import sweep_rows
-from expansion.sweep_summary import CONFIDENCE, ROW_FIELDS, series, to_csv
+from expansion.results.sweep_summary import CONFIDENCE, ROW_FIELDS, series, to_csv
 
 router = APIRouter(prefix="/jobs", tags=["sweeps"])
 

@@ -10,7 +10,7 @@ from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS, REALIZED_FIELDS, REC
 
 from expansion.experiments.expand import run_expand
 from expansion.progress import RecordingReporter, StopRequested
-from expansion.report import position_table
+from expansion.results.report import position_table
 
 POSITION_FIELDS = {
     "position",
@@ -193,7 +193,7 @@ def test_report_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, expansion.report; print('torch' in sys.modules)"
+    code = "import sys, expansion.results.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

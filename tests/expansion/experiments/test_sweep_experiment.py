@@ -9,8 +9,8 @@ import pytest
 
 from app.cli import main
 from expansion.experiments.sweep import run_sweep_point
+from expansion.results.sweep_summary import series, table
 from expansion.specs import SweepExperiment, SweepPointExperiment
-from expansion.sweep_summary import series, table
 
 TINY_SWEEP = """\
 kind: sweep

@@ -24,7 +24,7 @@ from expansion.insertion.bounds import (
     numerical_floor,
     two_level_bootstrap,
 )
-from expansion.records import Verdict
+from expansion.results.records import Verdict
 
 REPLICATIONS = 1500
 DIM = 200

@@ -26,7 +26,7 @@ from expansion.insertion.scan import (
     scan_positions,
     single_pass_gradients,
 )
-from expansion.records import CertificateSource, Verdict
+from expansion.results.records import CertificateSource, Verdict
 
 NEW_FIELDS = {
     "grad_norm_sq_batch_mean",

@@ -24,9 +24,9 @@ from expansion.insertion.predictors import (
 )
 from expansion.insertion.scan import scan_positions
 from expansion.models.checkpoint import load_checkpoint
-from expansion.predictor_names import PREDICTOR_NAMES
-from expansion.records import CertificateSource
+from expansion.results.records import CertificateSource
 from expansion.specs import DataSpec, ExpandExperiment, ModelSpec, TrainSpec, parse_spec
+from expansion.specs.predictor_names import PREDICTOR_NAMES
 from expansion.training.continuation import controlled_continuation, run_arm
 from expansion.training.trainer import train_model
 

@@ -1,8 +1,8 @@
 """The sources' claims about branch scaling and depth, judged on a sweep's rows (torch-free).
 
 Each verdict is `reproduced`, `refuted` or `inconclusive`, decided only by t-intervals of the
-means over seeds (expansion.sweep_summary): a comparison counts only when the two intervals do
-not overlap; anything else is `inconclusive` at these intervals.
+means over seeds (expansion.results.sweep_summary): a comparison counts only when the two
+intervals do not overlap; anything else is `inconclusive` at these intervals.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from expansion.sweep_summary import Arm, SeriesPoint, separated, series, t_interval
+from expansion.results.sweep_summary import Arm, SeriesPoint, separated, series, t_interval
 
 GROWTH_MARGIN = 0.01
 """Equivalence margin of claim 5 in test error (one percentage point): grown counts as

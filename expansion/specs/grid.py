@@ -3,7 +3,7 @@
 The points are the base spec (the sweep's own data/model/train/grow/measures fields) with one
 value from every grid axis set at its dotted path, in row-major order over the axes as written.
 Validation lists every problem at once: each point that fails validation names its grid
-coordinates and the field, and a compute budget is checked per point with `expansion.cost`.
+coordinates and the field, and a compute budget is checked per point with `expansion.specs.cost`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from expansion.cost import estimate_cost
 from expansion.specs import (
     GridValue,
     SpecError,
@@ -21,6 +20,7 @@ from expansion.specs import (
     SweepPointExperiment,
     parse_spec,
 )
+from expansion.specs.cost import estimate_cost
 
 POINT_ONLY_PATHS = ("kind", "name", "grid", "sweep_index", "coordinates")
 """Paths a grid axis may not set: they are the sweep's own, not the points'."""
@@ -122,7 +122,8 @@ def expand_sweep(sweep: SweepExperiment) -> list[SweepPointExperiment]:
 def budget_problems(
     sweep: SweepExperiment, *, max_parameters: float, max_train_flops: float
 ) -> list[str]:
-    """Every grid point whose estimated size or compute (expansion.cost) exceeds the limits."""
+    """Every grid point whose estimated size or compute (expansion.specs.cost) exceeds the
+    limits."""
     problems = []
     for point in expand_sweep(sweep):
         cost = estimate_cost(point.experiment_spec())

@@ -144,7 +144,7 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
     if isinstance(spec, SweepPointExperiment):
         return estimate_cost(spec.experiment_spec())
     if isinstance(spec, SweepExperiment):
-        from expansion.sweep_grid import sweep_cost_totals
+        from expansion.specs.grid import sweep_cost_totals
 
         base = estimate_cost(
             TrainExperiment.model_validate(spec.model_dump(include={"data", "model", "train"}))

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Job, utcnow
 from app.db.session import begin_write
-from app.worker_devices import devices_needed
+from app.devices import devices_needed
 from expansion.specs import SweepExperiment
-from expansion.sweep_grid import expand_sweep
+from expansion.specs.grid import expand_sweep
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import affected_rows, begin_write, claim_engine
-from app.worker_devices import devices_needed
-from expansion.result_file import finite_or_none, json_safe
+from app.devices import devices_needed
+from expansion.results.result_file import finite_or_none, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def enqueue_job(
     if max_attempts < 1:
         raise QueueError(f"max_attempts must be at least 1 (got {max_attempts})")
     if isinstance(parsed, SweepExperiment):  # a parent job plus one queued job per grid point
-        from app.sweeps import enqueue_sweep
+        from app.queue.sweeps import enqueue_sweep
 
         return enqueue_sweep(session, parsed, priority=priority, max_attempts=max_attempts)
     job = Job(
@@ -209,7 +209,7 @@ def cancel_job(session: Session, job_id: int) -> Job:
     if job is None:
         raise JobNotFound(f"no job with id {job_id}")
     if job.kind == "sweep" and not job.is_finished:  # cancelling a sweep cancels its points
-        from app.sweeps import cancel_sweep_points
+        from app.queue.sweeps import cancel_sweep_points
 
         job = cancel_sweep_points(session, job)
     return job

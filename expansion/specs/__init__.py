@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from expansion.predictor_names import (
+from expansion.specs.predictor_names import (
     DEFAULT_SELECTION_PREDICTOR,
     SELECTABLE_PREDICTORS,
     check_selection_predictor,
@@ -469,7 +469,7 @@ class GrowExperiment(_ExperimentBase):
 
 
 class MeasureSpec(StrictModel):
-    """What a sweep measures at each grid point besides the risks (expansion/measures.py)."""
+    """What a sweep measures at each grid point besides the risks (expansion/models/measures.py)."""
 
     projections: int = Field(16, ge=2, le=1024)
     """Random projections per input of the input-sensitivity (Hutchinson) estimate."""
@@ -531,7 +531,7 @@ class SweepExperiment(_PointFields):
     """A grid of experiments: the base fields here, a list of values per dotted spec path.
 
     Each grid point (the base with one value from every axis) is a `sweep_point` job of its
-    own; `expansion.sweep_grid` expands and validates them all before anything runs.
+    own; `expansion.specs.grid` expands and validates them all before anything runs.
     """
 
     kind: Literal["sweep"] = "sweep"
@@ -751,7 +751,7 @@ def _problems_in_one_pass(raw: dict[str, Any], first: ValidationError) -> list[s
 def parse_spec(raw: Any) -> AnyExperiment:
     """Validate a raw mapping into an experiment spec, or raise SpecError listing every problem.
 
-    A sweep is validated as a whole: its base, then every grid point (expansion.sweep_grid).
+    A sweep is validated as a whole: its base, then every grid point (expansion.specs.grid).
     """
     if not isinstance(raw, dict):
         raise SpecError([f"spec: must be a mapping, not {type(raw).__name__}"])
@@ -764,7 +764,7 @@ def parse_spec(raw: Any) -> AnyExperiment:
     except ValidationError as exc:
         raise SpecError(_problems_in_one_pass(raw, exc)) from None
     if isinstance(spec, SweepExperiment):
-        from expansion.sweep_grid import grid_problems
+        from expansion.specs.grid import grid_problems
 
         problems = grid_problems(spec)
         if problems:

@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from expansion.predictor_names import (
+from expansion.results.result_file import finite_or_none as _finite
+from expansion.specs.predictor_names import (
     DEFAULT_SELECTION_PREDICTOR,
     PREDICTOR_DESCRIPTIONS,
     PREDICTOR_NAMES,
     SELECTABLE_PREDICTORS,
 )
-from expansion.result_file import finite_or_none as _finite
 
 GROUP_KEYS: tuple[str, ...] = ("dataset", "model", "norm", "scaling", "depth")
 """Configuration fields a calibration can be grouped by."""
@@ -487,7 +487,7 @@ def calibration_markdown(
         + (f"; NOT measured: {', '.join(missing)}" if missing else "")
         + f"; {len(records)} insertions (position x seed), every position continued against the"
         " control. Predictors and their sign convention (larger = predicts a larger gain):"
-        " `expansion/predictor_names.py`, docs/science.md.",
+        " `expansion/specs/predictor_names.py`, docs/science.md.",
         "",
         "Within-network Spearman: per job, the rank correlation across positions between the"
         " seed-mean predictor and the seed-mean realized gain (`gain_vs_control`, test"
@@ -586,7 +586,7 @@ def calibration_markdown(
             f" {_cell(best.pooled_spearman, best.pooled_ci)}. Only predictors known before the"
             " continuation can select positions, so the early gains are not candidates."
             " `expand.by` defaults to the selectable predictor with the best measured"
-            " calibration (`DEFAULT_SELECTION_PREDICTOR` in `expansion/predictor_names.py`,"
+            " calibration (`DEFAULT_SELECTION_PREDICTOR` in `expansion/specs/predictor_names.py`,"
             f" now `{DEFAULT_SELECTION_PREDICTOR}`); rerun this benchmark and revisit the default"
             " when the predictors or the certificate change."
         )

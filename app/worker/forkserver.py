@@ -21,7 +21,7 @@ JOB_LIBRARIES = (
     # each job took 3 of the 3.8 s from claim to first step on a loaded machine.
     "sklearn.datasets",
     "sklearn.model_selection",
-    "app.worker_child",
+    "app.worker.child",
 )
 """Modules imported once by the fork server (one that cannot be imported is skipped)."""
 

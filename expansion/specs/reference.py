@@ -1,6 +1,6 @@
 """The spec reference (`docs/specs.md`), generated from the spec models themselves.
 
-    python -m expansion.spec_reference > docs/specs.md
+    python -m expansion.specs.reference > docs/specs.md
 
 Every field of every section with its full dotted path, type, default, bounds and the
 attribute docstring that describes it. A test regenerates the text and compares it with the
@@ -47,7 +47,7 @@ HEADER = """\
 # Experiment spec reference
 
 Generated from the spec models (`expansion/specs.py`) by
-`python -m expansion.spec_reference > docs/specs.md`; do not edit by hand
+`python -m expansion.specs.reference > docs/specs.md`; do not edit by hand
 (`tests/expansion/test_spec_reference.py` fails when this file is stale).
 
 A spec is a YAML or JSON mapping with a `kind` and the sections below; every key is optional

@@ -35,12 +35,14 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import queue, sweeps, worker_registry
+from app import queue
 from app.db.enums import JobStatus
 from app.db.session import session_factory
+from app.devices import DeviceLocks, parse_devices
+from app.queue import sweeps
 from app.settings import Settings
-from app.worker_child import child_main, run_experiment_runner
-from app.worker_devices import DeviceLocks, parse_devices
+from app.worker import registry
+from app.worker.child import child_main, run_experiment_runner
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +104,9 @@ def crash_reason(exitcode: int | None) -> str:
     return f"job process exited with code {exitcode}{hint} before reporting a result"
 
 
-JOB_PRELOAD = ["app.worker_forkserver"]
+JOB_PRELOAD = ["app.worker.forkserver"]
 """Imported once by the fork server: the job libraries (torch, lightning, scikit-learn), after
-which the server freezes the garbage collector's view of them (see `app.worker_forkserver`)."""
+which the server freezes the garbage collector's view of them (see `app.worker.forkserver`)."""
 
 
 def job_process_context() -> multiprocessing.context.ForkServerContext:
@@ -212,7 +214,7 @@ class Worker:
         waited = wait_for_fork_server()  # pay for the imports before the first claim
         log.info("worker %s: job fork server ready after %.2f s", self.worker_id, waited)
         # Listed only once it can run jobs: a live worker is one that claims.
-        worker_registry.register_worker(
+        registry.register_worker(
             self.sessions, self.worker_id, socket.gethostname(), os.getpid(), self.devices
         )
         ran = 0
@@ -244,7 +246,7 @@ class Worker:
                 self._touch(None)
         finally:
             try:
-                worker_registry.unregister_worker(self.sessions, self.worker_id)
+                registry.unregister_worker(self.sessions, self.worker_id)
             except SQLAlchemyError:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
@@ -265,14 +267,12 @@ class Worker:
             return
         queue.reclaim_expired(self.sessions)
         sweeps.refresh_open_sweeps(self.sessions)
-        worker_registry.prune_dead_workers(
-            self.sessions, worker_registry.stale_after(self.settings)
-        )
+        registry.prune_dead_workers(self.sessions, registry.stale_after(self.settings))
         self._next_housekeeping = now + min(self.settings.lease_seconds / 4, 5.0)
 
     def _touch(self, job_id: int | None) -> None:
         try:
-            worker_registry.touch_worker(self.sessions, self.worker_id, job_id)
+            registry.touch_worker(self.sessions, self.worker_id, job_id)
         except SQLAlchemyError:
             log.warning("could not update worker row")
 
