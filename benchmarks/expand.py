@@ -38,7 +38,8 @@ from expansion.data.datasets import load_dataset  # noqa: E402
 from expansion.experiments.expand import run_expand  # noqa: E402
 from expansion.insertion.predictors import early_steps_for  # noqa: E402
 from expansion.models.checkpoint import load_base_checkpoint  # noqa: E402
-from expansion.specs import ExpandExperiment, parse_spec  # noqa: E402
+from expansion.specs.experiments import ExpandExperiment  # noqa: E402
+from expansion.specs.parsing import parse_spec  # noqa: E402
 from expansion.training.continuation import Continuation, controlled_continuation  # noqa: E402
 
 SPEC_FILE = Path(__file__).resolve().parents[1] / "examples" / "mnist1d-expand.yaml"

@@ -38,7 +38,8 @@ import yaml  # noqa: E402
 from expansion.data.datasets import CIFAR_FOLDER, DataBundle, DataError, load_dataset  # noqa: E402
 from expansion.experiments.runner import run_experiment  # noqa: E402
 from expansion.models.network import build_model  # noqa: E402
-from expansion.specs import TrainExperiment, parse_spec  # noqa: E402
+from expansion.specs.experiments import TrainExperiment  # noqa: E402
+from expansion.specs.parsing import parse_spec  # noqa: E402
 from expansion.training.throughput import (  # noqa: E402
     ThroughputCallback,
     gpu_model,

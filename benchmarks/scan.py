@@ -28,7 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from expansion.insertion.scan import autograd_gradients, new_blocks, single_pass_gradients  # noqa: E402
 from expansion.models.network import build_model  # noqa: E402
-from expansion.specs import DataSpec, ModelSpec  # noqa: E402
+from expansion.specs.sections import DataSpec, ModelSpec  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

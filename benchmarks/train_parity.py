@@ -32,7 +32,8 @@ import torch.nn.functional as F  # noqa: E402
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for, load_dataset  # noqa: E402
 from expansion.models.network import build_model  # noqa: E402
 from expansion.progress import NullReporter  # noqa: E402
-from expansion.specs import TrainExperiment, parse_spec  # noqa: E402
+from expansion.specs.experiments import TrainExperiment  # noqa: E402
+from expansion.specs.parsing import parse_spec  # noqa: E402
 from expansion.training.trainer import WarmupCosineSchedule, steps_per_epoch, train_model  # noqa: E402
 
 SPEC = {

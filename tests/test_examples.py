@@ -14,7 +14,7 @@ import yaml
 
 from app.services.budget import budget_problems
 from app.settings import Settings
-from expansion.specs import parse_spec
+from expansion.specs.parsing import parse_spec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.y*ml"))
 

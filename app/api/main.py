@@ -26,7 +26,7 @@ from app.db.session import session_factory
 from app.settings import Settings, get_settings
 from app.urls import API_PREFIX
 from app.web.api_docs import install_offline_docs
-from expansion.specs import spec_json_schema
+from expansion.specs.parsing import spec_json_schema
 
 log = logging.getLogger(__name__)
 

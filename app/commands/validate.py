@@ -32,7 +32,8 @@ def load_spec_file(path: Path) -> Any:
     problem as `path: field: reason` and raises CliError (status 1) counting them.
     """
     from app.commands.submit import read_spec_file
-    from expansion.specs import SpecError, parse_spec
+    from expansion.specs.parsing import parse_spec
+    from expansion.specs.problems import SpecError
 
     try:
         return parse_spec(read_spec_file(path))
@@ -61,8 +62,9 @@ def _handle_json(path: Path) -> int:
     import json
 
     from app.commands.submit import read_spec_file
-    from expansion.specs import SpecError, parse_spec
     from expansion.specs.cost import estimate_cost
+    from expansion.specs.parsing import parse_spec
+    from expansion.specs.problems import SpecError
 
     try:
         spec = parse_spec(read_spec_file(path))

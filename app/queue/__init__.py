@@ -142,7 +142,8 @@ def enqueue_job(
     max_attempts: int | None = None,
 ) -> Job:
     """Validate `spec`, store it as a queued job and commit; raises `SpecError` on a bad spec."""
-    from expansion.specs import SweepExperiment, parse_spec
+    from expansion.specs.experiments import SweepExperiment
+    from expansion.specs.parsing import parse_spec
 
     parsed = parse_spec(spec)
     if max_attempts is None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Job, utcnow
 from app.db.session import begin_write
 from app.devices import devices_needed
-from expansion.specs import SweepExperiment
+from expansion.specs.experiments import SweepExperiment
 from expansion.specs.grid import expand_sweep
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ def budget_problems(spec: Any, settings: Settings) -> list[str]:
     teacher, bytes of the data set in memory, activation memory of one training step, and total
     FLOPs (teacher labelling included)."""
     if spec.kind == "sweep":  # every grid point within the limits, every problem listed
-        from expansion.specs.grid import budget_problems as sweep_budget_problems
+        from expansion.specs.budget import budget_problems as sweep_budget_problems
 
         return sweep_budget_problems(
             spec, max_parameters=settings.max_parameters, max_train_flops=settings.max_train_flops

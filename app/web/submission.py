@@ -16,7 +16,8 @@ from app.db.models import Job
 from app.services.budget import budget_problems
 from app.settings import Settings
 from app.tokens import TokenScope, verify_token
-from expansion.specs import SpecError, parse_spec
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
 
 log = logging.getLogger(__name__)
 

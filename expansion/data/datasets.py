@@ -2,8 +2,8 @@
 
 Small data sets live on the device whole: a per-sample DataLoader is the slow path for them.
 Every data set comes back as a `DataBundle` of train/val/test tensors (x float32 in the raw
-shape of `expansion.specs.input_shape`'s raw layout, y int64), normalised with statistics of
-the training split. `DeviceBatches` batches and augments them on the device.
+shape of `expansion.specs.sections.input_shape`'s raw layout, y int64), normalised with
+statistics of the training split. `DeviceBatches` batches and augments them on the device.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from expansion.data.shards import epoch_order
-from expansion.specs import DataSpec, num_classes
+from expansion.specs.sections import DataSpec, num_classes
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _cifar10_arrays(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 def _teacher_sampler(spec: DataSpec, device: torch.device) -> Sampler:
     """Labels Gaussian inputs by the argmax of a random post-norm network seeded by spec.seed."""
     from expansion.models.network import build_model
-    from expansion.specs import ModelSpec
+    from expansion.specs.sections import ModelSpec
 
     teacher_model = ModelSpec(
         kind="mlp", width=spec.teacher_width, depth=spec.teacher_depth, norm="layer"

@@ -32,7 +32,7 @@ from typing import Any
 
 from expansion.distributed.rank import RankPlan, rank_main
 from expansion.progress import NullReporter, ProgressReporter, StopRequested
-from expansion.specs import AnyExperiment
+from expansion.specs.experiments import AnyExperiment
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def free_port() -> int:
 
 def devices_of(spec: AnyExperiment | dict[str, Any]) -> tuple[int, int]:
     """(train.devices, train.num_nodes) of a spec; (1, 1) for kinds without training."""
-    from expansion.specs import parse_spec
+    from expansion.specs.parsing import parse_spec
 
     parsed = parse_spec(spec) if isinstance(spec, dict) else spec
     train = getattr(parsed, "train", None)

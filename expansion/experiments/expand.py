@@ -53,7 +53,8 @@ from expansion.results.records import (
     verdict_counts,
 )
 from expansion.results.result_file import json_safe, write_result
-from expansion.specs import ExpandExperiment, parse_spec
+from expansion.specs.experiments import ExpandExperiment
+from expansion.specs.parsing import parse_spec
 from expansion.specs.predictor_names import Predictor
 from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
@@ -358,7 +359,7 @@ def _check_base_splits(path: Path, payload: dict[str, Any], spec: ExpandExperime
     """Refuse a base trained on other splits: its training set may hold the certificate split,
     and a certificate on examples the base was fitted on is not a held-out certificate."""
     from expansion.models.checkpoint import CheckpointError
-    from expansion.specs import DataSpec
+    from expansion.specs.sections import DataSpec
 
     stored = (payload.get("spec") or {}).get("data")
     if not isinstance(stored, dict):

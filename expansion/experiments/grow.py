@@ -26,7 +26,8 @@ from expansion.models.network import (
 )
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.results.result_file import json_safe, write_result
-from expansion.specs import GrowExperiment, parse_spec
+from expansion.specs.experiments import GrowExperiment
+from expansion.specs.parsing import parse_spec
 from expansion.training.growth import GrowthCallback
 from expansion.training.trainer import evaluate, resolve_device, train_model
 

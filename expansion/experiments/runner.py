@@ -20,13 +20,13 @@ from expansion.models.checkpoint import save_checkpoint
 from expansion.models.network import count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter
 from expansion.results.result_file import json_safe, write_result
-from expansion.specs import (
+from expansion.specs.experiments import (
     AnyExperiment,
     ExpandExperiment,
     GrowExperiment,
     TrainExperiment,
-    parse_spec,
 )
+from expansion.specs.parsing import parse_spec
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,9 @@ from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, StopRequested
 from expansion.results.result_file import json_safe, write_result
 from expansion.results.sweep_summary import Arm, table
-from expansion.specs import GrowExperiment, MeasureSpec, SweepExperiment, SweepPointExperiment
+from expansion.specs.experiments import GrowExperiment, SweepExperiment, SweepPointExperiment
 from expansion.specs.grid import expand_sweep
+from expansion.specs.sections import MeasureSpec
 from expansion.training.trainer import evaluate, resolve_device, train_model
 
 log = logging.getLogger(__name__)

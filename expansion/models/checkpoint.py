@@ -23,7 +23,7 @@ from expansion.models.network import (
     build_architecture,
     model_from_architecture,
 )
-from expansion.specs import DataSpec, ModelSpec
+from expansion.specs.sections import DataSpec, ModelSpec
 
 CHECKPOINT_FORMAT = "jumpboard/1"
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from expansion.models.norms import make_norm
-from expansion.specs import DataSpec, ModelSpec, input_shape, num_classes
+from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
 
 
 @dataclass

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from expansion.specs import (
+from expansion.specs.experiments import (
     AnyExperiment,
-    DataSpec,
     ExpandExperiment,
     GrowExperiment,
-    ModelSpec,
     SweepExperiment,
     SweepPointExperiment,
     TrainExperiment,
-    input_shape,
-    num_classes,
 )
+from expansion.specs.grid import expand_sweep
+from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
 
 # Training-set sizes before the validation split (DESIGN.md section 2).
 _TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000}
@@ -144,8 +142,6 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
     if isinstance(spec, SweepPointExperiment):
         return estimate_cost(spec.experiment_spec())
     if isinstance(spec, SweepExperiment):
-        from expansion.specs.grid import sweep_cost_totals
-
         base = estimate_cost(
             TrainExperiment.model_validate(spec.model_dump(include={"data", "model", "train"}))
         )
@@ -203,3 +199,12 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
         data_bytes=data_bytes,
         activation_bytes_per_step=step_act * step_batch,
     )
+
+
+def sweep_cost_totals(sweep: SweepExperiment) -> tuple[int, int]:
+    """(largest point's parameters, total training FLOPs over all points)."""
+    largest, total = 0, 0
+    for point in expand_sweep(sweep):
+        cost = estimate_cost(point.experiment_spec())
+        largest, total = max(largest, cost.parameters), total + cost.train_flops
+    return largest, total

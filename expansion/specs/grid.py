@@ -3,7 +3,7 @@
 The points are the base spec (the sweep's own data/model/train/grow/measures fields) with one
 value from every grid axis set at its dotted path, in row-major order over the axes as written.
 Validation lists every problem at once: each point that fails validation names its grid
-coordinates and the field, and a compute budget is checked per point with `expansion.specs.cost`.
+coordinates and the field, and `expansion.specs.budget` checks each point's cost.
 """
 
 from __future__ import annotations
@@ -13,14 +13,9 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from expansion.specs import (
-    GridValue,
-    SpecError,
-    SweepExperiment,
-    SweepPointExperiment,
-    parse_spec,
-)
-from expansion.specs.cost import estimate_cost
+from expansion.specs.experiments import GridValue, SweepExperiment, SweepPointExperiment
+from expansion.specs.problems import SpecError
+from expansion.specs.validation import validate_experiment
 
 POINT_ONLY_PATHS = ("kind", "name", "grid", "sweep_index", "coordinates")
 """Paths a grid axis may not set: they are the sweep's own, not the points'."""
@@ -96,7 +91,7 @@ def grid_problems(sweep: SweepExperiment) -> list[str]:
     times: dict[tuple[str, str], int] = {}
     for coordinates, raw in iter_point_raws(sweep, good_paths):
         try:
-            parse_spec(raw)
+            validate_experiment(raw)
         except SpecError as exc:
             for line in exc.problems:
                 field, _, reason = line.partition(": ")
@@ -117,35 +112,3 @@ def expand_sweep(sweep: SweepExperiment) -> list[SweepPointExperiment]:
     if problems:
         raise ValueError("\n".join(problems))
     return [SweepPointExperiment.model_validate(raw) for _, raw in iter_point_raws(sweep)]
-
-
-def budget_problems(
-    sweep: SweepExperiment, *, max_parameters: float, max_train_flops: float
-) -> list[str]:
-    """Every grid point whose estimated size or compute (expansion.specs.cost) exceeds the
-    limits."""
-    problems = []
-    for point in expand_sweep(sweep):
-        cost = estimate_cost(point.experiment_spec())
-        where = f"points.{point.sweep_index}"
-        at = f"(grid point {_describe(point.coordinates)})"
-        if cost.parameters > max_parameters:
-            problems.append(
-                f"{where}.model: estimated {cost.parameters:.1e} parameters exceeds the limit "
-                f"{max_parameters:.1e} {at}"
-            )
-        if cost.train_flops > max_train_flops:
-            problems.append(
-                f"{where}.train: estimated {cost.train_flops:.1e} training FLOPs exceeds the "
-                f"limit {max_train_flops:.1e} {at}"
-            )
-    return problems
-
-
-def sweep_cost_totals(sweep: SweepExperiment) -> tuple[int, int]:
-    """(largest point's parameters, total training FLOPs over all points)."""
-    largest, total = 0, 0
-    for point in expand_sweep(sweep):
-        cost = estimate_cost(point.experiment_spec())
-        largest, total = max(largest, cost.parameters), total + cost.train_flops
-    return largest, total

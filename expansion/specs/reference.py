@@ -19,16 +19,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from expansion.specs import (
-    DataSpec,
-    ExpandExperiment,
-    ExpandSpec,
-    GrowExperiment,
-    GrowSpec,
-    ModelSpec,
-    TrainExperiment,
-    TrainSpec,
-)
+from expansion.specs.experiments import ExpandExperiment, GrowExperiment, TrainExperiment
+from expansion.specs.sections import DataSpec, ExpandSpec, GrowSpec, ModelSpec, TrainSpec
 
 SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("data", DataSpec),

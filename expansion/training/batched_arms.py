@@ -33,7 +33,7 @@ from torch.func import functional_call
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.insert import insert_block
 from expansion.models.network import PostNormResNet
-from expansion.specs import TrainSpec
+from expansion.specs.sections import TrainSpec
 from expansion.training.optim import is_decayed
 
 logger = logging.getLogger(__name__)

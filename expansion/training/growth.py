@@ -27,7 +27,7 @@ from expansion.insertion.certificate import unbiased_norm_sq
 from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import scan_positions
 from expansion.models.network import PostNormResNet
-from expansion.specs import GrowSpec
+from expansion.specs.sections import GrowSpec
 from expansion.training.optim import weight_decay_groups
 from expansion.training.trainer import ResNetModule, WarmupCosineSchedule
 

@@ -33,7 +33,7 @@ from expansion.data.shards import RankShards
 from expansion.distributed.launch import externally_launched
 from expansion.models.network import PostNormResNet, build_model, model_from_architecture
 from expansion.progress import NullReporter, ProgressReporter, check_stop
-from expansion.specs import TrainSpec
+from expansion.specs.sections import TrainSpec
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
 from expansion.training.training_path import (
     TrainingPath,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from expansion.models.network import PostNormResNet
-from expansion.specs import TrainSpec
+from expansion.specs.sections import TrainSpec
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import pytest
 from app.cli import main
 from app.settings import Settings
 from expansion.data.datasets import DataError, default_data_dir, load_dataset
-from expansion.specs import DataSpec, parse_spec
+from expansion.specs.parsing import parse_spec
+from expansion.specs.sections import DataSpec
 
 
 def test_run_refuses_to_overwrite_a_result_without_force(

@@ -20,7 +20,7 @@ from app import queue
 from app.db.enums import JobStatus
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.db.session import claim_engine, session_factory
-from expansion.specs import SpecError
+from expansion.specs.problems import SpecError
 
 SPEC = {"kind": "train", "data": {"name": "digits"}, "model": {"kind": "mlp", "width": 8}}
 

@@ -16,13 +16,14 @@ from app.api.main import create_app
 from app.db.session import session_factory
 from app.settings import Settings
 from app.tokens import create_token
-from expansion.specs import SpecError, parse_spec
+from expansion.specs.parsing import parse_spec
 from expansion.specs.predictor_names import (
     DEFAULT_SELECTION_PREDICTOR,
     EARLY_GAIN_FRACTIONS,
     PREDICTOR_NAMES,
     SELECTABLE_PREDICTORS,
 )
+from expansion.specs.problems import SpecError
 
 
 def test_every_selectable_predictor_is_accepted_and_the_default_is_one() -> None:

@@ -7,8 +7,9 @@ import torch
 
 from expansion.data.datasets import load_dataset
 from expansion.models.network import build_model, count_parameters
-from expansion.specs import ModelSpec, input_shape, parse_spec
 from expansion.specs.cost import estimate_cost
+from expansion.specs.parsing import parse_spec
+from expansion.specs.sections import ModelSpec, input_shape
 
 
 @pytest.mark.parametrize(

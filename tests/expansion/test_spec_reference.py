@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from expansion.specs import GrowExperiment, SpecError, parse_spec
+from expansion.specs.experiments import GrowExperiment
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
 from expansion.specs.reference import SECTIONS, render
 
 SPECS_MD = Path(__file__).resolve().parents[2] / "docs" / "specs.md"

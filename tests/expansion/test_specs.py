@@ -8,14 +8,10 @@ import sys
 
 import pytest
 
-from expansion.specs import (
-    ExpandExperiment,
-    SpecError,
-    TrainExperiment,
-    input_shape,
-    num_classes,
-    parse_spec,
-)
+from expansion.specs.experiments import ExpandExperiment, TrainExperiment
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
+from expansion.specs.sections import input_shape, num_classes
 
 
 def problems_of(raw: object) -> list[str]:

@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from expansion.specs import (
+from expansion.specs.budget import budget_problems
+from expansion.specs.cost import estimate_cost
+from expansion.specs.experiments import (
     MAX_GRID_POINTS,
-    SpecError,
     SweepExperiment,
     SweepPointExperiment,
     TrainExperiment,
-    parse_spec,
 )
-from expansion.specs.cost import estimate_cost
-from expansion.specs.grid import budget_problems, expand_sweep
+from expansion.specs.grid import expand_sweep
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
 
 
 def sweep_raw(**grid: list[Any]) -> dict[str, Any]:

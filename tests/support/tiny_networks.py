@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from expansion.models.network import PostNormResNet, build_model
-from expansion.specs import DataSpec, ModelSpec
+from expansion.specs.sections import DataSpec, ModelSpec
 
 KINDS = {"mlp": "mnist1d", "conv1d": "mnist1d", "conv2d": "digits"}
 

@@ -44,7 +44,8 @@ from app.queue import cancel_job, enqueue_job
 from app.services.budget import budget_problems
 from app.settings import Settings
 from app.urls import artifact_path, job_path
-from expansion.specs import SpecError, parse_spec
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from expansion.data.datasets import (
     random_crop_flip,
     random_shift,
 )
-from expansion.specs import DataSpec
+from expansion.specs.sections import DataSpec
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from app.cli import main
 from expansion.experiments.sweep import run_sweep_point
 from expansion.results.sweep_summary import series, table
-from expansion.specs import SweepExperiment, SweepPointExperiment
+from expansion.specs.experiments import SweepExperiment, SweepPointExperiment
 
 TINY_SWEEP = """\
 kind: sweep
@@ -68,7 +68,7 @@ def test_jumpboard_run_of_a_sweep_writes_every_point_with_its_measures(
 
 def test_a_failed_point_fails_only_itself(tmp_path: Path) -> None:
     from expansion.experiments.sweep import run_sweep
-    from expansion.specs import parse_spec
+    from expansion.specs.parsing import parse_spec
 
     sweep = parse_spec(
         {

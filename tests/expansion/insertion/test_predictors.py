@@ -25,8 +25,10 @@ from expansion.insertion.predictors import (
 from expansion.insertion.scan import scan_positions
 from expansion.models.checkpoint import load_checkpoint
 from expansion.results.records import CertificateSource
-from expansion.specs import DataSpec, ExpandExperiment, ModelSpec, TrainSpec, parse_spec
+from expansion.specs.experiments import ExpandExperiment
+from expansion.specs.parsing import parse_spec
 from expansion.specs.predictor_names import PREDICTOR_NAMES
+from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.continuation import controlled_continuation, run_arm
 from expansion.training.trainer import train_model
 

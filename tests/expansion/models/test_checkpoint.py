@@ -16,7 +16,8 @@ from expansion.models.checkpoint import (
     save_checkpoint,
 )
 from expansion.models.network import build_model
-from expansion.specs import ExpandExperiment, parse_spec
+from expansion.specs.experiments import ExpandExperiment
+from expansion.specs.parsing import parse_spec
 
 
 def assert_same_model(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> None:

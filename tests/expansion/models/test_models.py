@@ -16,7 +16,7 @@ from expansion.models.network import (
     model_from_architecture,
 )
 from expansion.models.norms import ChannelPositionLayerNorm, is_channels_last
-from expansion.specs import DataSpec, ModelSpec
+from expansion.specs.sections import DataSpec, ModelSpec
 
 KINDS = ("mlp", "conv1d", "conv2d")
 NORMS = ("layer", "rms", "group", "batch")

@@ -15,7 +15,9 @@ import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.network import PostNormResNet
-from expansion.specs import DataSpec, ModelSpec, SpecError, TrainSpec, parse_spec
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
+from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.batched_arms import (
     ArmPlan,
     batching_chosen,

@@ -12,7 +12,7 @@ from scipy import stats
 
 from expansion.data.datasets import load_dataset
 from expansion.insertion.insert import insert_block
-from expansion.specs import DataSpec, ModelSpec, TrainSpec
+from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.continuation import (
     build_optimizer,
     controlled_continuation,

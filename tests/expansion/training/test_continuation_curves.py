@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from expansion.data.datasets import load_dataset
-from expansion.specs import DataSpec, ModelSpec, TrainSpec
+from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.continuation import controlled_continuation, window_means
 from expansion.training.trainer import train_model
 

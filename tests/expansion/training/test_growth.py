@@ -10,7 +10,7 @@ import torch
 from tiny_networks import tiny_model
 
 from expansion.data.datasets import load_dataset
-from expansion.specs import DataSpec, GrowSpec, ModelSpec, TrainSpec
+from expansion.specs.sections import DataSpec, GrowSpec, ModelSpec, TrainSpec
 from expansion.training.growth import (
     GrowthCallback,
     interpolate_positions,

@@ -10,7 +10,8 @@ from torch import nn
 
 from expansion.data.datasets import load_dataset
 from expansion.models.network import build_model
-from expansion.specs import DataSpec, ModelSpec, parse_spec
+from expansion.specs.parsing import parse_spec
+from expansion.specs.sections import DataSpec, ModelSpec
 from expansion.training.throughput import (
     MathMode,
     ThroughputCallback,

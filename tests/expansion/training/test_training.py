@@ -11,7 +11,7 @@ import torch
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.network import build_model
 from expansion.progress import RecordingReporter, StopRequested
-from expansion.specs import parse_spec
+from expansion.specs.parsing import parse_spec
 from expansion.training.trainer import (
     DeviceDataModule,
     ResNetModule,

@@ -13,7 +13,9 @@ from lightning.pytorch.callbacks import Callback
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.network import build_model
 from expansion.models.norms import is_channels_last
-from expansion.specs import SpecError, TrainSpec, parse_spec
+from expansion.specs.parsing import parse_spec
+from expansion.specs.problems import SpecError
+from expansion.specs.sections import TrainSpec
 from expansion.training.trainer import (
     DeviceDataModule,
     ResNetModule,
