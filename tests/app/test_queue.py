@@ -20,6 +20,7 @@ from app import queue
 from app.db.enums import JobStatus
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.db.session import claim_engine, session_factory
+from app.queue import claim as queue_claim
 from expansion.specs.problems import SpecError
 
 SPEC = {"kind": "train", "data": {"name": "digits"}, "model": {"kind": "mlp", "width": 8}}
@@ -551,7 +552,7 @@ def test_claim_commits_asynchronously_and_only_itself(postgres_url: str) -> None
     _enqueue(postgres_url, 1)
     sessions = session_factory(postgres_url, pre_ping=False)
     engine = sessions.kw["bind"]
-    row = queue._claim_row_postgresql(
+    row = queue_claim._claim_row_postgresql(
         engine,
         {"owner": "w", "token": "t", "expires": None, "now": None, "message": "m", "capacity": 1},
     )

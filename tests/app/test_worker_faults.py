@@ -19,6 +19,7 @@ from app.db.enums import JobStatus
 from app.db.models import Job
 from app.db.models import Worker as WorkerRow
 from app.db.session import session_factory
+from app.queue import finish as queue_finish
 from app.settings import Settings
 from app.worker import registry as worker_registry
 from app.worker.loop import Worker, start_in_process_worker
@@ -110,7 +111,7 @@ def test_disk_error_while_storing_the_result_fails_the_job_not_the_worker(
             raise OSError(28, "No space left on device")
         return original(job_dir, names)
 
-    monkeypatch.setattr(queue, "describe_artifacts", disk_full_once)
+    monkeypatch.setattr(queue_finish, "describe_artifacts", disk_full_once)
     worker = Worker(_settings(sqlite_url, tmp_path), runner=quick_runner, poll_seconds=0.1)
     assert worker.run(max_jobs=2) == 2
     job = _job(sqlite_url, first)

@@ -1,0 +1,275 @@
+"""An attempt's outcome stored under its lease: success with the result, its records, metrics and
+artifacts; failure; cancellation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.enums import JobStatus
+from app.db.models import (
+    INSERTION_COLUMNS,
+    Artifact,
+    Insertion,
+    Job,
+    Metric,
+    utcnow,
+)
+from app.db.session import affected_rows, begin_write
+from app.queue.lease import (
+    ClaimedJob,
+    MetricPoint,
+    _guard,
+    _metric_rows,
+    retry_while_leased,
+)
+from expansion.results.result_file import json_safe
+
+log = logging.getLogger(__name__)
+
+
+SUMMARY_DROPPED_KEYS = ("curves", "insertions")
+"""Result keys kept out of the job's summary: curves live in `metrics`, records in `insertions`."""
+
+
+def result_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The result dict without its curves and insertion records, JSON-safe."""
+    return json_safe({k: v for k, v in result.items() if k not in SUMMARY_DROPPED_KEYS})
+
+
+def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
+    """The flattened `insertions` row of one insertion record (DESIGN.md 5)."""
+    record = json_safe(record)
+    row: dict[str, Any] = {
+        "job_id": job_id,
+        "position": int(record["position"]),
+        "seed": int(record["seed"]),
+        "depth_before": record.get("depth_before"),
+        "depth_after": record.get("depth_after"),
+        "function_drift_eval": record.get("function_drift_eval"),
+        "function_drift_train": record.get("function_drift_train"),
+        "predictors": record.get("predictors"),
+        "record": record,
+    }
+    for column, (section, key) in INSERTION_COLUMNS.items():
+        row[column] = (record.get(section) or {}).get(key)
+    if row["condition_holds"] is not None:
+        row["condition_holds"] = bool(row["condition_holds"])
+    return row
+
+
+def describe_artifacts(job_dir: Path, names: Iterable[str]) -> list[dict[str, Any]]:
+    """Size and sha256 of each named file under `job_dir` (missing files are skipped)."""
+    rows = []
+    for name in dict.fromkeys(names):
+        path = job_dir / name
+        if not path.is_file():
+            log.warning("artifact %s listed but not found under %s", name, job_dir)
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        rows.append(
+            {
+                "name": Path(name).name,
+                "path": str(Path(name)),
+                "size": path.stat().st_size,
+                "sha256": digest.hexdigest(),
+            }
+        )
+    return rows
+
+
+def _curve_points(result: dict[str, Any]) -> list[MetricPoint]:
+    points: list[MetricPoint] = []
+    for key, series in (result.get("curves") or {}).items():
+        split, _, name = str(key).partition("/")
+        if not name:
+            split, name = "train", split
+        for step, value in series:
+            if value is not None:
+                points.append((int(step), split, name, float(value)))
+    return points
+
+
+def _dedupe_metrics(session: Session, job_id: int) -> None:
+    """Keep one row per (attempt, step, split, name) of the job: the first stored. A heartbeat
+    whose commit was cut off may have been stored and then sent again, and a result's curves
+    repeat points already reported live."""
+    first = (
+        select(func.min(Metric.id))
+        .where(Metric.job_id == job_id)
+        .group_by(Metric.attempt, Metric.step, Metric.split, Metric.name)
+    )
+    session.execute(
+        delete(Metric)
+        .where(Metric.job_id == job_id, Metric.id.not_in(first))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _store_attempt_metrics(
+    session: Session, claim: ClaimedJob, metrics: Sequence[MetricPoint]
+) -> None:
+    """Drop the rows of the job's other attempts, add `metrics` to this attempt's, dedupe."""
+    session.execute(
+        delete(Metric)
+        .where(Metric.job_id == claim.job_id, Metric.attempt != claim.attempt)
+        .execution_options(synchronize_session=False)
+    )
+    rows = _metric_rows(claim, metrics)
+    if rows:
+        session.execute(insert(Metric), rows)
+    _dedupe_metrics(session, claim.job_id)
+
+
+def _already_ended(session: Session, claim: ClaimedJob, status: JobStatus) -> bool:
+    """True when this claim already gave the job `status` (a retried write whose first try
+    committed before its connection dropped)."""
+    row = session.execute(
+        select(Job.status).where(Job.id == claim.job_id, Job.lease_token == claim.lease_token)
+    ).first()
+    return row is not None and row.status == status
+
+
+def complete_job(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    result: dict[str, Any],
+    *,
+    job_dir: Path | None = None,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Mark the job succeeded and store its summary, insertion rows, artifact rows and final
+    metrics in one lease-guarded transaction that first deletes rows an earlier attempt left.
+
+    The job's metrics are every point this attempt reported (stored by heartbeats, or still
+    buffered in `metrics`) plus the result's curves, one row per (step, split, name): final
+    test-set figures reported after training are kept. Retried on connection errors while the
+    lease holds. False when the lease is lost."""
+    names = list(result.get("artifacts") or [])
+    if job_dir is not None and (job_dir / "result.json").is_file():
+        names.append("result.json")
+    artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
+    points = [*metrics, *_curve_points(result)]
+    insertions = [insertion_row(claim.job_id, r) for r in result.get("insertions") or []]
+    final = {"result": result_summary(result), "progress": 1.0, "stage": "done", "message": ""}
+
+    def write(retried: bool) -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            if not _end_attempt(session, claim, JobStatus.SUCCEEDED, final):
+                session.rollback()
+                return retried and _already_ended(session, claim, JobStatus.SUCCEEDED)
+            job_id = claim.job_id
+            session.execute(delete(Insertion).where(Insertion.job_id == job_id))
+            session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            _store_attempt_metrics(session, claim, points)
+            if insertions:
+                session.execute(insert(Insertion), insertions)
+            if artifacts:
+                session.execute(insert(Artifact), [{"job_id": job_id, **a} for a in artifacts])
+            session.commit()
+        return True
+
+    if not retry_while_leased(claim, "storing the result", write):
+        log.warning("job %s: lease lost before completion", claim.job_id)
+        return False
+    log.info("job %s succeeded", claim.job_id)
+    return True
+
+
+def _end_attempt(
+    session: Session, claim: ClaimedJob, status: JobStatus, values: dict[str, Any]
+) -> bool:
+    """Set the final `status` (and `values`) of the claimed attempt and drop its lease, guarded
+    by the lease token; False (nothing written) when the lease is lost."""
+    now = utcnow()
+    return bool(
+        affected_rows(
+            session.execute(
+                update(Job)
+                .where(*_guard(claim))
+                .values(
+                    status=status,
+                    finished_at=now,
+                    heartbeat_at=now,
+                    lease_expires_at=None,
+                    cancel_requested=False,
+                    **values,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        )
+    )
+
+
+def _finish(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    status: JobStatus,
+    values: dict[str, Any],
+    metrics: Sequence[MetricPoint],
+) -> bool:
+    def write(retried: bool) -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            if not _end_attempt(session, claim, status, values):
+                session.rollback()
+                return retried and _already_ended(session, claim, status)
+            _store_attempt_metrics(session, claim, metrics)
+            session.commit()
+        return True
+
+    if not retry_while_leased(claim, f"marking the job {status}", write):
+        return False
+    log.info("job %s %s", claim.job_id, status)
+    return True
+
+
+def fail_job(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    error: str,
+    *,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Mark the job failed for good with `error` as the reason; False when the lease is lost."""
+    first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
+    return _finish(
+        session_factory,
+        claim,
+        JobStatus.FAILED,
+        {"error": error, "stage": "failed", "message": first_line[:500]},
+        metrics,
+    )
+
+
+def mark_cancelled(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    *,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Mark a running job cancelled after its worker stopped it; False when the lease is lost."""
+    return _finish(
+        session_factory,
+        claim,
+        JobStatus.CANCELLED,
+        {"stage": "cancelled", "message": "cancelled while running"},
+        metrics,
+    )

@@ -1,0 +1,301 @@
+"""A worker's lease on a job: the claim it holds, the guard on its writes, retries while it
+holds, heartbeats, handing a job back, and reclaiming jobs whose lease ran out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    case,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.enums import JobStatus
+from app.db.models import (
+    Job,
+    Metric,
+    utcnow,
+)
+from app.db.session import affected_rows, begin_write
+from expansion.results.result_file import finite_or_none
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+RETRY_FIRST_DELAY_S = 0.1
+"""First wait before an outcome write is retried after a connection error (then doubled)."""
+
+
+RETRY_MAX_DELAY_S = 5.0
+"""Longest wait between two tries of an outcome write."""
+
+
+MetricPoint = tuple[int, str, str, float]
+"""(step, split, name, value) as reported by an experiment."""
+
+
+class QueueError(Exception):
+    """A queue operation cannot be done; the message says why."""
+
+
+class JobNotFound(QueueError, LookupError):
+    """No job has the given id."""
+
+
+@dataclasses.dataclass
+class ClaimedJob:
+    """A job held under a lease by one worker; pass it to every later queue call."""
+
+    job_id: int
+    lease_token: str
+    worker_id: str
+    spec: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    lease_seconds: float
+    lease_expires_at: dt.datetime
+    cancel_requested: bool = False
+    """Refreshed by each successful heartbeat."""
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` says the database connection failed (dropped, refused, server restarting,
+    SQLite busy): the write did not happen, or did not certainly happen, and may be tried again.
+    A refused statement (constraint, bad data) is not one."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+
+
+def retry_while_leased(claim: ClaimedJob, what: str, write: Callable[[bool], T]) -> T:
+    """Run `write(retried)`; on a connection error try again with exponential backoff for as
+    long as the claim's lease holds (after that another worker may own the job, so the error is
+    raised). `retried` is True from the second try on: the first may have committed."""
+    delay = RETRY_FIRST_DELAY_S
+    retried = False
+    while True:
+        try:
+            return write(retried)
+        except DBAPIError as exc:
+            if not is_connection_error(exc):
+                raise
+            left = (claim.lease_expires_at - utcnow()).total_seconds()
+            if left <= delay:
+                log.error("job %s: %s failed and the lease is over: %s", claim.job_id, what, exc)
+                raise
+            log.warning(
+                "job %s: %s failed (%s); retrying in %.1f s",
+                claim.job_id,
+                what,
+                type(exc.orig or exc).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_DELAY_S)
+            retried = True
+
+
+def _guard(claim: ClaimedJob) -> tuple[Any, ...]:
+    return (
+        Job.id == claim.job_id,
+        Job.lease_token == claim.lease_token,
+        Job.status == JobStatus.RUNNING,
+    )
+
+
+def _metric_rows(claim: ClaimedJob, metrics: Iterable[MetricPoint]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": claim.job_id,
+            "attempt": claim.attempt,
+            "step": int(step),
+            "split": str(split)[:16],
+            "name": str(name)[:64],
+            "value": finite_or_none(float(value)),
+        }
+        for step, split, name, value in metrics
+    ]
+
+
+def heartbeat(
+    session_factory: sessionmaker[Session],
+    claim: ClaimedJob,
+    progress: float | None,
+    stage: str | None,
+    *,
+    message: str | None = None,
+    metrics: Sequence[MetricPoint] = (),
+) -> bool:
+    """Extend the lease, record progress and buffered metrics in one transaction; False (and
+    nothing written) when the lease is lost. Refreshes `claim.cancel_requested`."""
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=claim.lease_seconds)
+    values: dict[str, Any] = {"lease_expires_at": expires, "heartbeat_at": now}
+    if progress is not None and math.isfinite(progress):
+        values["progress"] = min(max(float(progress), 0.0), 1.0)
+    if stage is not None:
+        values["stage"] = stage[:64]
+    if message is not None:
+        values["message"] = message
+    with session_factory() as session:
+        begin_write(session)
+        row = session.execute(
+            update(Job)
+            .where(*_guard(claim))
+            .values(**values)
+            .returning(Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            session.rollback()
+            log.warning("job %s: lease lost (worker %s)", claim.job_id, claim.worker_id)
+            return False
+        rows = _metric_rows(claim, metrics)
+        if rows:
+            session.execute(insert(Metric), rows)
+        session.commit()
+    claim.cancel_requested = bool(row.cancel_requested)
+    claim.lease_expires_at = expires
+    return True
+
+
+def release_job(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bool:
+    """Hand a running job back to the queue (worker shutting down); the attempt is not counted
+    and its metric rows are dropped (the job will run again from the start). A job whose cancel
+    was requested is cancelled instead of requeued. Retried on connection errors while the lease
+    holds; False when the lease is lost."""
+    cancelled = Job.cancel_requested.is_(True)
+
+    def write(retried: bool) -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            updated = affected_rows(
+                session.execute(
+                    update(Job)
+                    .where(*_guard(claim))
+                    .values(
+                        # One statement, so that a cancel racing the hand-back is never lost.
+                        status=case((cancelled, JobStatus.CANCELLED), else_=JobStatus.QUEUED),
+                        finished_at=case((cancelled, utcnow()), else_=None),
+                        stage=case((cancelled, "cancelled"), else_="queued"),
+                        message=case(
+                            (cancelled, "cancelled while being handed back"),
+                            else_=f"handed back by {claim.worker_id}",
+                        ),
+                        cancel_requested=False,
+                        lease_owner=None,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        attempts=case((cancelled, Job.attempts), else_=Job.attempts - 1),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            if updated:
+                session.execute(
+                    delete(Metric)
+                    .where(Metric.job_id == claim.job_id, Metric.attempt == claim.attempt)
+                    .execution_options(synchronize_session=False)
+                )
+            session.commit()
+        return bool(updated)
+
+    return retry_while_leased(claim, "handing the job back", write)
+
+
+def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
+    """Settle running jobs whose lease expired: cancel those whose cancel was requested, fail for
+    good those at their attempt cap (keeping only the last attempt's metric rows), requeue the
+    rest (dropping their metric rows: the job runs again). Returns how many jobs changed."""
+    now = utcnow()
+    expired = (Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    cleared = {"lease_token": None, "lease_expires_at": None}
+    opts = {"synchronize_session": False}
+    with session_factory() as session:
+        begin_write(session)
+        n = affected_rows(
+            session.execute(
+                update(Job)
+                .where(*expired, Job.cancel_requested.is_(True))
+                .values(
+                    status=JobStatus.CANCELLED,
+                    finished_at=now,
+                    cancel_requested=False,
+                    stage="cancelled",
+                    message="cancelled (its worker was lost)",
+                    **cleared,
+                )
+                .execution_options(**opts)
+            )
+        )
+        exhausted = session.execute(
+            update(Job)
+            .where(*expired, Job.attempts >= Job.max_attempts)
+            .values(
+                status=JobStatus.FAILED,
+                finished_at=now,
+                stage="failed",
+                error="worker lost: lease expired on attempt "
+                + Job.attempts.cast(Job.message.type)
+                + " of "
+                + Job.max_attempts.cast(Job.message.type)
+                + "; giving up",
+                message="worker lost; attempts exhausted",
+                **cleared,
+            )
+            .returning(Job.id, Job.attempts)
+            .execution_options(**opts)
+        ).all()
+        for job_id, attempts in exhausted:
+            session.execute(
+                delete(Metric)
+                .where(Metric.job_id == job_id, Metric.attempt != attempts)
+                .execution_options(**opts)
+            )
+        requeued = (
+            session.execute(
+                update(Job)
+                .where(*expired)
+                .values(
+                    status=JobStatus.QUEUED,
+                    lease_owner=None,
+                    stage="queued",
+                    message="requeued after its lease expired",
+                    **cleared,
+                )
+                .returning(Job.id)
+                .execution_options(**opts)
+            )
+            .scalars()
+            .all()
+        )
+        if requeued:
+            session.execute(
+                delete(Metric).where(Metric.job_id.in_(requeued)).execution_options(**opts)
+            )
+        session.commit()
+    n += len(exhausted) + len(requeued)
+    if n:
+        log.info("reclaimed %d job(s) with expired leases", n)
+    return n
+
+
+def lease_is_held(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bool:
+    """True while `claim` still holds its job's lease (read only)."""
+    with session_factory() as session:
+        found = session.execute(select(Job.id).where(*_guard(claim))).first()
+    return found is not None
