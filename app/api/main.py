@@ -19,9 +19,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes import calibration, health, jobs, pages, results, sweeps, tokens
-from app.api.routes.jobs import bounded_text
-from app.api.schemas import MAX_ERROR_TEXT
+from app.api.routes import calibration, events, health, jobs, pages, results, sweeps, tokens
+from app.api.schemas import MAX_ERROR_TEXT, bounded_text
 from app.db.session import session_factory
 from app.settings import Settings, get_settings
 from app.urls import API_PREFIX
@@ -328,6 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # SQLite's driver refuses integers past 64 bits with a bare OverflowError.
     app.add_exception_handler(OverflowError, _database_refused_value)
     app.include_router(jobs.router, prefix=API_PREFIX)
+    app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(results.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)

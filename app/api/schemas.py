@@ -1,11 +1,16 @@
-"""Response models of the REST API (request bodies are the experiment specs themselves)."""
+"""The REST API's schemas in one place: response models, request bodies other than specs (the
+experiment specs are their own, `expansion.specs`), path parameters and documented error answers.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.tokens import TokenScope, parse_expiry
 
 MAX_ID = 2**31 - 1
 """Largest row id (ids are 32-bit integers in the database); larger ids in a request are 422."""
@@ -176,3 +181,130 @@ class ErrorOut(BaseModel):
     """An error answer: a message, or a list of problems with their field paths."""
 
     detail: str | list[ErrorItem]
+
+
+JOB_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid bearer token."},
+    404: {"model": ErrorOut, "description": "No such job."},
+}
+"""Answers of any operation on one job besides its own."""
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON text (say, not UTF-8)."},
+    413: {"model": ErrorOut, "description": "The body is larger than the limit."},
+    415: {"model": ErrorOut, "description": "The body is not application/json."},
+}
+"""Answers of any operation with a JSON body, before the body reaches the route."""
+JOB_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **JOB_ERRORS,
+    403: {"model": ErrorOut, "description": "The token's scope does not allow this (read)."},
+}
+"""Answers of an operation that changes a job."""
+
+
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The job's id.")]
+
+
+def bounded_text(value: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """`value` cut to `limit` characters (marked with an ellipsis and the full length)."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value)} characters)"
+
+
+class CalibrationRowOut(BaseModel):
+    """Calibration of one predictor on one group of stored expand jobs."""
+
+    group: dict[str, str]
+    """The group's configuration values (empty: every job)."""
+    predictor: str
+    description: str
+    n_jobs: int
+    """Jobs with at least 3 positions where the predictor and the gain are both measured."""
+    n: int
+    """(job, position) points of the group."""
+    spearman: float | None
+    """Mean over the group's jobs of the within-job Spearman (positions) with the gain."""
+    spearman_ci: list[float | None]
+    """Percentile bootstrap interval of `spearman` (jobs and seeds resampled)."""
+    spearman_method: str
+    pooled_spearman: float | None
+    """One Spearman over every (job, position) point of the group: between networks."""
+    pooled_ci: list[float | None]
+    noise_ceiling: float | None
+    """Split-half agreement of the realized gains over seeds (Spearman-Brown), mean over jobs."""
+    noise_ceiling_method: str
+
+
+class CalibrationOut(BaseModel):
+    """Rows per group and predictor; larger predictor values predict larger gains."""
+
+    group_by: list[str]
+    resamples: int
+    rows: list[CalibrationRowOut] = Field(default_factory=list)
+
+
+class QueueStatusOut(BaseModel):
+    """The queue and its workers, as counted by one read of the database."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    workers_alive: int = Field(default=0, ge=0, description="Workers seen within one lease")
+    workers_dead: int = Field(
+        default=0, ge=0, description="Worker rows silent for longer than a lease, not yet removed"
+    )
+    queued: int = Field(default=0, ge=0, description="Jobs waiting to be claimed (queue depth)")
+    running: int = Field(default=0, ge=0, description="Jobs claimed and running")
+    oldest_queued_seconds: float | None = Field(
+        default=None, description="Age of the oldest queued job in seconds; null when none waits"
+    )
+    detail: str = ""
+
+
+TokenId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The token's id.")]
+
+
+class TokenRequest(BaseModel):
+    """A token to create: a label, a scope and an optional expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=120, pattern=r"^[^\x00-\x1f\x7f]*$")
+    scope: TokenScope = TokenScope.SUBMIT
+    expires: str | None = Field(
+        None,
+        max_length=40,
+        description="A duration (`30d`, `12h`, `90m`, `2w`), an ISO date/time, or `never`.",
+    )
+
+    @field_validator("expires")
+    @classmethod
+    def _valid_expiry(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_expiry(value)
+        return value
+
+
+class TokenOut(BaseModel):
+    """A token's metadata (never the token itself, nor its hash)."""
+
+    id: int
+    name: str
+    scope: TokenScope
+    created_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked: bool
+    revoked_at: dt.datetime | None
+    expired: bool
+
+
+class CreatedToken(TokenOut):
+    """A new token: its metadata plus the token, shown only this once."""
+
+    token: str
+
+
+class TokenList(BaseModel):
+    """Every token, oldest first."""
+
+    items: list[TokenOut]

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import HTTPException
 
 from app.api.main import create_app
-from app.api.routes.jobs import EventStreamLimiter
+from app.api.routes.events import EventStreamLimiter
 from app.queue import enqueue_job
 from app.settings import Settings
 from app.tokens import TokenScope, create_token

@@ -7,10 +7,9 @@ import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import BaseModel, Field
 
 from app.api.deps import ReadAccess, SessionDep
-from app.api.schemas import ErrorOut
+from app.api.schemas import CalibrationOut, CalibrationRowOut, ErrorOut
 from app.web.calibration import CSV_COLUMNS, calibration_table, csv_rows
 from expansion.results.calibration import (
     DEFAULT_RESAMPLES,
@@ -22,38 +21,6 @@ from expansion.results.calibration import (
 router = APIRouter(prefix="/calibration", tags=["calibration"])
 
 MAX_RESAMPLES = 5000
-
-
-class CalibrationRowOut(BaseModel):
-    """Calibration of one predictor on one group of stored expand jobs."""
-
-    group: dict[str, str]
-    """The group's configuration values (empty: every job)."""
-    predictor: str
-    description: str
-    n_jobs: int
-    """Jobs with at least 3 positions where the predictor and the gain are both measured."""
-    n: int
-    """(job, position) points of the group."""
-    spearman: float | None
-    """Mean over the group's jobs of the within-job Spearman (positions) with the gain."""
-    spearman_ci: list[float | None]
-    """Percentile bootstrap interval of `spearman` (jobs and seeds resampled)."""
-    spearman_method: str
-    pooled_spearman: float | None
-    """One Spearman over every (job, position) point of the group: between networks."""
-    pooled_ci: list[float | None]
-    noise_ceiling: float | None
-    """Split-half agreement of the realized gains over seeds (Spearman-Brown), mean over jobs."""
-    noise_ceiling_method: str
-
-
-class CalibrationOut(BaseModel):
-    """Rows per group and predictor; larger predictor values predict larger gains."""
-
-    group_by: list[str]
-    resamples: int
-    rows: list[CalibrationRowOut] = Field(default_factory=list)
 
 
 GROUP_BY_HELP = (

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.api.schemas import HealthOut
+from app.api.schemas import HealthOut, QueueStatusOut
 from app.db.enums import JobStatus
 from app.db.models import Job, utcnow
 from app.worker.registry import count_live_workers, stale_after
@@ -21,23 +19,6 @@ from app.worker.registry import count_live_workers, stale_after
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
-
-
-class QueueStatusOut(BaseModel):
-    """The queue and its workers, as counted by one read of the database."""
-
-    status: Literal["ok", "unavailable"]
-    database: Literal["ok", "unavailable"]
-    workers_alive: int = Field(default=0, ge=0, description="Workers seen within one lease")
-    workers_dead: int = Field(
-        default=0, ge=0, description="Worker rows silent for longer than a lease, not yet removed"
-    )
-    queued: int = Field(default=0, ge=0, description="Jobs waiting to be claimed (queue depth)")
-    running: int = Field(default=0, ge=0, description="Jobs claimed and running")
-    oldest_queued_seconds: float | None = Field(
-        default=None, description="Age of the oldest queued job in seconds; null when none waits"
-    )
-    detail: str = ""
 
 
 @router.get("/healthz", response_model=HealthOut)

@@ -2,44 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import threading
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
-from fastapi import Path as PathParam
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
 
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, TokenDep
+from app.api.job_resource import get_job_or_404, job_out
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from app.api.schemas import (
-    MAX_ERROR_TEXT,
-    MAX_ID,
+    BODY_ERRORS,
+    JOB_ERRORS,
+    JOB_WRITE_ERRORS,
     ArtifactList,
     ArtifactOut,
     ErrorOut,
     InsertionList,
     InsertionOut,
+    JobId,
     JobKind,
-    JobLinks,
     JobList,
     JobOut,
     JobStatus,
     MetricSeries,
     MetricsOut,
+    bounded_text,
 )
 from app.bounded_input import nesting_depth_problem
-from app.db.models import FINISHED_STATUSES, Artifact, Insertion, Job, Metric
+from app.db.models import Artifact, Insertion, Job, Metric
 from app.queue import cancel_job, enqueue_job
 from app.services.budget import budget_problems
 from app.settings import Settings
@@ -49,92 +43,11 @@ from expansion.specs.problems import SpecError
 
 log = logging.getLogger(__name__)
 
+
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-_SSE_SEP = "\n"
-"""Plain newlines between event fields (what line-based clients and the tests split on)."""
+
 MAX_PRIORITY = 1000
-_SUMMARY_KEYS = (
-    "test_risk",
-    "test_error",
-    "val_risk",
-    "val_error",
-    "train_risk",
-    "train_error",
-    "parameters",
-    "device",
-)
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "Missing or invalid bearer token."},
-    404: {"model": ErrorOut, "description": "No such job."},
-}
-BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "The body is not JSON text (say, not UTF-8)."},
-    413: {"model": ErrorOut, "description": "The body is larger than the limit."},
-    415: {"model": ErrorOut, "description": "The body is not application/json."},
-}
-"""Answers of any operation with a JSON body, before the body reaches the route."""
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    403: {"model": ErrorOut, "description": "The token's scope does not allow this (read)."},
-}
-JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The job's id.")]
-
-
-def job_links(job_id: int) -> JobLinks:
-    """Relative links to a job's resources and its web page."""
-    base = job_path(job_id)
-    return JobLinks(
-        self=base,
-        page=f"/jobs/{job_id}",
-        events=f"{base}/events",
-        metrics=f"{base}/metrics",
-        insertions=f"{base}/insertions",
-        artifacts=f"{base}/artifacts",
-    )
-
-
-def job_out(job: Job) -> JobOut:
-    """The API view of a job row."""
-    summary = None
-    if job.result:
-        summary = {k: job.result[k] for k in _SUMMARY_KEYS if k in job.result}
-    return JobOut(
-        id=job.id,
-        status=job.status,
-        kind=job.kind,
-        name=job.name,
-        priority=job.priority,
-        progress=job.progress,
-        stage=job.stage,
-        message=job.message,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        cancel_requested=job.cancel_requested,
-        error=job.error,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        spec=job.spec,
-        summary=summary,
-        parent_id=job.parent_id,
-        links=job_links(job.id),
-    )
-
-
-def get_job_or_404(session: SessionDep, job_id: int) -> Job:
-    """The job with `job_id`, or a 404 answer."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
-    return job
-
-
-def bounded_text(value: str, limit: int = MAX_ERROR_TEXT) -> str:
-    """`value` cut to `limit` characters (marked with an ellipsis and the full length)."""
-    if len(value) <= limit:
-        return value
-    return f"{value[:limit]}... ({len(value)} characters)"
 
 
 def _spec_problems(problems: list[str]) -> HTTPException:
@@ -208,7 +121,7 @@ _SUBMISSION_BODY = {
     "",
     status_code=201,
     response_model=JobOut,
-    responses={**_WRITE_ERRORS, **BODY_ERRORS},
+    responses={**JOB_WRITE_ERRORS, **BODY_ERRORS},
     openapi_extra=_SUBMISSION_BODY,
 )
 def submit_job(
@@ -236,7 +149,7 @@ def submit_job(
     return job_out(job)
 
 
-@router.get("", response_model=JobList, dependencies=[ReadAccess], responses=_ERRORS)
+@router.get("", response_model=JobList, dependencies=[ReadAccess], responses=JOB_ERRORS)
 def list_jobs(
     session: SessionDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
@@ -257,7 +170,7 @@ def list_jobs(
     return JobList(items=[job_out(j) for j in rows[:limit]], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, dependencies=[ReadAccess], responses=_ERRORS)
+@router.get("/{job_id}", response_model=JobOut, dependencies=[ReadAccess], responses=JOB_ERRORS)
 def get_job(session: SessionDep, job_id: JobId) -> JobOut:
     """One job."""
     return job_out(get_job_or_404(session, job_id))
@@ -267,7 +180,7 @@ def get_job(session: SessionDep, job_id: JobId) -> JobOut:
     "/{job_id}/cancel",
     response_model=JobOut,
     responses={
-        **_WRITE_ERRORS,
+        **JOB_WRITE_ERRORS,
         409: {"model": ErrorOut, "description": "The job already ended."},
     },
 )
@@ -281,7 +194,7 @@ def cancel(session: SessionDep, job_id: JobId, _: TokenDep) -> JobOut:
 
 
 @router.get(
-    "/{job_id}/metrics", response_model=MetricsOut, dependencies=[ReadAccess], responses=_ERRORS
+    "/{job_id}/metrics", response_model=MetricsOut, dependencies=[ReadAccess], responses=JOB_ERRORS
 )
 def job_metrics(
     session: SessionDep,
@@ -309,7 +222,7 @@ def job_metrics(
     "/{job_id}/insertions",
     response_model=InsertionList,
     dependencies=[ReadAccess],
-    responses=_ERRORS,
+    responses=JOB_ERRORS,
 )
 def job_insertions(session: SessionDep, job_id: JobId) -> InsertionList:
     """A job's insertion records, by position then seed."""
@@ -337,7 +250,7 @@ def job_insertions(session: SessionDep, job_id: JobId) -> InsertionList:
     "/{job_id}/artifacts",
     response_model=ArtifactList,
     dependencies=[ReadAccess],
-    responses=_ERRORS,
+    responses=JOB_ERRORS,
 )
 def job_artifacts(session: SessionDep, job_id: JobId) -> ArtifactList:
     """The files a job registered."""
@@ -377,7 +290,7 @@ def artifact_name_problem(name: str) -> str | None:
     response_class=FileResponse,
     dependencies=[ReadAccess],
     responses={
-        **_ERRORS,
+        **JOB_ERRORS,
         200: {"content": {"application/octet-stream": {}}, "description": "The file."},
         400: {"model": ErrorOut, "description": "Not a plain file name."},
     },
@@ -405,154 +318,3 @@ def download_artifact(
     return FileResponse(
         candidate, media_type="application/octet-stream", filename=row.name, stat_result=None
     )
-
-
-class EventStreamLimiter:
-    """Counts open live-progress streams, server-wide and per client address.
-
-    A stream holds no database connection between polls, but each one still costs a poll
-    every `sse_poll_seconds`: the counts bound that cost whatever clients do."""
-
-    def __init__(self, max_total: int, max_per_client: int) -> None:
-        self.max_total, self.max_per_client = max_total, max_per_client
-        self.total = 0
-        self.per_client: dict[str, int] = defaultdict(int)
-        self._lock = threading.Lock()
-
-    def acquire(self, client: str) -> Callable[[], None]:
-        """Count one more stream of `client` and return its (idempotent) release.
-
-        HTTPException 503 when the server holds its maximum, 429 when this client does."""
-        with self._lock:
-            if self.total >= self.max_total:
-                raise HTTPException(
-                    status_code=503,
-                    detail=f"too many live-progress streams open ({self.max_total}); retry later",
-                    headers={"Retry-After": "10"},
-                )
-            if self.per_client[client] >= self.max_per_client:
-                raise HTTPException(
-                    status_code=429,
-                    detail=(
-                        f"this client already has {self.max_per_client} live-progress streams "
-                        "open; close one first"
-                    ),
-                    headers={"Retry-After": "10"},
-                )
-            self.total += 1
-            self.per_client[client] += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            with self._lock:
-                if released:
-                    return
-                released = True
-                self.total -= 1
-                self.per_client[client] -= 1
-                if self.per_client[client] <= 0:
-                    del self.per_client[client]
-
-        return release
-
-
-def event_stream_limiter(request: Request) -> EventStreamLimiter:
-    """The app's stream limiter (created on first use from the app's settings)."""
-    state = request.app.state
-    limiter = getattr(state, "event_streams", None)
-    if limiter is None:
-        settings: Settings = state.settings
-        limiter = EventStreamLimiter(
-            settings.max_event_streams, settings.max_event_streams_per_client
-        )
-        state.event_streams = limiter
-    return limiter
-
-
-@router.get(
-    "/{job_id}/events",
-    dependencies=[ReadAccess],
-    responses={
-        **_ERRORS,
-        200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
-        429: {"model": ErrorOut, "description": "This client has too many streams open."},
-        503: {"model": ErrorOut, "description": "The server has too many streams open."},
-    },
-    response_class=EventSourceResponse,
-)
-async def job_events(request: Request, job_id: JobId) -> EventSourceResponse:
-    """Server-sent events: `status` and `progress` as they change, then `end` (bounded lifetime).
-
-    No database session is held while the stream is open: each poll opens a short session
-    of its own and closes it. Streams are bounded per client (429) and server-wide (503)."""
-    state = request.app.state
-    first = await run_in_threadpool(_job_snapshot, state.session_factory, job_id)
-    if first is None:
-        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
-    client = request.client.host if request.client else "unknown"
-    release = event_stream_limiter(request).acquire(client)
-    return EventSourceResponse(
-        _event_stream(request, job_id, first, release),
-        headers={"Cache-Control": "no-cache"},
-        ping=15,
-        sep=_SSE_SEP,
-        # Releasing here too covers a client gone before the generator ever started.
-        background=BackgroundTask(release),
-    )
-
-
-def _job_snapshot(session_factory: Any, job_id: int) -> dict[str, Any] | None:
-    with session_factory() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return None
-        return {
-            "id": job.id,
-            "status": job.status,
-            "progress": job.progress,
-            "stage": job.stage,
-            "message": job.message,
-            "cancel_requested": job.cancel_requested,
-            "error": job.error,
-        }
-
-
-def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(data), event=event, sep=_SSE_SEP)
-
-
-async def _event_stream(
-    request: Request,
-    job_id: int,
-    first: dict[str, Any],
-    release: Callable[[], None],
-) -> AsyncIterator[ServerSentEvent]:
-    """Poll the job row and emit what changed until the job ends or the lifetime is over."""
-    state = request.app.state
-    poll, lifetime = float(state.sse_poll_seconds), float(state.sse_max_seconds)
-    deadline = time.monotonic() + lifetime
-    last: dict[str, Any] | None = None
-    snap: dict[str, Any] | None = first
-    try:
-        yield ServerSentEvent(retry=2000, sep=_SSE_SEP)
-        while True:
-            if snap is None:
-                yield _sse("end", {"id": job_id, "status": "deleted"})
-                return
-            if last is None or snap["status"] != last["status"]:
-                yield _sse("status", snap)
-            elif snap != last:
-                yield _sse("progress", snap)
-            last = snap
-            if snap["status"] in FINISHED_STATUSES:
-                yield _sse("end", snap)
-                return
-            if time.monotonic() >= deadline:
-                # Clients reconnect (the `retry` above) and get a fresh lifetime.
-                yield _sse("timeout", {"id": job_id, "after_seconds": lifetime})
-                return
-            await asyncio.sleep(poll)
-            snap = await run_in_threadpool(_job_snapshot, state.session_factory, job_id)
-    finally:
-        release()

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 
 from app.api.deps import ReadAccess, SessionDep
-from app.api.routes.jobs import JobId, get_job_or_404
-from app.api.schemas import ErrorOut
+from app.api.job_resource import get_job_or_404
+from app.api.schemas import ErrorOut, JobId
 from app.urls import job_path
 from app.web.sweep_view import sweep_rows
 from expansion.results.sweep_summary import CONFIDENCE, ROW_FIELDS, series, to_csv

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.deps import AdminDep, SessionDep
-from app.api.routes.jobs import BODY_ERRORS
-from app.api.schemas import MAX_ID, ErrorOut
+from app.api.schemas import (
+    BODY_ERRORS,
+    CreatedToken,
+    ErrorOut,
+    TokenId,
+    TokenList,
+    TokenOut,
+    TokenRequest,
+)
 from app.db.session import begin_write
-from app.tokens import TokenScope, create_token, list_tokens, parse_expiry, revoke_token
+from app.tokens import create_token, list_tokens, parse_expiry, revoke_token
 from app.tokens import token_record as plain_record
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -22,54 +26,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked token."},
     403: {"model": ErrorOut, "description": "The token's scope is not admin."},
 }
-TokenId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The token's id.")]
-
-
-class TokenRequest(BaseModel):
-    """A token to create: a label, a scope and an optional expiry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field("", max_length=120, pattern=r"^[^\x00-\x1f\x7f]*$")
-    scope: TokenScope = TokenScope.SUBMIT
-    expires: str | None = Field(
-        None,
-        max_length=40,
-        description="A duration (`30d`, `12h`, `90m`, `2w`), an ISO date/time, or `never`.",
-    )
-
-    @field_validator("expires")
-    @classmethod
-    def _valid_expiry(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_expiry(value)
-        return value
-
-
-class TokenOut(BaseModel):
-    """A token's metadata (never the token itself, nor its hash)."""
-
-    id: int
-    name: str
-    scope: TokenScope
-    created_at: dt.datetime | None
-    expires_at: dt.datetime | None
-    last_used_at: dt.datetime | None
-    revoked: bool
-    revoked_at: dt.datetime | None
-    expired: bool
-
-
-class CreatedToken(TokenOut):
-    """A new token: its metadata plus the token, shown only this once."""
-
-    token: str
-
-
-class TokenList(BaseModel):
-    """Every token, oldest first."""
-
-    items: list[TokenOut]
 
 
 @router.post("", status_code=201, response_model=CreatedToken, responses={**_ERRORS, **BODY_ERRORS})
