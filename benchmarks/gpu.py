@@ -37,6 +37,7 @@ import yaml  # noqa: E402
 
 from expansion.data.datasets import CIFAR_FOLDER, DataBundle, DataError, load_dataset  # noqa: E402
 from expansion.experiments.runner import run_experiment  # noqa: E402
+from expansion.models.evaluate import evaluate  # noqa: E402
 from expansion.models.network import build_model  # noqa: E402
 from expansion.specs.experiments import TrainExperiment  # noqa: E402
 from expansion.specs.parsing import parse_spec  # noqa: E402
@@ -48,7 +49,7 @@ from expansion.training.throughput import (  # noqa: E402
     peak_flops,
     training_flops_per_example,
 )
-from expansion.training.trainer import evaluate, resolve_device, train_model  # noqa: E402
+from expansion.training.trainer import resolve_device, train_model  # noqa: E402
 
 EXPAND_SPEC = _HERE.parent / "examples" / "mnist1d-expand.yaml"
 CONFIGS: dict[str, dict[str, Any]] = {

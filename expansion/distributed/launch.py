@@ -32,17 +32,20 @@ from typing import Any
 
 from expansion.distributed.rank import RankPlan, rank_main
 from expansion.progress import NullReporter, ProgressReporter, StopRequested
+from expansion.ranks import external_rank, externally_launched
 from expansion.specs.experiments import AnyExperiment
 
 log = logging.getLogger(__name__)
 
+
 RANK_PIDS_FILE = "ranks.json"
 """Written into the job folder while the ranks run: {"0": pid, "1": pid, ...}."""
-EXTERNAL_LAUNCHER_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
-"""Either in the environment: this process is one rank of a run someone else launched (as is
-a task of a SLURM step with several tasks)."""
+
+
 POLL_SECONDS = 0.5
 """How often the launcher checks the caller's stop request while the ranks run."""
+
+
 TERMINATE_GRACE_SECONDS = 5.0
 """How long a terminated rank may take to exit before it is killed."""
 
@@ -74,24 +77,6 @@ class _Run:
     """Every rank of one launch."""
 
     ranks: list[_Rank] = field(default_factory=list)
-
-
-def externally_launched() -> bool:
-    """True when this process is a rank started by an external launcher (torchrun, SLURM).
-
-    A SLURM job with one task (a worker or `jumpboard run` in an allocation) is not: it
-    launches its ranks itself."""
-    if any(name in os.environ for name in EXTERNAL_LAUNCHER_VARIABLES):
-        return True
-    return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
-
-
-def external_rank() -> int:
-    """The global rank an external launcher gave this process (0 when none did)."""
-    for name in ("RANK", "SLURM_PROCID"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
 
 
 def free_port() -> int:

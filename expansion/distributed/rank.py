@@ -18,13 +18,12 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from expansion.progress import NullReporter, ProgressReporter
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 PARENT_CHECK_SECONDS = 1.0
 """How often a rank checks that its launcher still lives (it exits when the launcher died)."""
@@ -126,16 +125,3 @@ def rank_main(plan: RankPlan, conn: Connection, parent_pid: int) -> None:
     finally:
         conn.close()
     os._exit(code)
-
-
-def agree_with_rank_zero(value: T) -> T:
-    """`value` as rank 0 computed it, on every rank of an initialized process group (itself
-    elsewhere). For decisions taken from floating-point values (which positions to continue)
-    that GPUs of one job could round differently; on the CPU every rank computes the same."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return value
-    box: list[Any] = [value]
-    dist.broadcast_object_list(box, src=0)
-    return cast(T, box[0])

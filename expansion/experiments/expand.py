@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
-from expansion.distributed.rank import agree_with_rank_zero
 from expansion.experiments.runner import result_header
 from expansion.insertion.bounds import family_verdicts
 from expansion.insertion.certificate import (
@@ -40,8 +39,10 @@ from expansion.insertion.predictors import (
     selection_scores,
 )
 from expansion.insertion.scan import ScanGradients, scan_positions
+from expansion.models.evaluate import evaluate
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
+from expansion.ranks import agree_with_rank_zero
 from expansion.results.records import (
     CertificateSource,
     DescentRecord,
@@ -58,7 +59,7 @@ from expansion.specs.parsing import parse_spec
 from expansion.specs.predictor_names import Predictor
 from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
-from expansion.training.trainer import evaluate, resolve_device, train_model
+from expansion.training.trainer import resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 

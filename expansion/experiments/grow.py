@@ -17,6 +17,7 @@ import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.runner import result_header
+from expansion.models.evaluate import evaluate
 from expansion.models.network import (
     Architecture,
     PostNormResNet,
@@ -29,7 +30,7 @@ from expansion.results.result_file import json_safe, write_result
 from expansion.specs.experiments import GrowExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.training.growth import GrowthCallback
-from expansion.training.trainer import evaluate, resolve_device, train_model
+from expansion.training.trainer import resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 

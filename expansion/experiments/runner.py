@@ -17,6 +17,7 @@ import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.checkpoint import save_checkpoint
+from expansion.models.evaluate import evaluate
 from expansion.models.network import count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter
 from expansion.results.result_file import json_safe, write_result
@@ -27,7 +28,7 @@ from expansion.specs.experiments import (
     TrainExperiment,
 )
 from expansion.specs.parsing import parse_spec
-from expansion.training.trainer import evaluate, resolve_device, train_model
+from expansion.training.trainer import resolve_device, train_model
 
 log = logging.getLogger(__name__)
 

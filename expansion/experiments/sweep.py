@@ -19,6 +19,7 @@ import torch
 
 from expansion.data.datasets import DataBundle, DataError, load_dataset
 from expansion.experiments.runner import result_header
+from expansion.models.evaluate import evaluate
 from expansion.models.measures import (
     CAPACITY_DESCRIPTIONS,
     capacity_measures,
@@ -32,7 +33,7 @@ from expansion.results.sweep_summary import Arm, table
 from expansion.specs.experiments import GrowExperiment, SweepExperiment, SweepPointExperiment
 from expansion.specs.grid import expand_sweep
 from expansion.specs.sections import MeasureSpec
-from expansion.training.trainer import evaluate, resolve_device, train_model
+from expansion.training.trainer import resolve_device, train_model
 
 log = logging.getLogger(__name__)
 

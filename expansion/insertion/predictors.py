@@ -37,11 +37,11 @@ from torch import nn
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.insert import insert_block
 from expansion.insertion.scan import PositionGradient
+from expansion.models.evaluate import evaluate
 from expansion.models.network import PostNormResNet, ResidualBlock
 from expansion.results.result_file import finite_or_none
 from expansion.specs.predictor_names import EARLY_GAIN_FRACTIONS, PREDICTOR_NAMES, Predictor
 from expansion.specs.sections import TrainSpec
-from expansion.training.trainer import evaluate
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.insertion.bounds import two_level_bootstrap, two_level_method
+from expansion.models.evaluate import evaluate
 from expansion.models.network import PostNormResNet
 from expansion.specs.sections import TrainSpec
 from expansion.training.batched_arms import ArmPlan, TrainedArm, expanded_arm, train_arms
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
-from expansion.training.trainer import evaluate
 
 EVAL_CHUNK = 2048
 

@@ -30,9 +30,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
 from expansion.data.shards import RankShards
-from expansion.distributed.launch import externally_launched
+from expansion.models.evaluate import EVAL_BATCH_SIZE
 from expansion.models.network import PostNormResNet, build_model, model_from_architecture
 from expansion.progress import NullReporter, ProgressReporter, check_stop
+from expansion.ranks import externally_launched
 from expansion.specs.sections import TrainSpec
 from expansion.training.optim import clone_parameter_state, weight_decay_groups
 from expansion.training.training_path import (
@@ -43,25 +44,31 @@ from expansion.training.training_path import (
 
 log = logging.getLogger(__name__)
 
+
 MIN_LR_FRACTION = 0.05
 """The cosine schedule ends at this fraction of the peak learning rate, not at zero, so that
 continuing from the final learning rate (ExpandSpec.continue_lr = None) still moves."""
-EVAL_BATCH_SIZE = 2048
+
+
 NamedOptimizerState = dict[str, Any]
+
+
 Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
 """(x, y) in one process; (x, y, per-example weight, real examples) on a DDP rank
 (`RankShards`)."""
 
+
 # Lightning's own use of a deprecated torch pytree API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 # Epoch metrics are logged as floats already synced across DDP ranks by torchmetrics' compute().
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting")
+
+
 # Lightning announces accelerators and devices at INFO on every Trainer; the CLI shows its own.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-# ---- learning-rate schedule ----------------------------------------------------------------
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
@@ -97,9 +104,6 @@ class WarmupCosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         `initial_lr`, else their current learning rate), keeping `base_lrs` one per group."""
         for group in self.optimizer.param_groups[len(self.base_lrs) :]:
             self.base_lrs.append(group.setdefault("initial_lr", group["lr"]))
-
-
-# ---- optimizer state by parameter name -----------------------------------------------------
 
 
 def named_optimizer_state(
@@ -141,9 +145,6 @@ def load_named_optimizer_state(
         optimizer.state[p] = clone_parameter_state(saved, p.device)
         loaded += 1
     return loaded
-
-
-# ---- the LightningModule -------------------------------------------------------------------
 
 
 class ResNetModule(L.LightningModule):
@@ -362,9 +363,6 @@ class ResNetModule(L.LightningModule):
         self._restored_group_names = checkpoint.get("optimizer_param_names")
 
 
-# ---- callbacks -----------------------------------------------------------------------------
-
-
 class ReporterCallback(Callback):
     """Forwards progress and metrics to a ProgressReporter, keeps curves, checks for stop.
 
@@ -427,9 +425,6 @@ class ReporterCallback(Callback):
             self._record(step, "train", "loss", float(loss))
         self.reporter.progress(min(1.0, step / max(1, self.total_steps)), self.stage)
         check_stop(self.reporter)
-
-
-# ---- trainer and the training entry point --------------------------------------------------
 
 
 def resolve_device(train: TrainSpec) -> torch.device:
@@ -612,22 +607,3 @@ def train_model(
     )
     module.model.eval()
     return outcome
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
-) -> tuple[float, float]:
-    """(risk, error) of `model` on (x, y) in eval mode: mean cross-entropy and 0-1 risk."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss_sum, wrong = 0.0, 0
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        logits = model(xb).float()
-        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-        wrong += int((logits.argmax(dim=1) != yb).sum())
-    model.train(was_training)
-    n = max(1, len(y))
-    return loss_sum / n, wrong / n

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from expansion.distributed.launch import externally_launched, run_on_devices
+from expansion.distributed.launch import run_on_devices
 from expansion.progress import RecordingReporter
+from expansion.ranks import externally_launched
 
 LAUNCH_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_PROCID", "SLURM_NTASKS", "RANK")
 

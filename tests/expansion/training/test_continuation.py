@@ -12,6 +12,7 @@ from scipy import stats
 
 from expansion.data.datasets import load_dataset
 from expansion.insertion.insert import insert_block
+from expansion.models.evaluate import evaluate
 from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.continuation import (
     build_optimizer,
@@ -19,7 +20,7 @@ from expansion.training.continuation import (
     paired_summary,
     run_arm,
 )
-from expansion.training.trainer import evaluate, train_model
+from expansion.training.trainer import train_model
 
 
 class Spec:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.models.evaluate import evaluate
 from expansion.models.network import build_model
 from expansion.progress import RecordingReporter, StopRequested
 from expansion.specs.parsing import parse_spec
@@ -16,7 +17,6 @@ from expansion.training.trainer import (
     DeviceDataModule,
     ResNetModule,
     build_trainer,
-    evaluate,
     load_named_optimizer_state,
     lr_factor,
     train_model,

@@ -11,18 +11,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.models.evaluate import evaluate
 from expansion.models.network import build_model
 from expansion.models.norms import is_channels_last
 from expansion.specs.parsing import parse_spec
 from expansion.specs.problems import SpecError
 from expansion.specs.sections import TrainSpec
-from expansion.training.trainer import (
-    DeviceDataModule,
-    ResNetModule,
-    build_trainer,
-    evaluate,
-    train_model,
-)
+from expansion.training.trainer import DeviceDataModule, ResNetModule, build_trainer, train_model
 from expansion.training.training_path import use_channels_last
 
 
