@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
-from expansion.experiments.runner import result_header
+from expansion.experiments.result_header import result_header
 from expansion.insertion.bounds import family_verdicts
 from expansion.insertion.certificate import (
     CertificateBatches,

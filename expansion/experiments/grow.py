@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
-from expansion.experiments.runner import result_header
+from expansion.experiments.result_header import result_header
 from expansion.models.evaluate import evaluate
 from expansion.models.network import (
     Architecture,

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, DataError, load_dataset
-from expansion.experiments.runner import result_header
+from expansion.experiments.grow import run_grow
+from expansion.experiments.result_header import result_header
 from expansion.models.evaluate import evaluate
 from expansion.models.measures import (
     CAPACITY_DESCRIPTIONS,
@@ -106,8 +107,6 @@ def run_sweep_point(
         curves = outcome.history
         extra["steps"] = outcome.steps
     else:
-        from expansion.experiments.grow import run_grow
-
         # Grow points report the risks of all three runs; the networks themselves stay inside
         # run_grow, so the sensitivity and capacity measures are not taken for them.
         assert isinstance(experiment, GrowExperiment)  # a point with `grow` runs a grow spec
