@@ -12,7 +12,7 @@ from expansion.specs.parsing import parse_spec
 from expansion.specs.problems import SpecError
 from expansion.specs.reference import SECTIONS, render
 
-SPECS_MD = Path(__file__).resolve().parents[2] / "docs" / "specs.md"
+SPECS_MD = Path(__file__).resolve().parents[3] / "docs" / "specs.md"
 
 
 def test_specs_md_matches_the_models() -> None:

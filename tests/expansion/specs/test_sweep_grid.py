@@ -130,7 +130,7 @@ def test_each_points_budget_is_checked_and_the_sweep_costs_the_sum() -> None:
 def test_sweep_specs_stay_torch_free() -> None:
     code = (
         "import sys\n"
-        "from expansion.specs import parse_spec\n"
+        "from expansion.specs.parsing import parse_spec\n"
         "from expansion.specs.grid import expand_sweep\n"
         "from expansion.results import sweep_summary\n"
         f"expand_sweep(parse_spec({sweep_raw()!r}))\n"
