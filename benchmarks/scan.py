@@ -1,4 +1,4 @@
-"""Exact single-pass scan vs per-position autograd (DESIGN.md 1.4).
+"""Exact single-pass scan vs per-position autograd (docs/design.md 1.4).
 
 For P candidate positions of a 16-block post-norm network, times
   * base:       one forward + backward (parameter gradients) of the base network,

@@ -27,3 +27,18 @@ def test_every_type_ignore_names_its_code_and_reason() -> None:
                 if not (after.startswith("#") or before.startswith("#")):
                     problems.append(f"{where}: no reason in a comment")
     assert not problems, "\n".join(problems)
+
+
+def test_the_design_lives_in_the_repository() -> None:
+    """Code, tests and docs cite `docs/design.md`, never a design file outside the clone."""
+    outside = re.compile(r"DESIGN\.md|\.\./shared|shared/DESIGN")
+    problems = []
+    for top in ("app", "expansion", "tests", "docs", "benchmarks", "migrations", "examples"):
+        for path in sorted((ROOT / top).rglob("*")):
+            if not path.is_file() or path.suffix not in {".py", ".md", ".html", ".yaml", ".js"}:
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if outside.search(line) and path.name != "test_code_rules.py":
+                    problems.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not problems, "\n".join(problems)
+    assert (ROOT / "docs" / "design.md").is_file()

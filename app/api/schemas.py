@@ -83,7 +83,7 @@ class MetricsOut(BaseModel):
 
 
 class InsertionOut(BaseModel):
-    """One insertion record (DESIGN.md section 5) of a job."""
+    """One insertion record (docs/design.md 5) of a job."""
 
     job_id: int
     position: int

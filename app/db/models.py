@@ -159,7 +159,7 @@ class Metric(Base):
 
 
 class Insertion(Base):
-    """One insertion record (DESIGN.md 5): a (position, seed) of an expand job, flattened."""
+    """One insertion record (docs/design.md 5): a (position, seed) of an expand job, flattened."""
 
     __tablename__ = "insertions"
     __table_args__ = (UniqueConstraint("job_id", "position", "seed", name="uq_insertions_key"),)

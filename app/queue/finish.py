@@ -51,7 +51,7 @@ def result_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
-    """The flattened `insertions` row of one insertion record (DESIGN.md 5)."""
+    """The flattened `insertions` row of one insertion record (docs/design.md 5)."""
     record = json_safe(record)
     row: dict[str, Any] = {
         "job_id": job_id,

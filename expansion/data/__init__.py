@@ -1,1 +1,1 @@
-"""Data sets as device-resident tensors, seeded splits, on-device batching (DESIGN.md 2)."""
+"""Data sets as device-resident tensors, seeded splits, on-device batching (docs/design.md 2)."""

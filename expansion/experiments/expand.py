@@ -4,7 +4,7 @@ Stages (reported through the ProgressReporter): `train` (or load a base checkpoi
 (every position's W2 gradients: one pass over training batches, one over the certificate
 batches), `certify` (descent certificate, jumpboard model and function drift per chosen
 position and seed), `continue` (expanded vs control arms). The result dict and its records
-follow `expansion.results.records`, DESIGN.md section 5 and docs/science.md.
+follow `expansion.results.records`, docs/design.md 5 and docs/science.md.
 
 Verdicts: per (position, seed) from the certificate batches; per position the
 intersection-union verdict "every seed's block has a descent direction" (holds iff every seed

@@ -1,4 +1,4 @@
-"""The `grow` experiment: a network grown during training against two controls (DESIGN.md 1.6).
+"""The `grow` experiment: a network grown during training against two controls (docs/design.md 1.6).
 
 Runs: `grown` (the starting depth, blocks inserted by the schedule), `control_target` (the
 grown run's final architecture trained from scratch, every block scaled by the rule at that

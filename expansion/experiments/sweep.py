@@ -1,4 +1,4 @@
-"""The `sweep_point` and `sweep` experiments (DESIGN.md 1.6, issue 12).
+"""The `sweep_point` and `sweep` experiments (docs/design.md 1.6, issue 12).
 
 A sweep point trains one network (or grows one, with its from-scratch control) and measures
 it: train/val/test risk and error, the generalization gap, the input sensitivity and the

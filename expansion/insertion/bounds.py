@@ -1,6 +1,6 @@
 """Statistics of the descent certificate and of the realized gain (torch-free: numpy, scipy).
 
-The certificate (DESIGN.md 1.3). From n per-batch gradients g_1..g_n (i.i.d. batches of equal
+The certificate (docs/design.md 1.3). From n per-batch gradients g_1..g_n (i.i.d. batches of equal
 size, drawn from the data the claim is about),
 
     U = 1/(n(n-1)) sum_{i != j} <g_i, g_j> = |mean g|^2 - trace(Cov g)/n,

@@ -1,4 +1,4 @@
-"""The first-order descent certificate of one candidate insertion (DESIGN.md 1.3).
+"""The first-order descent certificate of one candidate insertion (docs/design.md 1.3).
 
 At W2 = 0 only the gradient w.r.t. the new block's W2 (and bias) is non-zero. From the scan's
 gradients this module computes the `descent` record (train/val squared norms, the unbiased
@@ -201,7 +201,7 @@ def certify(
     min_batches: int = MIN_BATCHES,
     base: BaseLosses | None = None,
 ) -> tuple[DescentRecord, dict[str, Any]]:
-    """(`descent`, `jumpboard`) records of one candidate insertion (DESIGN.md 5).
+    """(`descent`, `jumpboard`) records of one candidate insertion (docs/design.md 5).
 
     `base`: `base_losses(model, val, test)` when the caller has it (computed here otherwise).
     """

@@ -1,4 +1,4 @@
-"""Inserting a zero-initialised residual block into a trained network (DESIGN.md 1.2).
+"""Inserting a zero-initialised residual block into a trained network (docs/design.md 1.2).
 
 The new block has W2 = 0 (bias 0) and W1 at its usual initialisation from a recorded seed,
 its branch scale set by the model's rule at the new depth; the other blocks are untouched.

@@ -1,4 +1,4 @@
-"""The exact single-pass scan of every insertion position (DESIGN.md 1.4).
+"""The exact single-pass scan of every insertion position (docs/design.md 1.4).
 
 A zero block inserted at position p leaves the forward pass unchanged, so the gradient that
 reaches its output is dL/dh_p of the ORIGINAL network. One forward pass that keeps every

@@ -1,1 +1,1 @@
-"""The post-norm residual network family: blocks, norms, checkpoints (DESIGN.md 1.1)."""
+"""The post-norm residual network family: blocks, norms, checkpoints (docs/design.md 1.1)."""

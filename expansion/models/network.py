@@ -1,4 +1,4 @@
-"""The post-norm residual network family (DESIGN.md 1.1).
+"""The post-norm residual network family (docs/design.md 1.1).
 
     h_{l+1} = Norm(h_l + alpha_l * F_l(h_l)),    F_l(h) = W2 act(W1 h)
 

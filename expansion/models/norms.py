@@ -1,4 +1,4 @@
-"""Normalisation layers of the post-norm residual family (DESIGN.md 1.1).
+"""Normalisation layers of the post-norm residual family (docs/design.md 1.1).
 
 `layer` and `rms` are parameter-free and idempotent: Norm(Norm(z)) = Norm(z) up to float
 rounding. That is what makes a block with W2 = 0 an exact identity, and it needs a tiny eps:
@@ -72,7 +72,7 @@ def make_norm(kind: str, channels: int, spatial_dims: int, groups: int = 8) -> n
 
 
 def norm_input_gradient(kind: str, z: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
-    """J_Norm(z)^T grad_out for a parameter-free norm, in closed form (DESIGN.md 1.4).
+    """J_Norm(z)^T grad_out for a parameter-free norm, in closed form (docs/design.md 1.4).
 
     For layer norm with y = (z - mean)/sd: (g - mean(g) - y * mean(g * y)) / sd.
     For RMS norm with y = z/r: (g - y * mean(g * y)) / r. Means are per sample over (C, *).

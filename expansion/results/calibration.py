@@ -135,7 +135,7 @@ def config_of(spec: Mapping[str, Any]) -> dict[str, str]:
 def records_from_insertions(
     job: str, spec: Mapping[str, Any], insertions: Iterable[Mapping[str, Any]]
 ) -> list[CalibrationRecord]:
-    """Calibration records of one job from its insertion records (DESIGN.md 5 + predictors)."""
+    """Calibration records of one job from its insertion records (docs/design.md 5 + predictors)."""
     config = config_of(spec)
     out = []
     for rec in insertions:

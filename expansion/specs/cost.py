@@ -22,7 +22,7 @@ from expansion.specs.experiments import (
 from expansion.specs.grid import expand_sweep
 from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
 
-# Training-set sizes before the validation split (DESIGN.md section 2).
+# Training-set sizes before the validation split (docs/design.md 2).
 _TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000}
 _TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10_000}
 _BYTES_PER_FLOAT = 4

@@ -1,4 +1,4 @@
-"""Names of the insertion predictors (DESIGN.md 1.5, issue 11); torch-free.
+"""Names of the insertion predictors (docs/design.md 1.5, issue 11); torch-free.
 
 Each predictor is one number measured per (position, seed) at insertion and stored in the
 insertion record's `predictors` mapping. Convention: a LARGER value predicts a LARGER realized

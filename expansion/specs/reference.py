@@ -40,7 +40,7 @@ HEADER = """\
 
 Generated from the spec models (`expansion/specs.py`) by
 `python -m expansion.specs.reference > docs/specs.md`; do not edit by hand
-(`tests/expansion/test_spec_reference.py` fails when this file is stale).
+(`tests/expansion/specs/test_spec_reference.py` fails when this file is stale).
 
 A spec is a YAML or JSON mapping with a `kind` and the sections below; every key is optional
 unless marked *required*, unknown keys are errors, and `jumpboard validate SPEC` lists every

@@ -93,7 +93,7 @@ DEFAULT_CERTIFY_FRACTION = 0.2
 
 
 class ModelSpec(StrictModel):
-    """A post-norm residual network h_{l+1} = Norm(h_l + alpha_l F_l(h_l)) (DESIGN.md 1.1)."""
+    """A post-norm residual network h_{l+1} = Norm(h_l + alpha_l F_l(h_l)) (docs/design.md 1.1)."""
 
     kind: ModelKind = "conv1d"
     """`mlp` (linear branches), `conv1d` (sequences), `conv2d` (images, with stages); when
@@ -280,7 +280,7 @@ class ExpandSpec(StrictModel):
 
 
 class GrowSpec(StrictModel):
-    """A growth schedule: insert blocks at given epochs up to a target depth (DESIGN.md 1.6)."""
+    """A growth schedule: insert blocks at given epochs up to a target depth (docs/design.md 1.6)."""
 
     at_epochs: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1, max_length=256)
     """Epochs after which blocks are inserted (strictly increasing)."""

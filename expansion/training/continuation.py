@@ -1,4 +1,4 @@
-"""Controlled continuation: the realized test-risk change of an insertion (DESIGN.md 1.5).
+"""Controlled continuation: the realized test-risk change of an insertion (docs/design.md 1.5).
 
 From the same trained base, the *expanded* arm inserts the block(s) and trains K steps; the
 *control* arm trains the unexpanded base for the same K steps with the same data order,
@@ -220,7 +220,7 @@ def realized_record(
     steps: int,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """The `realized` fields of an insertion record (DESIGN.md 5), with this seed's interval of
+    """The `realized` fields of an insertion record (docs/design.md 5), with this seed's interval of
     the gain (bootstrap over test examples) where both arms kept per-example losses."""
     base_risk, base_error = (
         (base.test_risk, base.test_error) if isinstance(base, ArmResult) else base

@@ -1,4 +1,4 @@
-"""Growth schedules: insert blocks during training at given epochs (DESIGN.md 1.6).
+"""Growth schedules: insert blocks during training at given epochs (docs/design.md 1.6).
 
 `GrowthCallback` inserts blocks after the epochs of a `GrowSpec` (after that epoch's
 validation), at an explicit position list or by a policy, up to the target depth, and adds

@@ -1,4 +1,4 @@
-"""The stable result field names of an insertion record (DESIGN.md section 5)."""
+"""The stable result field names of an insertion record (docs/design.md 5)."""
 
 RECORD_FIELDS = {
     "position",
