@@ -46,6 +46,8 @@ def run_suite(specs: list[Path], runs: Path) -> None:
     import torch
 
     from expansion.experiments.expand import run_expand
+    from expansion.specs.experiments import ExpandExperiment
+    from expansion.specs.parsing import parse_spec
 
     torch.set_num_threads(1)
     for path in specs:
@@ -53,7 +55,8 @@ def run_suite(specs: list[Path], runs: Path) -> None:
         if (out / "result.json").is_file():
             log.info("%s: already run", path.stem)
             continue
-        spec = yaml.safe_load(path.read_text())
+        spec = parse_spec(yaml.safe_load(path.read_text()))
+        assert isinstance(spec, ExpandExperiment)
         started = time.perf_counter()
         log.info("%s: running", path.stem)
         run_expand(spec, out)

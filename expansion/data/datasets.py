@@ -1,4 +1,5 @@
-"""Data sets as tensors on the training device, seeded splits, on-device batching (docs/design.md 2).
+"""Data sets as tensors on the training device, seeded splits, on-device batching
+(docs/design.md 2).
 
 Small data sets live on the device whole: a per-sample DataLoader is the slow path for them.
 Every data set comes back as a `DataBundle` of train/val/test tensors (x float32 in the raw

@@ -17,68 +17,71 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.experiments.expand_base import BaseNetwork, obtain_base
+from expansion.experiments.position_choice import (
+    choose_positions,
+    selection_record,
+    selection_scores_for,
+)
 from expansion.experiments.result_header import result_header
-from expansion.insertion.bounds import family_verdicts
+from expansion.experiments.result_header import risks as base_risks
 from expansion.insertion.certificate import (
     CertificateBatches,
     base_losses,
     certify,
-    descent_record,
 )
 from expansion.insertion.insert import expanded_copy, function_drift, reference_logits
 from expansion.insertion.predictors import (
     early_steps_for,
     insertion_predictors,
     probe_steps_for,
-    selection_scores,
 )
 from expansion.insertion.scan import ScanGradients, scan_positions
+from expansion.insertion.scan_summary import scan_summary
 from expansion.models.evaluate import evaluate
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.ranks import agree_with_rank_zero
 from expansion.results.records import (
     CertificateSource,
-    DescentRecord,
     PositionRow,
-    ScanPositionRow,
-    ScanSeedRow,
-    Verdict,
-    seed_verdict,
-    verdict_counts,
 )
 from expansion.results.result_file import json_safe, write_result
 from expansion.specs.experiments import ExpandExperiment
-from expansion.specs.parsing import parse_spec
-from expansion.specs.predictor_names import Predictor
 from expansion.training.batched_arms import batching_chosen
-from expansion.training.continuation import continuation_lr, controlled_continuation, paired_summary
-from expansion.training.trainer import resolve_device, train_model
+from expansion.training.continuation import (
+    Continuation,
+    continuation_lr,
+    controlled_continuation,
+    paired_summary,
+)
+from expansion.training.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
+
 CONTINUATION_SPLIT = "continuation"
 """Metric split of the continuation arms' loss curves (the job page draws them live)."""
+
+
 # Slices of the overall progress bar per stage.
 STAGES = {"train": (0.0, 0.45), "scan": (0.45, 0.55), "certify": (0.55, 0.65)}
+
+
 STAGES["continue"] = (0.65, 1.0)
-MEAN_FIELDS = (
-    "grad_norm_sq_train",
-    "grad_norm_sq_val",
-    "grad_norm_sq_unbiased",
-    "cosine_train_val",
-)
-"""Estimates averaged over seeds in a scan row (never a bound: a mean of bounds bounds nothing)."""
-FAMILY_METHOD = "holm"
-SEEDS_LCB_METHOD = "min_over_seeds_of_per_seed_bounds"
+
+
 FRESH_CERTIFICATE_BATCHES = 16
 """Fresh certificate batches drawn (`teacher`) when `expand.grad_batches` is not given."""
+
+
 SCAN_SPLIT = 0.7
 """Share of the scan stage's progress bar taken by the training batches."""
 
@@ -86,117 +89,6 @@ SCAN_SPLIT = 0.7
 def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
     start, end = STAGES[name]
     return StagedReporter(reporter, start, end, name)
-
-
-def scan_summary(
-    scan: ScanGradients,
-    certificate: dict[tuple[int, int], CertificateBatches],
-    seeds: list[int],
-    confidence: float,
-    min_batches: int,
-) -> dict[str, Any]:
-    """The result's `scan` section: per position its seeds' certificates, the position's
-    intersection-union verdict over seeds and the family-wise (Holm) verdict over positions."""
-    positions = sorted({p for p, _ in scan.gradients})
-    rows: list[ScanPositionRow] = []
-    for p in positions:
-        per_seed: list[DescentRecord] = [
-            descent_record(scan.gradients[(p, s)], certificate[(p, s)], confidence, min_batches)
-            for s in seeds
-        ]
-        verdicts = [Verdict(r["verdict"]) for r in per_seed]
-        bounds = [r["grad_norm_sq_lcb"] for r in per_seed]
-        known = [b for b in bounds if b is not None]
-        seed_rows: list[ScanSeedRow] = [
-            {
-                "seed": s,
-                "grad_norm_sq_unbiased": r["grad_norm_sq_unbiased"],
-                "grad_norm_sq_lcb": r["grad_norm_sq_lcb"],
-                "grad_norm_sq_batch_mean": r["grad_norm_sq_batch_mean"],
-                "grad_norm_sq_unbiased_train": r["grad_norm_sq_unbiased_train"],
-                "grad_norm_sq_lcb_train": r["grad_norm_sq_lcb_train"],
-                "p_value": r["p_value"],
-                "verdict": r["verdict"],
-            }
-            for s, r in zip(seeds, per_seed, strict=True)
-        ]
-        as_dicts: list[dict[str, Any]] = [dict(r) for r in per_seed]
-        means = {
-            name: sum(float(r[name]) for r in as_dicts) / len(as_dicts) for name in MEAN_FIELDS
-        }
-        rows.append(
-            {
-                "position": p,
-                "grad_norm_sq_train": means["grad_norm_sq_train"],
-                "grad_norm_sq_val": means["grad_norm_sq_val"],
-                "grad_norm_sq_unbiased": means["grad_norm_sq_unbiased"],
-                "cosine_train_val": means["cosine_train_val"],
-                "seeds_lcb": min(known) if len(known) == len(bounds) else None,
-                "seeds_lcb_method": SEEDS_LCB_METHOD,
-                "p_value": max(r["p_value"] for r in per_seed),
-                "verdict": seed_verdict(verdicts),
-                "verdict_counts": verdict_counts(verdicts),
-                "family_verdict": Verdict.UNDECIDED,  # set below, over all positions
-                "family_method": FAMILY_METHOD,
-                "per_seed": seed_rows,
-            }
-        )
-    family = family_verdicts(
-        [r["verdict"] for r in rows], [r["p_value"] for r in rows], 1.0 - confidence
-    )
-    for row, verdict in zip(rows, family, strict=True):
-        row["family_verdict"] = verdict
-    sources = {c.source for c in certificate.values()}
-    return {
-        "method": scan.method,
-        "reason": scan.reason,
-        "train_samples": scan.train_samples,
-        "grad_batch_size": scan.batch_size,
-        "seeds": list(seeds),
-        "certificate_source": sources.pop() if len(sources) == 1 else None,
-        "certificate_batches": min(
-            (int(c.batches.shape[0]) for c in certificate.values()), default=0
-        ),
-        "min_certificate_batches": min_batches,
-        "confidence": confidence,
-        "family_method": FAMILY_METHOD,
-        "family_alpha": 1.0 - confidence,
-        "positions": rows,
-    }
-
-
-def _rank_key(row: dict[str, Any]) -> tuple[float, float]:
-    lcb = row.get("seeds_lcb")
-    return (float("-inf") if lcb is None else float(lcb), float(row["grad_norm_sq_unbiased"]))
-
-
-def choose_positions(
-    spec: ExpandExperiment,
-    scan_rows: list[dict[str, Any]],
-    scores: dict[int, float] | None = None,
-) -> list[int]:
-    """Positions that get certified and continued: explicit, all, exactly those whose
-    family-wise verdict holds (`certified`), or the top k by `expand.by`.
-
-    `scores` (position -> seed-mean predictor) ranks top_k; without it (`by` is a certificate
-    predictor) the certificate ranks: U for `certificate_u`, else the lower bound over seeds
-    (ties by U).
-    """
-    e = spec.expand
-    if e.select == "explicit":
-        return sorted(set(e.positions))
-    if e.select == "all":
-        return [row["position"] for row in scan_rows]
-    if e.select == "certified":
-        return [row["position"] for row in scan_rows if row["family_verdict"] == Verdict.HOLDS]
-    if scores is not None:
-        ranked_positions = sorted(scores, key=lambda p: scores[p], reverse=True)
-        return sorted(ranked_positions[: e.top_k])
-    if e.by == Predictor.CERTIFICATE_U:
-        ranked = sorted(scan_rows, key=lambda r: r["grad_norm_sq_unbiased"], reverse=True)
-    else:
-        ranked = sorted(scan_rows, key=_rank_key, reverse=True)
-    return sorted(row["position"] for row in ranked[: e.top_k])
 
 
 def certificate_gradients(
@@ -236,76 +128,6 @@ def certificate_gradients(
     }
 
 
-def selection_record(
-    spec: ExpandExperiment, scan_rows: list[dict[str, Any]], scores: dict[int, float] | None
-) -> dict[str, Any]:
-    """The result's `selection`: how positions were chosen, and each position's score."""
-    e = spec.expand
-    if e.select != "top_k":
-        return {"select": e.select, "by": None, "scores": []}
-    key = "grad_norm_sq_unbiased" if e.by == Predictor.CERTIFICATE_U else "seeds_lcb"
-    values: dict[int, float | None] = dict(scores) if scores is not None else {}
-    if scores is None:
-        values = {row["position"]: row.get(key) for row in scan_rows}
-    return {
-        "select": e.select,
-        "by": e.by,
-        "scores": [{"position": p, "score": values[p]} for p in sorted(values)],
-    }
-
-
-def _selection_scores(
-    spec: ExpandExperiment,
-    base: PostNormResNet,
-    scan: ScanGradients,
-    cert_grads: dict[tuple[int, int], CertificateBatches],
-    bundle: Any,
-    lr: float,
-) -> dict[int, float] | None:
-    """Per-position scores of `expand.by` for top_k (None: a certificate predictor, ranked by
-    `choose_positions` from the scan summary's held-out U and bound)."""
-    e = spec.expand
-    if e.select != "top_k" or e.by in (Predictor.CERTIFICATE_U, Predictor.CERTIFICATE_LCB):
-        return None
-    positions = sorted({p for p, _ in scan.gradients})
-    descents: dict[tuple[int, int], dict[str, Any]] = {}
-    jumps: dict[tuple[int, int], dict[str, Any]] = {}
-    reference = None
-    if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
-        reference = base_losses(base, (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test))
-    for key, grad in scan.gradients.items():
-        if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
-            descent, jumps[key] = certify(
-                base,
-                grad,
-                cert_grads[key],
-                (bundle.x_val, bundle.y_val),
-                (bundle.x_test, bundle.y_test),
-                confidence=e.confidence,
-                line_search_points=e.line_search_points,
-                min_batches=e.min_certificate_batches,
-                base=reference,
-            )
-            descents[key] = dict(descent)
-        else:
-            descents[key] = dict(
-                descent_record(grad, cert_grads[key], e.confidence, e.min_certificate_batches)
-            )
-    return selection_scores(
-        base,
-        scan.gradients,
-        descents,
-        bundle,
-        spec.train,
-        by=e.by,
-        positions=positions,
-        seeds=e.seeds,
-        lr=lr,
-        probe_steps=probe_steps_for(e.continue_steps, e.probe_steps),
-        jumpboard=jumps,
-    )
-
-
 def _attach_predictors(
     spec: ExpandExperiment,
     base: PostNormResNet,
@@ -330,177 +152,92 @@ def _attach_predictors(
         )
 
 
-def _load_base(
-    path: Path, spec: ExpandExperiment, device: torch.device
-) -> tuple[PostNormResNet, dict[str, Any]]:
-    """The `--base` network, checked against the spec (architecture, shapes, finite weights)."""
-    from expansion.models.checkpoint import load_base_checkpoint
+@dataclass
+class Scanned:
+    """What the scan stage found: every position's gradients, the certificate summary, and the
+    positions chosen for certification and continuation."""
 
-    model, payload = load_base_checkpoint(path, spec.model, spec.data, map_location=device)
-    _check_base_splits(path, payload, spec)
-    return model.to(device).eval(), payload
-
-
-# DataSpec fields that decide which examples land in the training split.
-_SPLIT_FIELDS = (
-    "name",
-    "seed",
-    "val_fraction",
-    "certify_fraction",
-    "max_train_samples",
-    "teacher_dim",
-    "teacher_width",
-    "teacher_depth",
-    "teacher_train_size",
-    "teacher_test_size",
-)
+    gradients: ScanGradients
+    """Training-batch gradients of every (position, seed) (the jumpboard model's direction)."""
+    certificate: dict[tuple[int, int], CertificateBatches]
+    """Per-batch gradients of every (position, seed) on the certificate data."""
+    summary: dict[str, Any]
+    """The result's `scan` section."""
+    chosen: list[int]
+    selection: dict[str, Any]
+    """The result's `selection` section."""
+    lr: float
+    """The continuation's learning rate."""
 
 
-def _check_base_splits(path: Path, payload: dict[str, Any], spec: ExpandExperiment) -> None:
-    """Refuse a base trained on other splits: its training set may hold the certificate split,
-    and a certificate on examples the base was fitted on is not a held-out certificate."""
-    from expansion.models.checkpoint import CheckpointError
-    from expansion.specs.sections import DataSpec
-
-    stored = (payload.get("spec") or {}).get("data")
-    if not isinstance(stored, dict):
-        raise CheckpointError(
-            f"{path}: the checkpoint does not record its data section, so its training split "
-            "cannot be checked against the certificate split; train the base with this spec's "
-            "data section"
-        )
-    base_data = DataSpec.model_validate(stored).model_dump()
-    wanted = spec.data.model_dump()
-    differ = [f for f in _SPLIT_FIELDS if f in wanted and base_data.get(f) != wanted.get(f)]
-    if differ:
-        shown = ", ".join(
-            f"data.{f} {base_data.get(f)!r} (spec: {wanted.get(f)!r})" for f in differ
-        )
-        raise CheckpointError(
-            f"{path}: the base was trained on other splits ({shown}); its training set may hold "
-            "the certificate split. Train the base with this spec's data section"
-        )
-
-
-def _train_base(
-    spec: ExpandExperiment, bundle: Any, reporter: ProgressReporter, out_dir: Path
-) -> tuple[PostNormResNet, dict[str, Any] | None, float, dict[str, Any], float]:
-    """(model, optimizer state, final lr, curves, seconds) of a freshly trained base."""
-    from expansion.models.checkpoint import save_checkpoint
-
-    outcome = train_model(spec, bundle, _stage(reporter, "train"), out_dir)
-    model = outcome.model.eval()
-    save_checkpoint(
-        out_dir / "base.ckpt",
-        model,
-        spec=spec.model_dump(mode="json"),
-        optimizer_state=outcome.optimizer_state,
-        extra={"final_lr": outcome.final_lr},
-    )
-    return (
-        model,
-        outcome.optimizer_state,
-        outcome.final_lr,
-        outcome.history,
-        outcome.timings["train_s"],
-    )
-
-
-def run_expand(
-    spec: ExpandExperiment | dict,
-    out_dir: Path,
-    reporter: ProgressReporter | None = None,
-    *,
-    data_dir: Path | None = None,
-    base_checkpoint: Path | None = None,
-) -> dict[str, Any]:
-    """Run an `expand` experiment; write and return its result dict (docs/architecture.md).
-
-    With `base_checkpoint` the base network (and its optimizer state) is loaded, not trained.
-    """
-    parsed = parse_spec(spec) if isinstance(spec, dict) else spec
-    if not isinstance(parsed, ExpandExperiment):
-        raise ValueError(f"run_expand needs an expand spec, not kind {parsed.kind!r}")
-    spec = parsed
-    reporter = reporter or NullReporter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def scan_stage(
+    spec: ExpandExperiment, base: BaseNetwork, bundle: DataBundle, reporter: ProgressReporter
+) -> Scanned:
+    """Every position's gradients (one pass over training batches, one over the certificate
+    batches), their summary, and the positions chosen."""
     e = spec.expand
-    started = time.perf_counter()
-    device = resolve_device(spec.train)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
-    timings["data_s"] = time.perf_counter() - t0
-
-    curves: dict[str, Any] = {}
-    if base_checkpoint is not None:
-        base, payload = _load_base(Path(base_checkpoint), spec, device)
-        base_state = payload.get("optimizer_state")
-        final_lr = float((payload.get("extra") or {}).get("final_lr", spec.train.lr))
-        timings["train_s"] = 0.0
-        artifacts = []
-    else:
-        base, base_state, final_lr, curves, timings["train_s"] = _train_base(
-            spec, bundle, reporter, out_dir
-        )
-        # Lightning hands the trained module back on the CPU; the data lives on `device`.
-        base = base.to(device)
-        artifacts = ["base.ckpt"]
-    check_stop(reporter)
-    if base.num_positions != spec.model.num_positions:
-        raise ValueError(
-            f"the base network has {base.num_positions} positions, the spec "
-            f"{spec.model.num_positions}: the checkpoint does not match the spec's model"
-        )
-
-    # ---- scan --------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    scan_rep = _stage(reporter, "scan")
+    staged = _stage(reporter, "scan")
 
     def on_batch(fraction: float) -> None:
-        scan_rep.progress(SCAN_SPLIT * fraction, "scan", "gradients at every position")
+        staged.progress(SCAN_SPLIT * fraction, "scan", "gradients at every position")
         check_stop(reporter)
 
     def on_certificate_batch(fraction: float) -> None:
         done = SCAN_SPLIT + (1.0 - SCAN_SPLIT) * fraction
-        scan_rep.progress(done, "scan", "certificate gradients at every position")
+        staged.progress(done, "scan", "certificate gradients at every position")
         check_stop(reporter)
 
-    scan = scan_positions(
-        base,
+    model = base.model
+    gradients = scan_positions(
+        model,
         (bundle.x_train, bundle.y_train),
         (bundle.x_val, bundle.y_val),
-        list(range(base.num_positions)),
+        list(range(model.num_positions)),
         e.seeds,
         batch_size=e.grad_batch_size,
         max_batches=e.grad_batches,
         shuffle_seed=spec.train.seed,
         on_batch=on_batch,
     )
-    cert_grads = certificate_gradients(base, spec, bundle, on_certificate_batch)
-    summary = scan_summary(scan, cert_grads, e.seeds, e.confidence, e.min_certificate_batches)
-    lr = continuation_lr(e.continue_lr, final_lr, spec.train.lr)
-    scores = _selection_scores(spec, base, scan, cert_grads, bundle, lr)
+    certificate = certificate_gradients(model, spec, bundle, on_certificate_batch)
+    summary = scan_summary(gradients, certificate, e.seeds, e.confidence, e.min_certificate_batches)
+    lr = continuation_lr(e.continue_lr, base.final_lr, spec.train.lr)
+    scores = selection_scores_for(spec, model, gradients, certificate, bundle, lr)
     # Every rank of a multi-device job continues the positions rank 0 chose.
     chosen = agree_with_rank_zero(choose_positions(spec, summary["positions"], scores))
-    selection = selection_record(spec, summary["positions"], scores)
-    timings["scan_s"] = time.perf_counter() - t0
+    return Scanned(
+        gradients=gradients,
+        certificate=certificate,
+        summary=summary,
+        chosen=chosen,
+        selection=selection_record(spec, summary["positions"], scores),
+        lr=lr,
+    )
 
-    # ---- certify ------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    cert_rep = _stage(reporter, "certify")
+
+def certify_stage(
+    spec: ExpandExperiment,
+    base: BaseNetwork,
+    scanned: Scanned,
+    bundle: DataBundle,
+    reporter: ProgressReporter,
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """The insertion record of every chosen (position, seed) so far: depths, function drift,
+    the descent certificate and the jumpboard model."""
+    e = spec.expand
+    staged = _stage(reporter, "certify")
+    model = base.model
     val, test = (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test)
-    records: dict[tuple[int, int], dict[str, Any]] = {}
-    keys = [(p, s) for p in chosen for s in e.seeds]
+    keys = [(p, s) for p in scanned.chosen for s in e.seeds]
     # The base's losses and logits are the same for every candidate: computed once.
-    base_test_losses = base_losses(base, val, test)
-    base_logits = reference_logits(base, bundle.x_test)
+    base_test_losses = base_losses(model, val, test)
+    base_logits = reference_logits(model, bundle.x_test)
+    records: dict[tuple[int, int], dict[str, Any]] = {}
     for i, (p, s) in enumerate(keys):
         descent, jump = certify(
-            base,
-            scan.gradients[(p, s)],
-            cert_grads[(p, s)],
+            model,
+            scanned.gradients.gradients[(p, s)],
+            scanned.certificate[(p, s)],
             val,
             test,
             confidence=e.confidence,
@@ -508,72 +245,99 @@ def run_expand(
             min_batches=e.min_certificate_batches,
             base=base_test_losses,
         )
-        drift = function_drift(base_logits, expanded_copy(base, p, s), bundle.x_test)
+        drift = function_drift(base_logits, expanded_copy(model, p, s), bundle.x_test)
         records[(p, s)] = {
             "position": p,
-            "depth_before": base.total_blocks,
-            "depth_after": base.total_blocks + 1,
+            "depth_before": model.total_blocks,
+            "depth_after": model.total_blocks + 1,
             "seed": s,
             "function_drift_eval": drift["eval"],
             "function_drift_train": drift["train"],
             "descent": descent,
             "jumpboard": jump,
         }
-        cert_rep.progress((i + 1) / len(keys), "certify", f"position {p} seed {s}")
+        staged.progress((i + 1) / len(keys), "certify", f"position {p} seed {s}")
         check_stop(reporter)
-    timings["certify_s"] = time.perf_counter() - t0
+    return records
 
-    # ---- continue -----------------------------------------------------------------------
-    t0 = time.perf_counter()
-    cont_rep = _stage(reporter, "continue")
-    total_steps = e.continue_steps * len(e.seeds) * (len(chosen) + 1)
+
+@dataclass
+class Continued:
+    """The continuation stage's outcome: both arms of every chosen (position, seed)."""
+
+    continuation: Continuation
+    curves: dict[str, list[list[float]]]
+    """Training-loss window means per arm (`control seed 0`, `position 4 seed 0`, ...)."""
+    batched: bool
+    """Whether arms of one architecture trained together (expand.batch_arms)."""
+
+
+def continue_stage(
+    spec: ExpandExperiment,
+    base: BaseNetwork,
+    scanned: Scanned,
+    bundle: DataBundle,
+    reporter: ProgressReporter,
+    device: torch.device,
+) -> Continued:
+    """Expanded against control arms from the base for `expand.continue_steps` steps, for every
+    chosen position and seed; each finished arm's curve is reported as it lands."""
+    e = spec.expand
+    staged = _stage(reporter, "continue")
+    total_steps = e.continue_steps * len(e.seeds) * (len(scanned.chosen) + 1)
     done = [0]
 
     def on_step() -> None:
         done[0] += 1
         if done[0] % 20 == 0 or done[0] == total_steps:
-            cont_rep.progress(done[0] / total_steps, "continue", f"{done[0]}/{total_steps} steps")
+            staged.progress(done[0] / total_steps, "continue", f"{done[0]}/{total_steps} steps")
             check_stop(reporter)
 
-    continuation_curves: dict[str, list[list[float]]] = {}
-    batched = batching_chosen(e.batch_arms, device, base)
+    curves: dict[str, list[list[float]]] = {}
+    batched = batching_chosen(e.batch_arms, device, base.model)
 
     def on_arm(label: str) -> None:
         # Each finished arm's curve lands on the job page while the others still train.
-        for step, loss in continuation_curves.get(label, []):
+        for step, loss in curves.get(label, []):
             reporter.metric(int(step), CONTINUATION_SPLIT, f"{label}/loss", loss)
 
     continuation = controlled_continuation(
-        base,
-        base_state,
+        base.model,
+        base.optimizer_state,
         bundle,
         spec.train,
-        positions=chosen,
+        positions=scanned.chosen,
         seeds=e.seeds,
         steps=e.continue_steps,
-        lr=lr,
+        lr=scanned.lr,
         on_step=on_step,
         confidence=e.confidence,
         early_steps=sorted(set(early_steps_for(e.continue_steps).values())),
         on_arm=on_arm,
-        curves=continuation_curves,
+        curves=curves,
         batched=batched,
     )
-    timings["continuation_s"] = time.perf_counter() - t0
-    for key, rec in records.items():
-        rec["realized"] = continuation.records[key]
-        rec["realized"]["lr"] = lr
-    t0 = time.perf_counter()
-    _attach_predictors(spec, base, scan, bundle, records, lr)
-    timings["predictors_s"] = time.perf_counter() - t0
+    return Continued(continuation=continuation, curves=curves, batched=batched)
 
-    rows = {row["position"]: row for row in summary["positions"]}
-    positions_summary: list[PositionRow] = []
-    for p in chosen:
+
+def position_rows(
+    spec: ExpandExperiment,
+    scanned: Scanned,
+    records: dict[tuple[int, int], dict[str, Any]],
+    continued: Continued,
+) -> list[PositionRow]:
+    """The result's `positions`: per continued position its certificate over seeds and its
+    realized gain against the control with an interval."""
+    e = spec.expand
+    rows = {row["position"]: row for row in scanned.summary["positions"]}
+    out: list[PositionRow] = []
+    for p in scanned.chosen:
         per_seed = [records[(p, s)] for s in e.seeds]
         row = rows[p]
-        gain = paired_summary([continuation.differences[(p, s)] for s in e.seeds], e.confidence)
-        positions_summary.append(
+        gain = paired_summary(
+            [continued.continuation.differences[(p, s)] for s in e.seeds], e.confidence
+        )
+        out.append(
             {
                 "position": p,
                 "n_seeds": len(per_seed),
@@ -594,33 +358,78 @@ def run_expand(
                 "gain_ci_method": gain.get("gain_ci_method", ""),
             }
         )
+    return out
+
+
+def run_expand(
+    spec: ExpandExperiment,
+    out_dir: Path,
+    reporter: ProgressReporter | None = None,
+    *,
+    data_dir: Path | None = None,
+    base_checkpoint: Path | None = None,
+) -> dict[str, Any]:
+    """Run an `expand` experiment; write and return its result dict (docs/architecture.md).
+
+    Stages, in order: data, the base (trained, or loaded from `base_checkpoint` with its
+    optimizer state), scan and choice of positions, certificate, continuation, predictors,
+    per-position summary, the base's own risks.
+    """
+    reporter = reporter or NullReporter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    e = spec.expand
+    started = time.perf_counter()
+    device = resolve_device(spec.train)
+    timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    train_risk, train_error = evaluate(base, bundle.x_train, bundle.y_train)
-    val_risk, val_error = evaluate(base, bundle.x_val, bundle.y_val)
-    test_risk, test_error = evaluate(base, bundle.x_test, bundle.y_test)
+    bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
+    timings["data_s"] = time.perf_counter() - t0
+
+    base = obtain_base(spec, bundle, _stage(reporter, "train"), out_dir, device, base_checkpoint)
+    timings["train_s"] = base.train_s
+    check_stop(reporter)
+
+    t0 = time.perf_counter()
+    scanned = scan_stage(spec, base, bundle, reporter)
+    timings["scan_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    records = certify_stage(spec, base, scanned, bundle, reporter)
+    timings["certify_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    continued = continue_stage(spec, base, scanned, bundle, reporter, device)
+    timings["continuation_s"] = time.perf_counter() - t0
+    for key, record in records.items():
+        record["realized"] = continued.continuation.records[key]
+        record["realized"]["lr"] = scanned.lr
+
+    t0 = time.perf_counter()
+    _attach_predictors(spec, base.model, scanned.gradients, bundle, records, scanned.lr)
+    timings["predictors_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    risks = base_risks(base.model, bundle)
     timings["evaluate_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
+    keys = [(p, s) for p in scanned.chosen for s in e.seeds]
     result = json_safe(
         {
             **result_header(spec, device),
-            "test_risk": test_risk,
-            "test_error": test_error,
-            "val_risk": val_risk,
-            "val_error": val_error,
-            "train_risk": train_risk,
-            "train_error": train_error,
-            "parameters": count_parameters(base),
-            "curves": curves,
+            **risks,
+            "parameters": count_parameters(base.model),
+            "curves": base.curves,
             "timings": timings,
-            "artifacts": artifacts,
-            "scan": summary,
+            "artifacts": base.artifacts,
+            "scan": scanned.summary,
             "insertions": [records[k] for k in keys],
-            "positions": positions_summary,
-            "selection": selection,
-            "continue_lr": lr,
-            "continuation_curves": continuation_curves,
-            "continuation_batched": batched,
+            "positions": position_rows(spec, scanned, records, continued),
+            "selection": scanned.selection,
+            "continue_lr": scanned.lr,
+            "continuation_curves": continued.curves,
+            "continuation_batched": continued.batched,
         }
     )
     write_result(out_dir, result)

@@ -1,4 +1,4 @@
-"""Typed records of an `expand` result (docs/design.md 5 and the shared result contract); torch-free.
+"""Typed records of an `expand` result (docs/design.md 5 and the result contract); torch-free.
 
 The result JSON is built from these TypedDicts, so the field names live in one place. Readers
 of stored results must tolerate missing keys (older results): every field added after the

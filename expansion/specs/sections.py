@@ -280,7 +280,8 @@ class ExpandSpec(StrictModel):
 
 
 class GrowSpec(StrictModel):
-    """A growth schedule: insert blocks at given epochs up to a target depth (docs/design.md 1.6)."""
+    """A growth schedule: insert blocks at given epochs up to a target depth (docs/design.md
+    1.6)."""
 
     at_epochs: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1, max_length=256)
     """Epochs after which blocks are inserted (strictly increasing)."""

@@ -11,6 +11,8 @@ from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS, REALIZED_FIELDS, REC
 from expansion.experiments.expand import run_expand
 from expansion.progress import RecordingReporter, StopRequested
 from expansion.results.report import position_table
+from expansion.specs.experiments import ExpandExperiment
+from expansion.specs.parsing import parse_spec
 
 POSITION_FIELDS = {
     "position",
@@ -40,6 +42,13 @@ CERTIFICATE_FIELDS = {
 VERDICTS = {"holds", "fails", "undecided"}
 
 
+def typed(raw: dict) -> ExpandExperiment:
+    """`raw` parsed into the typed spec `run_expand` takes."""
+    spec = parse_spec(raw)
+    assert isinstance(spec, ExpandExperiment)
+    return spec
+
+
 def tiny_spec(**expand) -> dict:
     """An expand spec that runs in seconds on digits."""
     return {
@@ -64,7 +73,7 @@ def tiny_spec(**expand) -> dict:
 def expand_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, RecordingReporter]:
     out = tmp_path_factory.mktemp("expand")
     reporter = RecordingReporter()
-    return run_expand(tiny_spec(), out, reporter), out, reporter
+    return run_expand(typed(tiny_spec()), out, reporter), out, reporter
 
 
 def test_every_record_has_every_field(expand_run) -> None:
@@ -144,7 +153,7 @@ def test_progress_stages_and_table(expand_run) -> None:
 def test_base_checkpoint_is_reused_and_explicit_positions(expand_run, tmp_path: Path) -> None:
     first, out, _ = expand_run
     spec = tiny_spec(select="explicit", positions=[2], seeds=[0])
-    result = run_expand(spec, tmp_path, None, base_checkpoint=out / "base.ckpt")
+    result = run_expand(typed(spec), tmp_path, None, base_checkpoint=out / "base.ckpt")
     assert result["test_risk"] == pytest.approx(first["test_risk"])
     assert [r["position"] for r in result["insertions"]] == [2]
     assert result["timings"]["train_s"] == 0.0
@@ -153,7 +162,7 @@ def test_base_checkpoint_is_reused_and_explicit_positions(expand_run, tmp_path: 
 def test_two_gradient_batches_never_hold(expand_run, tmp_path: Path) -> None:
     _, out, _ = expand_run
     spec = tiny_spec(grad_batches=2, select="all", seeds=[0])
-    result = run_expand(spec, tmp_path, None, base_checkpoint=out / "base.ckpt")
+    result = run_expand(typed(spec), tmp_path, None, base_checkpoint=out / "base.ckpt")
     verdicts = [r["descent"]["verdict"] for r in result["insertions"]]
     verdicts += [r["verdict_train"] for r in (x["descent"] for x in result["insertions"])]
     for row in result["scan"]["positions"]:
@@ -168,7 +177,7 @@ def test_select_certified_continues_exactly_the_family_wise_holds(
 ) -> None:
     first, out, _ = expand_run
     result = run_expand(
-        tiny_spec(select="certified"), tmp_path, None, base_checkpoint=out / "base.ckpt"
+        typed(tiny_spec(select="certified")), tmp_path, None, base_checkpoint=out / "base.ckpt"
     )
     held = [r["position"] for r in result["scan"]["positions"] if r["family_verdict"] == "holds"]
     assert [p["position"] for p in result["positions"]] == held
@@ -185,7 +194,7 @@ class StopInScan(RecordingReporter):
 def test_stop_request_is_honoured(expand_run, tmp_path: Path) -> None:
     _, out, _ = expand_run
     with pytest.raises(StopRequested):
-        run_expand(tiny_spec(), tmp_path, StopInScan(), base_checkpoint=out / "base.ckpt")
+        run_expand(typed(tiny_spec()), tmp_path, StopInScan(), base_checkpoint=out / "base.ckpt")
     assert not (tmp_path / "result.json").exists()
 
 
@@ -214,7 +223,7 @@ def test_teacher_certificate_uses_fresh_samples(tmp_path: Path) -> None:
             "line_search_points": 2,
         },
     }
-    result = run_expand(spec, tmp_path)
+    result = run_expand(typed(spec), tmp_path)
     assert result["scan"]["certificate_source"] == "fresh"
     (record,) = result["insertions"]
     descent = record["descent"]

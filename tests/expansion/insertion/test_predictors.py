@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from expansion.data.datasets import load_dataset
-from expansion.experiments.expand import choose_positions, run_expand
+from expansion.experiments.expand import run_expand
+from expansion.experiments.position_choice import choose_positions
 from expansion.insertion.certificate import CertificateBatches, descent_record
 from expansion.insertion.predictors import (
     branch_input_norm_sq,
@@ -203,7 +204,9 @@ def test_every_insertion_record_carries_every_predictor() -> None:
         },
     }
     with tempfile.TemporaryDirectory() as out:
-        result = run_expand(spec, Path(out))
+        parsed = parse_spec(spec)
+        assert isinstance(parsed, ExpandExperiment)
+        result = run_expand(parsed, Path(out))
         base, _ = load_checkpoint(Path(out) / "base.ckpt")
     assert len(result["insertions"]) == 4
     for rec in result["insertions"]:
