@@ -90,11 +90,6 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
             engine.dispose()
 
 
-def is_up_to_date(url: str) -> bool:
-    """True when the database is at the newest revision."""
-    return current_revision(url) == head_revision()
-
-
 def _safe(url: str) -> str:
     from sqlalchemy.engine import make_url
 

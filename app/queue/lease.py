@@ -16,7 +16,6 @@ from sqlalchemy import (
     case,
     delete,
     insert,
-    select,
     update,
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -292,10 +291,3 @@ def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
     if n:
         log.info("reclaimed %d job(s) with expired leases", n)
     return n
-
-
-def lease_is_held(session_factory: sessionmaker[Session], claim: ClaimedJob) -> bool:
-    """True while `claim` still holds its job's lease (read only)."""
-    with session_factory() as session:
-        found = session.execute(select(Job.id).where(*_guard(claim))).first()
-    return found is not None

@@ -16,26 +16,11 @@ import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from expansion.progress import ProgressReporter, StopRequested
 
 log = logging.getLogger(__name__)
-
-
-class JobRunner(Protocol):
-    """Runs one experiment spec into `out_dir`, reporting to `reporter`; returns the result."""
-
-    def __call__(
-        self,
-        spec: dict[str, Any],
-        out_dir: Path,
-        reporter: ProgressReporter,
-        *,
-        data_dir: Path | None = None,
-    ) -> dict[str, Any]:
-        """Run the job."""
-        ...
 
 
 def run_experiment_runner(

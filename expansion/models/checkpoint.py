@@ -100,21 +100,6 @@ def load_payload(path: Path | str, map_location: str | torch.device = "cpu") -> 
     return payload
 
 
-def load_checkpoint(
-    path: Path | str, map_location: str | torch.device = "cpu"
-) -> tuple[PostNormResNet, dict[str, Any]]:
-    """(network rebuilt from the stored architecture with its weights, the whole payload)."""
-    payload = load_payload(path, map_location)
-    try:
-        model = model_from_architecture(payload["architecture"])
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: architecture and weights do not match: {_first_line(exc)}"
-        ) from None
-    return model.to(map_location), payload
-
-
 # Architecture fields a base checkpoint must share with the spec; `kernel_size` matters for
 # the convolutional kinds and `groups` for group norm only.
 _COMPARED_FIELDS = (

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recording_reporter import RecordingReporter
 
 from expansion.distributed.launch import run_on_devices
-from expansion.progress import RecordingReporter
 from expansion.ranks import externally_launched
 
 LAUNCH_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_PROCID", "SLURM_NTASKS", "RANK")

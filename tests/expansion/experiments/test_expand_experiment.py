@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS, REALIZED_FIELDS, RECORD_FIELDS
+from recording_reporter import RecordingReporter
 
 from expansion.experiments.expand import run_expand
-from expansion.progress import RecordingReporter, StopRequested
+from expansion.progress import StopRequested
 from expansion.results.report import position_table
 from expansion.specs.experiments import ExpandExperiment
 from expansion.specs.parsing import parse_spec

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from network_checkpoints import load_checkpoint
+
 from expansion.experiments.grow import run_grow
-from expansion.models.checkpoint import load_checkpoint
 
 TINY_GROW = {
     "kind": "grow",

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from network_checkpoints import load_checkpoint
+from recording_reporter import RecordingReporter
 
 from expansion.data.datasets import load_dataset
 from expansion.experiments import run_experiment
-from expansion.models.checkpoint import load_checkpoint
-from expansion.progress import RecordingReporter
 from expansion.specs.sections import DataSpec
 
 SUMMARY_FIELDS = ("test_risk", "test_error", "val_risk", "val_error", "train_risk", "train_error")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from network_checkpoints import load_checkpoint
 
 from expansion.data.datasets import load_dataset
 from expansion.experiments.expand import run_expand
@@ -24,7 +25,6 @@ from expansion.insertion.predictors import (
     train_probe,
 )
 from expansion.insertion.scan import scan_positions
-from expansion.models.checkpoint import load_checkpoint
 from expansion.results.records import CertificateSource
 from expansion.specs.experiments import ExpandExperiment
 from expansion.specs.parsing import parse_spec

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from network_checkpoints import load_checkpoint
 
 from expansion.models.checkpoint import (
     CheckpointError,
     load_base_checkpoint,
-    load_checkpoint,
     load_payload,
     save_checkpoint,
 )

@@ -7,11 +7,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from recording_reporter import RecordingReporter
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.evaluate import evaluate
 from expansion.models.network import build_model
-from expansion.progress import RecordingReporter, StopRequested
+from expansion.progress import StopRequested
 from expansion.specs.parsing import parse_spec
 from expansion.training.trainer import (
     DeviceDataModule,
