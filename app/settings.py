@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.devices import DEFAULT_LOCK_DIR, DeviceOffer, parse_devices
+from expansion.specs.budget import ComputeLimits
 
 DEFAULT_HOME = Path.home() / ".jumpboard"
 
@@ -111,6 +112,15 @@ class Settings(BaseSettings):
     def device_offer(self) -> DeviceOffer:
         """`worker_devices` parsed."""
         return parse_devices(self.worker_devices)
+
+    def compute_limits(self) -> ComputeLimits:
+        """The compute budget every submitted job (and every sweep point) must fit."""
+        return ComputeLimits(
+            max_parameters=self.max_parameters,
+            max_train_flops=self.max_train_flops,
+            max_data_bytes=self.max_data_bytes,
+            max_activation_bytes=self.max_activation_bytes,
+        )
 
     def job_dir(self, job_id: int) -> Path:
         """The folder a job writes its files into."""

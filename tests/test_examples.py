@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from app.services.budget import budget_problems
 from app.settings import Settings
+from expansion.specs.budget import budget_problems
 from expansion.specs.parsing import parse_spec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.y*ml"))
@@ -51,7 +51,9 @@ def test_example_is_a_valid_spec_within_the_default_budget(path: Path) -> None:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec = parse_spec(raw)
     assert spec.kind == raw["kind"]
-    assert budget_problems(spec, Settings()) == [], "the service would refuse this example"
+    assert budget_problems(spec, Settings().compute_limits()) == [], (
+        "the service would refuse this example"
+    )
     assert f"jumpboard run examples/{path.name}" in path.read_text(encoding="utf-8")
 
 

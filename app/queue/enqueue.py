@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import (
     update,
 )
@@ -17,20 +18,23 @@ from app.db.models import (
 from app.db.session import affected_rows, begin_write
 from app.devices import devices_needed
 from app.queue.lease import JobNotFound, QueueError
+from app.queue.sweeps import cancel_sweep_points, enqueue_sweep
+from expansion.specs.experiments import AnyExperiment, SweepExperiment
+from expansion.specs.parsing import parse_spec
 
 
 def enqueue_job(
     session: Session,
-    spec: dict[str, Any],
+    spec: AnyExperiment | dict[str, Any],
     *,
     priority: int = 0,
     max_attempts: int | None = None,
 ) -> Job:
-    """Validate `spec`, store it as a queued job and commit; raises `SpecError` on a bad spec."""
-    from expansion.specs.experiments import SweepExperiment
-    from expansion.specs.parsing import parse_spec
+    """Store `spec` as a queued job (a sweep: its parent and one job per point) and commit.
 
-    parsed = parse_spec(spec)
+    The service passes the experiment it parsed where the spec came in (`app.services`); a raw
+    mapping (tests, scripts) is parsed here, raising `SpecError` on a bad spec."""
+    parsed = spec if isinstance(spec, BaseModel) else parse_spec(spec)
     if max_attempts is None:
         from app.settings import get_settings
 
@@ -38,8 +42,6 @@ def enqueue_job(
     if max_attempts < 1:
         raise QueueError(f"max_attempts must be at least 1 (got {max_attempts})")
     if isinstance(parsed, SweepExperiment):  # a parent job plus one queued job per grid point
-        from app.queue.sweeps import enqueue_sweep
-
         return enqueue_sweep(session, parsed, priority=priority, max_attempts=max_attempts)
     job = Job(
         name=parsed.name,
@@ -95,7 +97,5 @@ def cancel_job(session: Session, job_id: int) -> Job:
     if job is None:
         raise JobNotFound(f"no job with id {job_id}")
     if job.kind == "sweep" and not job.is_finished:  # cancelling a sweep cancels its points
-        from app.queue.sweeps import cancel_sweep_points
-
         job = cancel_sweep_points(session, job)
     return job

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from app.bounded_input import InputError, load_spec_mapping
 from app.db.models import Job
-from app.services.budget import budget_problems
+from app.services.spec_intake import accept_spec
 from app.settings import Settings
 from app.tokens import TokenScope, verify_token
-from expansion.specs.parsing import parse_spec
+from expansion.specs.experiments import AnyExperiment
 from expansion.specs.problems import SpecError
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,12 @@ def parse_spec_text(text: str) -> dict[str, Any]:
         raise SubmissionError([f"spec: {exc}"]) from None
 
 
-def validated_spec(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The spec as stored on the job row, after the spec and compute-budget checks."""
+def validated_spec(raw: dict[str, Any], settings: Settings) -> AnyExperiment:
+    """The experiment the form describes, after the spec and compute-budget checks."""
     try:
-        spec = parse_spec(raw)
+        return accept_spec(raw, settings)
     except SpecError as exc:
         raise SubmissionError(exc.problems) from None
-    problems = budget_problems(spec, settings)
-    if problems:
-        raise SubmissionError(problems)
-    return spec.model_dump(mode="json")
 
 
 def submit_spec_text(session: Session, settings: Settings, text: str, token: str) -> Job:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     Field,
+    PrivateAttr,
     model_validator,
 )
 
@@ -256,6 +257,9 @@ class SweepExperiment(_PointFields):
         Annotated[list[GridValue], Field(min_length=1, max_length=MAX_GRID_VALUES)],
     ] = Field(min_length=1, max_length=MAX_GRID_AXES)
     """Dotted spec path (e.g. `model.depth`) -> the values it takes."""
+    _points: list[SweepPointExperiment] | None = PrivateAttr(default=None)
+    # The validated grid points, kept by `expansion.specs.grid` when it first validates them:
+    # parsing, the budget, the cost and the queue then share one walk of the grid.
 
     @model_validator(mode="after")
     def _grid_size(self) -> SweepExperiment:
@@ -264,6 +268,8 @@ class SweepExperiment(_PointFields):
             size *= len(values)
         if size > MAX_GRID_POINTS:
             raise ValueError(f"grid has {size} points; at most {MAX_GRID_POINTS} are allowed")
+        # Runs again on every assignment (validate_assignment): points of an older grid go.
+        self._points = None
         return self
 
     @property

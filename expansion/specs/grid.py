@@ -71,7 +71,9 @@ def iter_point_raws(
 def grid_problems(sweep: SweepExperiment) -> list[str]:
     """Every problem of the sweep's grid, one line each: bad axes, and each distinct point
     problem by the first point's index, the field and its coordinates
-    (`points.3.model.depth: ... (grid point model.depth=300; 5 points in all)`)."""
+    (`points.3.model.depth: ... (grid point model.depth=300; 5 points in all)`).
+
+    A sweep without problems keeps its validated points for `expand_sweep`."""
     problems: list[str] = []
     base = _base_raw(sweep)
     good_paths = []
@@ -89,26 +91,40 @@ def grid_problems(sweep: SweepExperiment) -> list[str]:
     # The same problem at many points (one bad value crossed with every other axis) is one line.
     first: dict[tuple[str, str], tuple[int, dict[str, GridValue]]] = {}
     times: dict[tuple[str, str], int] = {}
+    points: list[SweepPointExperiment] = []
     for coordinates, raw in iter_point_raws(sweep, good_paths):
         try:
-            validate_experiment(raw)
+            point = validate_experiment(raw)
         except SpecError as exc:
             for line in exc.problems:
                 field, _, reason = line.partition(": ")
                 first.setdefault((field, reason), (raw["sweep_index"], coordinates))
                 times[(field, reason)] = times.get((field, reason), 0) + 1
+            continue
+        assert isinstance(point, SweepPointExperiment)  # raw["kind"] is "sweep_point"
+        points.append(point)
     for (field, reason), (index, coordinates) in first.items():
         n = times[(field, reason)]
         more = f"; {n} points in all" if n > 1 else ""
         at = f"(grid point {_describe(coordinates)}{more})" if coordinates else "(every point)"
         problems.append(f"points.{index}.{field}: {reason} {at}")
+    if not problems:
+        sweep._points = points
     return problems
 
 
 def expand_sweep(sweep: SweepExperiment) -> list[SweepPointExperiment]:
     """The validated point specs of a sweep, in grid order; raises ValueError naming every
-    invalid point (parse_spec has already refused such a sweep)."""
-    problems = grid_problems(sweep)
-    if problems:
-        raise ValueError("\n".join(problems))
-    return [SweepPointExperiment.model_validate(raw) for _, raw in iter_point_raws(sweep)]
+    invalid point (parse_spec has already refused such a sweep). The grid is walked and its
+    points validated once per sweep object."""
+    if sweep._points is None:
+        problems = grid_problems(sweep)
+        if problems:
+            raise ValueError("\n".join(problems))
+    assert sweep._points is not None
+    return list(sweep._points)
+
+
+def describe_point(point: SweepPointExperiment) -> str:
+    """`(grid point model.depth=8, train.seed=1)`: where a point sits in its grid."""
+    return f"(grid point {_describe(point.coordinates)})"

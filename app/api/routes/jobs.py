@@ -35,10 +35,8 @@ from app.api.schemas import (
 from app.bounded_input import nesting_depth_problem
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.queue import cancel_job, enqueue_job
-from app.services.budget import budget_problems
-from app.settings import Settings
+from app.services.spec_intake import accept_spec
 from app.urls import artifact_path, job_path
-from expansion.specs.parsing import parse_spec
 from expansion.specs.problems import SpecError
 
 log = logging.getLogger(__name__)
@@ -68,13 +66,6 @@ def _spec_problems(problems: list[str]) -> HTTPException:
         ]
         detail.append({"loc": loc, "msg": bounded_text(msg), "type": "value_error"})
     return HTTPException(status_code=422, detail=detail)
-
-
-def check_budget(spec: Any, settings: Settings) -> None:
-    """422 when the spec's estimated size, data, memory or compute exceeds the configured limits."""
-    problems = budget_problems(spec, settings)
-    if problems:
-        raise _spec_problems(problems)
 
 
 def _split_submission(body: Any) -> tuple[Any, int]:
@@ -134,13 +125,12 @@ def submit_job(
     """Queue an experiment: the body is a spec, or `{"spec": ..., "priority": n}`."""
     raw, priority = _split_submission(body)
     try:
-        spec = parse_spec(raw)
+        spec = accept_spec(raw, settings)
     except SpecError as exc:
         raise _spec_problems(exc.problems) from None
-    check_budget(spec, settings)
     job = enqueue_job(
         session,
-        spec.model_dump(mode="json"),
+        spec,
         priority=priority,
         max_attempts=settings.max_attempts,
     )

@@ -199,6 +199,37 @@ def test_compute_budget_covers_data_teacher_and_activations(api: Api) -> None:
     api.submit()  # an ordinary spec still passes
 
 
+def test_a_sweep_is_refused_when_any_point_breaks_any_limit(api: Api) -> None:
+    """Issue 22: sweep points once escaped the data, activation-memory and teacher limits.
+    Each grid below has one harmless point and one point over one limit; the 422 names the
+    point by its index, field and grid coordinates, and nothing is queued."""
+    cases = {
+        "points.1.data": ("data.teacher_train_size", [1_000, 10_000_000], {"teacher_dim": 4096}),
+        "points.1.data.teacher_width": ("data.teacher_width", [8, 4096], {"teacher_depth": 32}),
+        "points.1.train.batch_size": ("train.batch_size", [64, 65_536], None),
+    }
+    for loc, (axis, values, data) in cases.items():
+        spec: dict[str, Any] = {
+            "kind": "sweep",
+            "name": "over budget",
+            "train": {"epochs": 1, "batch_size": 64},
+            "grid": {axis: values},
+        }
+        if data is None:
+            spec["data"] = {"name": "mnist1d"}
+            spec["model"] = {"kind": "conv1d", "width": 512, "depth": 16}
+        else:
+            spec["data"] = {"name": "teacher", **data}
+            spec["model"] = {"kind": "mlp", "width": 8, "depth": 1}
+        response = api.client.post("/api/v1/jobs", json=spec, headers=api.auth)
+        assert response.status_code == 422, (loc, response.text)
+        locs = {".".join(map(str, d["loc"][1:])): d["msg"] for d in response.json()["detail"]}
+        assert list(locs) == [loc], (loc, locs)
+        message = locs[loc]
+        assert "limit" in message and f"(grid point {axis}={values[1]})" in message, message
+    assert api.client.get("/api/v1/jobs").json()["items"] == []
+
+
 # ---- the web form ------------------------------------------------------------------------
 
 

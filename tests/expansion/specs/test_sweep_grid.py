@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from expansion.specs.budget import budget_problems
+from expansion.specs.budget import ComputeLimits, budget_problems
 from expansion.specs.cost import estimate_cost
 from expansion.specs.experiments import (
     MAX_GRID_POINTS,
@@ -119,7 +119,10 @@ def test_each_points_budget_is_checked_and_the_sweep_costs_the_sum() -> None:
     limit = sorted(c.train_flops for c in costs)[1]  # the two widest points are over it
     over = [i for i, c in enumerate(costs) if c.train_flops > limit]
     assert over == [1, 3]
-    problems = budget_problems(sweep, max_parameters=10**12, max_train_flops=limit)
+    limits = ComputeLimits(
+        max_parameters=10**12, max_train_flops=limit, max_data_bytes=1e15, max_activation_bytes=1e15
+    )
+    problems = budget_problems(sweep, limits)
     assert [p.split(":")[0] for p in problems] == ["points.1.train", "points.3.train"]
     assert "model.depth=2, model.width=256" in problems[0]
     total = estimate_cost(sweep)
