@@ -31,10 +31,14 @@ def run_experiment_runner(
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The production runner: `expansion.experiments.run_experiment`, on one process per
-    device when the spec asks for several (`expansion.distributed.launch`)."""
-    from expansion.distributed.launch import run_on_devices
+    device when the spec asks for several (`expansion.distributed.launch`).
 
-    return run_on_devices(spec, out_dir, reporter, data_dir=data_dir)
+    The job row holds the spec the service accepted; it is parsed here once, in the job's
+    process, and travels on typed."""
+    from expansion.distributed.launch import run_on_devices
+    from expansion.specs.parsing import parse_spec
+
+    return run_on_devices(parse_spec(spec), out_dir, reporter, data_dir=data_dir)
 
 
 class PipeReporter:

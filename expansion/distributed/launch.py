@@ -86,19 +86,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def devices_of(spec: AnyExperiment | dict[str, Any]) -> tuple[int, int]:
+def devices_of(spec: AnyExperiment) -> tuple[int, int]:
     """(train.devices, train.num_nodes) of a spec; (1, 1) for kinds without training."""
-    from expansion.specs.parsing import parse_spec
-
-    parsed = parse_spec(spec) if isinstance(spec, dict) else spec
-    train = getattr(parsed, "train", None)
+    train = getattr(spec, "train", None)
     if train is None:
         return 1, 1
     return int(train.devices), int(train.num_nodes)
 
 
 def run_on_devices(
-    spec: AnyExperiment | dict[str, Any],
+    spec: AnyExperiment,
     out_dir: Path,
     reporter: ProgressReporter,
     *,
@@ -125,12 +122,11 @@ def run_on_devices(
         )
     if devices == 1:
         return run_experiment(spec, out_dir, reporter, **options)
-    raw = spec if isinstance(spec, dict) else spec.model_dump(mode="json")
-    return launch_ranks(raw, Path(out_dir), reporter, devices, **options)
+    return launch_ranks(spec, Path(out_dir), reporter, devices, **options)
 
 
 def launch_ranks(
-    spec: dict[str, Any],
+    spec: AnyExperiment,
     out_dir: Path,
     reporter: ProgressReporter,
     world_size: int,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from expansion.progress import NullReporter, ProgressReporter
+from expansion.specs.experiments import AnyExperiment
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class RankPlan:
     rank: int
     world_size: int
     master_port: int
-    spec: dict[str, Any]
+    spec: AnyExperiment
+    """The parsed spec (pickled to the spawned rank, not parsed again)."""
     out_dir: Path
     """The job folder (rank 0) or this rank's scratch folder (the others)."""
     data_dir: Path | None

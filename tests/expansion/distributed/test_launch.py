@@ -10,6 +10,7 @@ from recording_reporter import RecordingReporter
 
 from expansion.distributed.launch import run_on_devices
 from expansion.ranks import externally_launched
+from expansion.specs.parsing import parse_spec
 
 LAUNCH_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_PROCID", "SLURM_NTASKS", "RANK")
 
@@ -51,7 +52,7 @@ def test_a_non_zero_rank_of_an_external_launch_writes_nothing(
         "train": {"epochs": 1, "batch_size": 50, "accelerator": "cpu"},
     }
     reporter = RecordingReporter()
-    result = run_on_devices(spec, tmp_path / "out", reporter)
+    result = run_on_devices(parse_spec(spec), tmp_path / "out", reporter)
     assert result["steps"] == 2
     assert not (tmp_path / "out").exists()
     assert reporter.metrics == [] and reporter.events == []
