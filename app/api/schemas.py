@@ -8,17 +8,28 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from app.db.enums import JobKind, JobStatus
 from app.tokens import TokenScope, parse_expiry
+from app.urls import job_path
 
 MAX_ID = 2**31 - 1
 """Largest row id (ids are 32-bit integers in the database); larger ids in a request are 422."""
 MAX_ERROR_TEXT = 200
 """Longest message or location part in an error answer: input is never echoed back whole."""
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
+JOB_SUMMARY_KEYS = (
+    "test_risk",
+    "test_error",
+    "val_risk",
+    "val_error",
+    "train_risk",
+    "train_error",
+    "parameters",
+    "device",
+)
+"""The headline numbers of a finished job's result that its API view carries."""
 
 
 class JobLinks(BaseModel):
@@ -33,7 +44,10 @@ class JobLinks(BaseModel):
 
 
 class JobOut(BaseModel):
-    """A job as the API shows it: identity, state, progress, timestamps and links."""
+    """A job as the API shows it: identity, state, progress, timestamps and links; read from
+    the job row's attributes (`JobOut.model_validate(job)`)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     status: JobStatus
@@ -52,12 +66,35 @@ class JobOut(BaseModel):
     finished_at: dt.datetime | None
     spec: dict[str, Any]
     summary: dict[str, Any] | None = Field(
-        None, description="Headline numbers of a finished job (test risk/error, parameters...)."
+        None,
+        validation_alias="result",
+        description="Headline numbers of a finished job (test risk/error, parameters...).",
     )
     parent_id: int | None = Field(
         None, description="The sweep this job is a grid point of (kind sweep_point)."
     )
-    links: JobLinks
+
+    @field_validator("summary", mode="before")
+    @classmethod
+    def _headline_numbers(cls, result: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The job's whole result is read; only its headline numbers are shown."""
+        if not result:
+            return None
+        return {k: result[k] for k in JOB_SUMMARY_KEYS if k in result}
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented property pattern
+    @property
+    def links(self) -> JobLinks:
+        """Relative links to the job's resources and its web page."""
+        base = job_path(self.id)
+        return JobLinks(
+            self=base,
+            page=f"/jobs/{self.id}",
+            events=f"{base}/events",
+            metrics=f"{base}/metrics",
+            insertions=f"{base}/insertions",
+            artifacts=f"{base}/artifacts",
+        )
 
 
 class JobList(BaseModel):

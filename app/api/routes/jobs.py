@@ -24,15 +24,14 @@ from app.api.schemas import (
     InsertionList,
     InsertionOut,
     JobId,
-    JobKind,
     JobList,
     JobOut,
-    JobStatus,
     MetricSeries,
     MetricsOut,
     bounded_text,
 )
 from app.bounded_input import nesting_depth_problem
+from app.db.enums import JobKind, JobStatus
 from app.db.models import Artifact, Insertion, Job, Metric
 from app.queue import cancel_job, enqueue_job
 from app.services.spec_intake import accept_spec

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from app.api.deps import ReadAccess, SessionDep
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
-from app.api.schemas import MAX_ID, RESULT_FIELDS, ErrorOut, JobKind, ResultList, ResultRow
+from app.api.schemas import MAX_ID, RESULT_FIELDS, ErrorOut, ResultList, ResultRow
+from app.db.enums import JobKind
 from app.db.models import Insertion, Job
 
 router = APIRouter(prefix="/results", tags=["results"])
