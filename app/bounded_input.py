@@ -33,14 +33,16 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         """Compose one node, refusing an alias or a node nested too deep."""
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            # types-PyYAML leaves the parser's peek_event unannotated.
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise ComposerError(
                 None, None, "aliases (*name) are not allowed in a spec", event.start_mark
             )
         self._nesting += 1
         try:
             if self._nesting > MAX_NESTING:
-                event = self.peek_event()
+                # types-PyYAML leaves the parser's peek_event unannotated.
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise ComposerError(
                     None, None, f"nested deeper than {MAX_NESTING} levels", event.start_mark
                 )

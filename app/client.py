@@ -107,21 +107,25 @@ class JumpboardClient:
         body = dict(spec)
         if priority is not None:
             body["priority"] = priority
-        return self._request(
+        job: dict[str, Any] = self._request(
             "POST", "/jobs", content=json.dumps(body), headers={"Content-Type": "application/json"}
         )
+        return job
 
     def job(self, job_id: int) -> dict[str, Any]:
         """The job with id `job_id`."""
-        return self._request("GET", f"/jobs/{job_id}")
+        job: dict[str, Any] = self._request("GET", f"/jobs/{job_id}")
+        return job
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         """Ask the server to cancel a job; returns the job."""
-        return self._request("POST", f"/jobs/{job_id}/cancel")
+        job: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/cancel")
+        return job
 
     def insertions(self, job_id: int) -> list[dict[str, Any]]:
         """The insertion records of a job."""
-        return self._request("GET", f"/jobs/{job_id}/insertions")["items"]
+        items: list[dict[str, Any]] = self._request("GET", f"/jobs/{job_id}/insertions")["items"]
+        return items
 
     def jobs(
         self, *, status: str | None = None, kind: str | None = None, limit: int = 50
@@ -170,7 +174,8 @@ class JumpboardClient:
 
     def artifacts(self, job_id: int) -> list[dict[str, Any]]:
         """The files a job registered: name, size, sha256, url."""
-        return self._request("GET", f"/jobs/{job_id}/artifacts")["items"]
+        items: list[dict[str, Any]] = self._request("GET", f"/jobs/{job_id}/artifacts")["items"]
+        return items
 
     def download(self, job_id: int, artifact: dict[str, Any], folder: Path) -> Path:
         """Stream one artifact into `folder` and check its size and sha256; returns the path."""

@@ -72,7 +72,7 @@ def bare_app() -> object:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

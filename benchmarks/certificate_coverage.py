@@ -63,7 +63,8 @@ def previous_bound(gram: np.ndarray, confidence: float) -> np.ndarray:
     n = gram.shape[-1]
     psi = (gram.sum(axis=-1) - np.diagonal(gram, axis1=-2, axis2=-1)) / (n - 1)
     spread = 2.0 * psi.std(axis=-1, ddof=1) / math.sqrt(n)
-    return psi.mean(axis=-1) - float(stats.t.ppf(confidence, n - 1)) * spread
+    bound: np.ndarray = psi.mean(axis=-1) - float(stats.t.ppf(confidence, n - 1)) * spread
+    return bound
 
 
 def cell(kind: str, n: int, d: int, theta_rel: float, reps: int, seed: int) -> dict[str, float]:

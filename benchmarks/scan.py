@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 # benchmarks/queue.py would shadow the standard library's `queue` (which torch imports).
@@ -96,9 +97,9 @@ def scan_ratios(
         blocks = new_blocks(model, positions, [0])
         keys = list(blocks)
         base = median_seconds(base_pass, repeats)
-        single = median_seconds(lambda b=blocks: single_pass_gradients(model, x, y, b), repeats)
+        single = median_seconds(partial(single_pass_gradients, model, x, y, blocks), repeats)
         per_pos = median_seconds(
-            lambda k=keys: autograd_gradients(model, x, y, k), max(1, repeats // 2)
+            partial(autograd_gradients, model, x, y, keys), max(1, repeats // 2)
         )
         a = single_pass_gradients(model, x, y, blocks)
         b = autograd_gradients(model, x, y, keys)

@@ -110,6 +110,7 @@ def main() -> None:
     raw = json.loads(json.dumps(SPEC))
     raw["train"]["epochs"] = args.epochs
     spec = parse_spec(raw)
+    assert isinstance(spec, TrainExperiment)
     bundle = load_dataset(spec.data, spec.model.kind, "cpu", args.data_dir)
     plain_times, lightning_times = [], []
     plain_loss = lightning_loss = float("nan")

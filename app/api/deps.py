@@ -22,7 +22,8 @@ bearer_scheme = HTTPBearer(
 
 def get_app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -29,7 +29,7 @@ def decode_cursor(cursor: str) -> int:
             status_code=422,
             detail=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
         ) from None
-    return before
+    return int(before)
 
 
 def encode_cursor(before: int) -> str:

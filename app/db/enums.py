@@ -34,3 +34,5 @@ class JobKind(enum.StrEnum):
     TRAIN = "train"
     EXPAND = "expand"
     GROW = "grow"
+    SWEEP = "sweep"
+    SWEEP_POINT = "sweep_point"

@@ -63,9 +63,10 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         """Attach UTC to what SQLite returns naive."""
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        stamp: dt.datetime = value
+        if stamp.tzinfo is None:
+            return stamp.replace(tzinfo=dt.UTC)
+        return stamp.astimezone(dt.UTC)
 
 
 class Base(DeclarativeBase):

@@ -36,7 +36,7 @@ from app.queue.lease import (
     _metric_rows,
     retry_while_leased,
 )
-from expansion.results.result_file import json_safe
+from expansion.results.result_file import json_safe_record
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,13 @@ SUMMARY_DROPPED_KEYS = ("curves", "insertions")
 
 def result_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The result dict without its curves and insertion records, JSON-safe."""
-    return json_safe({k: v for k, v in result.items() if k not in SUMMARY_DROPPED_KEYS})
+    summary: dict[str, Any] = {k: v for k, v in result.items() if k not in SUMMARY_DROPPED_KEYS}
+    return json_safe_record(summary)
 
 
 def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
     """The flattened `insertions` row of one insertion record (docs/design.md 5)."""
-    record = json_safe(record)
+    record = json_safe_record(record)
     row: dict[str, Any] = {
         "job_id": job_id,
         "position": int(record["position"]),

@@ -56,7 +56,9 @@ class JobCalibration:
     noise_ceiling: float | None
 
 
-def _job_rows(session: Session, job_ids: Sequence[int] | None = None) -> list[tuple[Job, list]]:
+def _job_rows(
+    session: Session, job_ids: Sequence[int] | None = None
+) -> list[tuple[Job, list[Any]]]:
     query = select(Job).where(Job.kind == "expand", Job.status == "succeeded").order_by(Job.id)
     if job_ids is not None:
         query = query.where(Job.id.in_(list(job_ids)))

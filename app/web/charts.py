@@ -329,7 +329,7 @@ def _ci_side(row: Mapping[str, Any], side: int) -> float | None:
     mean = row.get("gain_mean")
     if not ci or mean is None or ci[side] is None:
         return None
-    return ci[1] - mean if side else mean - ci[0]
+    return float(ci[1] - mean if side else mean - ci[0])
 
 
 def scatter_chart(element_id: str, points: Sequence[Mapping[str, Any]]) -> Chart:

@@ -185,7 +185,9 @@ def _verdict(section: Mapping[str, Any]) -> str:
     return NOT_AVAILABLE
 
 
-def position_rows(result: Mapping[str, Any], insertions: Sequence[Insertion]) -> list[dict]:
+def position_rows(
+    result: Mapping[str, Any], insertions: Sequence[Insertion]
+) -> list[dict[str, Any]]:
     """Per-position rows of the insertion chart and table.
 
     Positions measured against a control come from the result's `positions` summaries (or the

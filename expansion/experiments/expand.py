@@ -53,7 +53,7 @@ from expansion.results.records import (
     CertificateSource,
     PositionRow,
 )
-from expansion.results.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe_record, write_result
 from expansion.specs.experiments import ExpandExperiment
 from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import (
@@ -415,7 +415,7 @@ def run_expand(
     timings["evaluate_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     keys = [(p, s) for p in scanned.chosen for s in e.seeds]
-    result = json_safe(
+    result = json_safe_record(
         {
             **result_header(spec, device),
             **risks,

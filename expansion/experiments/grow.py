@@ -26,7 +26,7 @@ from expansion.models.network import (
     count_parameters,
 )
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
-from expansion.results.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe_record, write_result
 from expansion.specs.experiments import GrowExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.training.growth import GrowthCallback
@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 """The grown network (architecture, weights, optimizer state) under the run's folder."""
 
 
-def _summary(model: PostNormResNet, bundle: DataBundle, history: dict, seconds: float) -> dict:
+def _summary(
+    model: PostNormResNet, bundle: DataBundle, history: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     out: dict[str, Any] = {"depths": model.arch.depths, "parameters": count_parameters(model)}
     for split, (x, y) in {
         "train": (bundle.x_train, bundle.y_train),
@@ -79,7 +81,7 @@ def target_architecture(spec: GrowExperiment, depths: list[int]) -> Architecture
 
 
 def run_grow(
-    spec: GrowExperiment | dict,
+    spec: GrowExperiment | dict[str, Any],
     out_dir: Path,
     reporter: ProgressReporter | None = None,
     *,
@@ -151,7 +153,7 @@ def run_grow(
         _keep_checkpoint(out_dir, "control_start", control_start, spec, artifacts)
     g = results["grown"]
     timings = {"total_s": time.perf_counter() - started, "train_s": g["train_s"]}
-    result = json_safe(
+    result = json_safe_record(
         {
             **result_header(spec, device),
             **{k: g[k] for k in ("test_risk", "test_error", "val_risk", "val_error")},

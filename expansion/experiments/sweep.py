@@ -29,7 +29,7 @@ from expansion.models.measures import (
 )
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, StopRequested
-from expansion.results.result_file import json_safe, write_result
+from expansion.results.result_file import json_safe_record, write_result
 from expansion.results.sweep_summary import Arm, table
 from expansion.specs.experiments import GrowExperiment, SweepExperiment, SweepPointExperiment
 from expansion.specs.grid import expand_sweep
@@ -147,7 +147,7 @@ def run_sweep_point(
         "artifacts": [],
         **extra,
     }
-    result = json_safe(result)
+    result = json_safe_record(result)
     write_result(out_dir, result)
     reporter.progress(1.0, "done")
     return result
@@ -196,7 +196,7 @@ def run_sweep(
             {"status": "succeeded", "result_file": f"{POINTS_DIR}/{i:03d}/result.json", **summary}
         )
     failed = sum(r["status"] == "failed" for r in results)
-    return json_safe(
+    return json_safe_record(
         {
             **result_header(spec, resolve_device(spec.train)),
             "grid": spec.grid,

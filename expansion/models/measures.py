@@ -74,7 +74,8 @@ def _projection_norms(
     repeated = x.repeat_interleave(projections, dim=0)  # (N * k, *input)
 
     def logits(inputs: torch.Tensor) -> torch.Tensor:
-        return model(inputs)
+        logits: torch.Tensor = model(inputs)
+        return logits
 
     if method is ProjectionMethod.JVP:
         v = torch.randn(repeated.shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -83,7 +84,8 @@ def _projection_norms(
         out, pullback = vjp(logits, repeated)[:2]
         u = torch.randn(out.shape, generator=generator, dtype=out.dtype).to(x.device)
         (product,) = pullback(u)
-    return product.detach().flatten(1).pow(2).sum(dim=1).reshape(n, projections)
+    squares: torch.Tensor = product.detach().flatten(1).pow(2).sum(dim=1).reshape(n, projections)
+    return squares
 
 
 def input_sensitivity(

@@ -119,7 +119,8 @@ class ResidualBlock(nn.Module):
 
     def branch_input(self, h: torch.Tensor) -> torch.Tensor:
         """act(W1 h): what W2 sees (the factor of W2's gradient that comes from below)."""
-        return self.act(self.w1(h))
+        out: torch.Tensor = self.act(self.w1(h))
+        return out
 
     def w2_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """W2's weight and bias: the parameters the scan and the certificate are about."""
@@ -130,7 +131,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Norm(h + alpha * F(h))."""
-        return self.norm(h + self.alpha * self.w2(self.branch_input(h)))
+        out: torch.Tensor = self.norm(h + self.alpha * self.w2(self.branch_input(h)))
+        return out
 
     @torch.no_grad()
     def zero_init_last(self) -> None:
@@ -230,7 +232,8 @@ class PostNormResNet(nn.Module):
             if s < len(self.transitions):
                 h = self.transitions[s](h)
         pooled = h if h.dim() == 2 else h.flatten(2).mean(dim=2)  # (N, C)
-        return self.head(pooled)
+        logits: torch.Tensor = self.head(pooled)
+        return logits
 
 
 def build_architecture(model: ModelSpec, data: DataSpec) -> Architecture:

@@ -217,7 +217,8 @@ def _seed_means(matrix: np.ndarray, seed_draws: np.ndarray) -> np.ndarray:
     """(positions, B) means over the drawn seed columns (NaN-aware)."""
     picked = matrix[:, seed_draws]  # (P, B, S)
     with _quiet():
-        return np.nanmean(picked, axis=2)
+        means: np.ndarray = np.nanmean(picked, axis=2)
+        return means
 
 
 @contextlib.contextmanager

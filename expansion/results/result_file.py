@@ -32,6 +32,11 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def json_safe_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A result or record (a mapping with string keys) made strict JSON by `json_safe`."""
+    return {key: json_safe(value) for key, value in record.items()}
+
+
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
     """Write `result` as `out_dir/result.json` (atomically) and return its path."""
     path = out_dir / RESULT_FILE

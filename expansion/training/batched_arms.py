@@ -241,7 +241,8 @@ class ArmStack:
     def _call(
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
     ) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
+        logits: torch.Tensor = functional_call(self.template, (params, buffers), (x,))
+        return logits
 
     def logits(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """(arms, n, classes): each arm's logits on its own batch (`x` is (arms, n, ...)) or,

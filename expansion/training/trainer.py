@@ -210,7 +210,8 @@ class ResNetModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the wrapped network."""
-        return self.model(x)
+        logits: torch.Tensor = self.model(x)
+        return logits
 
     # ---- steps -----------------------------------------------------------------------------
     def configure_model(self) -> None:

@@ -23,10 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-from test_deploy_files import (
+from compose_files import (
     COMPOSE_FILE,
     dockerfile_env,
     dockerfile_values,
@@ -34,6 +31,9 @@ from test_deploy_files import (
     service_argv,
     service_env,
 )
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 pytestmark = pytest.mark.postgres
 

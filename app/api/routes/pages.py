@@ -96,7 +96,7 @@ def plotly_version() -> str:
     """Version of the served plotly.js bundle (part of its URL, so upgrades bust caches)."""
     import plotly
 
-    return plotly.__version__
+    return str(plotly.__version__)
 
 
 templates.env.globals["plotly_version"] = plotly_version

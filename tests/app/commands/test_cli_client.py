@@ -4,18 +4,12 @@ migrations at start, the local token, an in-process worker running a real tiny j
 
 from __future__ import annotations
 
-import os
-import socket
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from local_server import Served, free_port
 
 from app.cli import main
 
@@ -26,75 +20,6 @@ data: {name: digits}
 model: {kind: mlp, width: 8, depth: 1}
 train: {epochs: 1, batch_size: 128, accelerator: cpu}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Served:
-    """A running `jumpboard serve` and the environment that points the CLI at it."""
-
-    url: str
-    env: dict[str, str]
-    home: Path
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`jumpboard serve` (embedded default, in-process worker) on a free loopback port."""
-    home = tmp_path_factory.mktemp("jumpboard-home")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "JUMPBOARD_DATABASE_URL": f"sqlite:///{home / 'jumpboard.db'}",
-        "JUMPBOARD_ARTIFACT_DIR": str(home / "artifacts"),
-        "JUMPBOARD_DATA_DIR": str(home / "data"),
-        "JUMPBOARD_PORT": str(port),
-        "JUMPBOARD_HEARTBEAT_SECONDS": "1",
-        "JUMPBOARD_METRICS_FLUSH_SECONDS": "0.5",
-    }
-    env.pop("JUMPBOARD_TOKEN", None)
-    env.pop("JUMPBOARD_SERVER", None)
-    log = (home / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {(home / 'serve.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("serve did not become ready")
-        yield Served(url=url, env=env, home=home)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@pytest.fixture
-def cli_env(served: Served, monkeypatch: pytest.MonkeyPatch) -> Served:
-    """This process's environment pointed at the served instance (as a user's shell would be)."""
-    for key in ("JUMPBOARD_TOKEN", "JUMPBOARD_SERVER"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in served.env.items():
-        if key.startswith("JUMPBOARD_"):
-            monkeypatch.setenv(key, value)
-    return served
 
 
 @pytest.mark.slow
@@ -177,7 +102,7 @@ def test_connection_failures_are_one_line(
 ) -> None:
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC_YAML)
-    server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     assert main(["submit", str(spec), "--server", server, "--token", "jb_x"]) == 3
     assert "cannot connect" in _one_line_error(capsys)
     assert main(["status", "1", "--server", server]) == 3

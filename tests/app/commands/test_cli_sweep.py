@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_cli_client import Served, cli_env, served  # noqa: F401  (fixtures)
+from local_server import Served
 
 from app.cli import main
 
@@ -25,7 +25,7 @@ grid:
 
 @pytest.mark.slow
 def test_submit_wait_of_a_sweep_runs_its_points_as_jobs(
-    cli_env: Served,  # noqa: F811
+    cli_env: Served,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_client import Api, make_api
 from sqlalchemy import select
-from test_api_jobs import Api, make_api
 
 from app import queue
 from app.db.models import Job

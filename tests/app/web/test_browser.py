@@ -8,158 +8,18 @@ test session. Screenshots go to test-artifacts/screenshots/ for inspection.
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from browser_pages import TINY_EXPAND, save_screenshot
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.main import create_app
-from app.db.migrate import upgrade
 from app.db.models import Job
-from app.db.session import forget_engine, session_factory
-from app.queue import claim_next_job, complete_job, enqueue_job
-from app.settings import Settings
-from app.tokens import create_token
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
 CHART_TIMEOUT_MS = 20_000
-
-TINY_EXPAND: dict[str, Any] = {
-    "kind": "expand",
-    "name": "browser-digits",
-    "data": {"name": "digits"},
-    "model": {"kind": "mlp", "width": 16, "depth": 2},
-    "train": {"epochs": 1, "batch_size": 64, "accelerator": "cpu"},
-    "expand": {
-        "select": "all",
-        "seeds": [0, 1],
-        "continue_steps": 4,
-        "grad_batch_size": 64,  # the digits certificate split (287 samples) holds 4 batches
-        "line_search_points": 4,
-    },
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def browser_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Settings over a migrated SQLite database of its own, shared by the browser tests."""
-    home = tmp_path_factory.mktemp("browser")
-    settings = Settings(
-        database_url=f"sqlite:///{home / 'jumpboard.db'}",
-        artifact_dir=home / "artifacts",
-        data_dir=home / "data",
-    )
-    settings.ensure_dirs()
-    upgrade(settings.database_url)
-    yield settings
-    forget_engine(settings.database_url)
-
-
-@pytest.fixture(scope="session")
-def factory(browser_settings: Settings) -> sessionmaker[Session]:
-    """Session factory of the browser tests' database."""
-    return session_factory(browser_settings.database_url)
-
-
-@pytest.fixture(scope="session")
-def finished_job(
-    browser_settings: Settings, factory: sessionmaker[Session]
-) -> tuple[int, dict[str, Any]]:
-    """A real tiny expand run, stored the way the worker stores it: (job id, result dict)."""
-    from expansion.experiments import run_experiment
-
-    with factory() as session:
-        job_id = enqueue_job(session, TINY_EXPAND).id
-    claim = claim_next_job(factory, "browser-test-worker", 600.0)
-    assert claim is not None and claim.job_id == job_id
-    out_dir = browser_settings.job_dir(job_id)
-    result = run_experiment(claim.spec, out_dir, data_dir=browser_settings.data_dir)
-    assert complete_job(factory, claim, result, job_dir=out_dir)
-    return job_id, result
-
-
-@pytest.fixture(scope="session")
-def token(factory: sessionmaker[Session]) -> str:
-    """A valid API token for the submit form."""
-    with factory() as session:
-        _, plain = create_token(session, "browser-test")
-        session.commit()
-    return plain
-
-
-@pytest.fixture(scope="session")
-def base_url(browser_settings: Settings) -> Iterator[str]:
-    """URL of the app served by uvicorn in a background thread on a free loopback port."""
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(browser_settings), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="browser-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh page; script errors and failed sub-resources (scripts, styles) fail the test.
-
-    A page answered with a 4xx on purpose (a refused form) is not an error; a final screenshot
-    is always saved.
-    """
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    tab.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    tab.on(
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and r.request.resource_type != "document"
-            else None
-        ),
-    )
-    yield tab
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"{request.node.name}-final.png"), full_page=True)
-    context.close()
-    assert not errors, f"browser errors: {errors}"
-
-
-def _shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def _drawn(page: Any, element_id: str) -> tuple[list[dict[str, Any]], int]:
@@ -203,7 +63,7 @@ def test_job_page_draws_curves_and_one_insertion_point_per_position(
     assert "not a forecast" in note.lower()
     rows = page.locator("#insertion-table tbody tr")
     assert rows.count() == len(result["insertions"]) == num_positions * 2
-    _shot(page, "job-page")
+    save_screenshot(page, "job-page")
 
 
 def test_results_page_shows_the_scatter(
@@ -229,7 +89,7 @@ def test_results_page_shows_the_scatter(
     assert family == [p["family_verdict"] for p in by_position]
     methods = page.locator("#results-table tbody td.gain-ci-method").all_inner_texts()
     assert methods == [p["gain_ci_method"] for p in by_position]
-    _shot(page, "results-page")
+    save_screenshot(page, "results-page")
 
     held = sum(p["family_verdict"] == "holds" for p in measured)
     page.select_option("#verdict-filter", "holds")
@@ -251,7 +111,7 @@ def test_submit_form_shows_problems_then_creates_a_job(
         "model.width: Input should be greater than or equal to 1",
         "model.colour: unknown key",
     ]
-    _shot(page, "submit-problems")
+    save_screenshot(page, "submit-problems")
 
     page.fill("#spec-input", "kind: train\nname: from-the-browser\ndata: {name: digits}\n")
     page.fill("#token-input", token)
@@ -263,12 +123,12 @@ def test_submit_form_shows_problems_then_creates_a_job(
     with factory() as session:
         job = session.get(Job, job_id)
         assert (job.name, job.kind, job.status) == ("from-the-browser", "train", "queued")
-    _shot(page, "submitted-job")
+    save_screenshot(page, "submitted-job")
 
     page.goto(f"{base_url}/jobs")
     row = page.locator(f'#job-table tr[data-job-id="{job_id}"]')
     assert row.get_attribute("data-status") == "queued"
-    _shot(page, "job-list")
+    save_screenshot(page, "job-list")
 
 
 def test_results_page_calibration_table_and_predictor_scatters(
@@ -300,4 +160,4 @@ def test_results_page_calibration_table_and_predictor_scatters(
         "norm=layer"
     )
     page.locator("#calibration").scroll_into_view_if_needed()
-    _shot(page, "results-calibration")
+    save_screenshot(page, "results-calibration")

@@ -12,15 +12,9 @@ import io
 from typing import Any
 
 import pytest
+from browser_pages import save_screenshot
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from test_browser import (  # noqa: F401  (fixtures)
-    _shot,
-    base_url,
-    browser_settings,
-    factory,
-    page,
-)
 
 from app.db.models import Job
 from app.queue import claim_next_job, complete_job, enqueue_job, fail_job
@@ -78,7 +72,7 @@ def _result(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def sweep_id(factory: sessionmaker[Session]) -> int:  # noqa: F811
+def sweep_id(factory: sessionmaker[Session]) -> int:
     """A finished sweep of 12 points, one of which failed."""
     with factory() as session:
         sweep = enqueue_job(session, SWEEP)
@@ -101,8 +95,8 @@ def sweep_id(factory: sessionmaker[Session]) -> int:  # noqa: F811
 
 
 def test_sweep_page_draws_error_against_depth_with_intervals_and_offers_the_csv(
-    page: Any,  # noqa: F811
-    base_url: str,  # noqa: F811
+    page: Any,
+    base_url: str,
     sweep_id: int,
 ) -> None:
     page.goto(f"{base_url}/jobs/{sweep_id}/sweep")
@@ -136,7 +130,7 @@ def test_sweep_page_draws_error_against_depth_with_intervals_and_offers_the_csv(
     page.wait_for_selector('#sweep-gap-chart[data-ready="true"]', timeout=CHART_TIMEOUT_MS)
     page.wait_for_selector('#sweep-sensitivity-chart[data-ready="true"]', timeout=CHART_TIMEOUT_MS)
     assert page.locator("#sweep-table tbody tr").count() == 12
-    _shot(page, "sweep-page")
+    save_screenshot(page, "sweep-page")
 
     href = page.get_attribute("#sweep-csv", "href")
     assert href == f"/api/v1/jobs/{sweep_id}/sweep.csv"
@@ -150,8 +144,8 @@ def test_sweep_page_draws_error_against_depth_with_intervals_and_offers_the_csv(
 
 
 def test_the_job_page_of_a_sweep_links_to_its_sweep_page(
-    page: Any,  # noqa: F811
-    base_url: str,  # noqa: F811
+    page: Any,
+    base_url: str,
     sweep_id: int,
 ) -> None:
     page.goto(f"{base_url}/jobs/{sweep_id}")
@@ -161,10 +155,10 @@ def test_the_job_page_of_a_sweep_links_to_its_sweep_page(
 
 
 def test_a_points_job_page_draws_its_curves_and_links_back(
-    page: Any,  # noqa: F811
-    base_url: str,  # noqa: F811
+    page: Any,
+    base_url: str,
     sweep_id: int,
-    factory: sessionmaker[Session],  # noqa: F811
+    factory: sessionmaker[Session],
 ) -> None:
     with factory() as session:
         point_id = session.scalars(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from job_polling import read_job, wait_for_job
 from sqlalchemy import select
 
 from app import queue
@@ -23,7 +24,6 @@ from app.settings import Settings
 from app.worker.loop import Worker as JobWorker
 from app.worker.loop import crash_reason, start_in_process_worker
 from expansion.progress import ProgressReporter, check_stop
-from tests.support.job_polling import read_job, wait_for_job
 
 WAIT_LIMIT_S = 60.0
 """Upper bound of every wait for a state change (a hang guard, not a timing assertion)."""

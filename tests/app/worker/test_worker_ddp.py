@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from job_polling import read_job, wait_for_job
 from recording_reporter import RecordingReporter
 from sqlalchemy import select
 
@@ -31,7 +32,6 @@ from app.settings import Settings
 from app.worker.loop import Worker
 from expansion.distributed.launch import RANK_PIDS_FILE
 from expansion.experiments import run_experiment
-from tests.support.job_polling import read_job, wait_for_job
 
 pytestmark = pytest.mark.postgres
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_networks import tiny_model
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.network import PostNormResNet
@@ -33,7 +34,6 @@ from expansion.training.continuation import (
     train_steps,
 )
 from expansion.training.trainer import train_model
-from tests.support.tiny_networks import tiny_model
 
 TOLERANCE = 1e-5
 STEPS = 5
