@@ -34,7 +34,8 @@ class Api:
             "/api/v1/jobs", json={**(spec or TINY_SPEC), **extra}, headers=self.auth
         )
         assert response.status_code == 201, response.text
-        return response.json()
+        job: dict[str, Any] = response.json()
+        return job
 
 
 def make_api(url: str, tmp_path: Path, **overrides: Any) -> Iterator[Api]:

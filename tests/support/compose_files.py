@@ -137,7 +137,8 @@ def variables_used(path: Path) -> set[str]:
 def read_compose(path: Path, env: Mapping[str, str] = EXAMPLE_ENV) -> dict[str, Any]:
     """A compose file as data, interpolated with `env` (merge tags kept as ComposeTag)."""
     raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ComposeLoader)
-    return interpolate_tree(raw, env)
+    compose: dict[str, Any] = interpolate_tree(raw, env)
+    return compose
 
 
 # Compose replaces these sequences on merge instead of appending to them.
@@ -223,7 +224,8 @@ def dockerfile_env() -> dict[str, str]:
 def entrypoint() -> list[str]:
     """The image's ENTRYPOINT (exec form)."""
     (value,) = dockerfile_values("ENTRYPOINT")
-    return json.loads(value)
+    argv: list[str] = json.loads(value)
+    return argv
 
 
 def service_argv(service: Mapping[str, Any]) -> list[str]:
