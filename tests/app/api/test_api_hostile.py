@@ -17,19 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_client import TINY_SPEC
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.settings import Settings
 from app.tokens import TokenScope, create_token
 
-TINY_SPEC: dict[str, Any] = {
-    "kind": "train",
-    "name": "tiny",
-    "data": {"name": "digits"},
-    "model": {"kind": "mlp", "width": 8, "depth": 1},
-    "train": {"epochs": 1, "batch_size": 64},
-}
 ALIAS_BOMB = textwrap.dedent(
     """\
     a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]

@@ -4,14 +4,10 @@ and the environment a user's shell would have pointed at it."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
-from local_server import Served, free_port
+from local_server import Served, free_port, serving
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +26,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     }
     env.pop("JUMPBOARD_TOKEN", None)
     env.pop("JUMPBOARD_SERVER", None)
-    log = (home / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {(home / 'serve.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("serve did not become ready")
-        yield Served(url=url, env=env, home=home)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serving([], env, home, port) as served:
+        yield served
 
 
 @pytest.fixture

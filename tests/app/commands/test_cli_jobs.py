@@ -12,16 +12,14 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from local_server import Served, free_port, serving
 
 pytestmark = pytest.mark.slow
 
@@ -42,58 +40,16 @@ train: {epochs: 5000, batch_size: 16, accelerator: cpu}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Served:
-    """A running `serve`: its URL, the environment of a user's shell, and their home."""
-
-    url: str
-    env: dict[str, str]
-    home: Path
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("cli-home")
-    port = _free_port()
+    port = free_port()
     assert port != 8000
     # A fresh user: HOME holds ~/.jumpboard; not one JUMPBOARD_ variable.
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUMPBOARD_")}
     env["HOME"] = str(home)
-    log = (home / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=home,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {(home / 'serve.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("serve did not become ready")
-        yield Served(url=url, env=env, home=home)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serving(["--port", str(port)], env, home, port, cwd=home) as served:
+        yield served
     assert not (home / ".jumpboard" / "local-server.json").exists(), "serve cleans up its file"
 
 
@@ -210,7 +166,7 @@ def test_errors_are_one_line_with_their_exit_code(served: Served) -> None:
     unknown = cli(served, "jobs", "show", "987654")
     assert unknown.returncode == 1 and "HTTP 404" in unknown.stderr
     assert "Traceback" not in unknown.stderr
-    nowhere = f"http://127.0.0.1:{_free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"
     unreachable = cli(served, "jobs", "list", "--server", nowhere)
     assert unreachable.returncode == 3 and "cannot connect" in unreachable.stderr
     # Another server gets no local token: a write there is refused, not silently authorized.

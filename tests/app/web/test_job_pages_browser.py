@@ -7,55 +7,19 @@ screenshot of each page goes to test-artifacts/screenshots/.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from browser_pages import SCREENSHOTS
 from result_fixtures import EXPAND_SPEC, GROW_SPEC, HEADLINE_POSITION, expand_result, grow_result
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.main import create_app
-from app.db.migrate import upgrade
-from app.db.session import forget_engine, session_factory
 from app.queue import claim_next_job, complete_job, enqueue_job, heartbeat
-from app.settings import Settings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    home = tmp_path_factory.mktemp("pages-browser")
-    made = Settings(
-        database_url=f"sqlite:///{home / 'jumpboard.db'}",
-        artifact_dir=home / "artifacts",
-        data_dir=home / "data",
-    )
-    made.ensure_dirs()
-    upgrade(made.database_url)
-    yield made
-    forget_engine(made.database_url)
-
-
-@pytest.fixture(scope="module")
-def factory(settings: Settings) -> sessionmaker[Session]:
-    return session_factory(settings.database_url)
 
 
 def _store(factory: sessionmaker[Session], spec: dict[str, Any], result: dict[str, Any]) -> int:
@@ -87,24 +51,6 @@ def jobs(factory: sessionmaker[Session]) -> dict[str, int]:
         metrics += [(s, "continuation", f"position {HEADLINE_POSITION} seed 0/loss", loss - 0.02)]
     assert heartbeat(factory, claim, 0.72, "continue", message="160/600 steps", metrics=metrics)
     return ids
-
-
-@pytest.fixture(scope="module")
-def base_url(settings: Settings) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture
