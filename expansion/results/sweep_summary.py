@@ -220,7 +220,7 @@ def _shared(
 ) -> tuple[float, str]:
     """The shared (test-set) variance of a cell's seed-mean and the interval's method."""
     if measure == "test_error":
-        sizes = {_int_or_none(r.get("test_examples")) for r in members} - {None}
+        sizes = [n for r in members if (n := _int_or_none(r.get("test_examples"))) is not None]
         n = min(sizes) if sizes else test_examples
         if n:
             return binomial_variance(mean, n), WITH_TEST_SET
