@@ -136,7 +136,12 @@ def calibration_for_job(
     ]
     records = collect_records(session, similar) if similar else []
     rows = calibration_rows(
-        records, GROUP_KEYS, predictors=[predictor], baselines=(), resamples=resamples
+        records,
+        GROUP_KEYS,
+        predictors=[predictor],
+        baselines=(),
+        resamples=resamples,
+        permutations=0,  # one predictor: its exact p-value needs no adjustment
     )
     if not rows:
         return JobCalibration(predictor, 0, None, None, None, None)

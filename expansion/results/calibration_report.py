@@ -463,8 +463,9 @@ def calibration_markdown(
         ' the jobs. *p (exact)* is the exact permutation p-value (two-sided) of "no'
         " information\": every ordering of each job's gains equally likely. *p adjusted* is"
         " the max-T permutation p-value over the table's predictors: use it when reading off"
-        " the best of them (the unadjusted intervals of the best of 13 predictors exclude 0 in"
-        " about 17% of suites where none carries information). *Pooled* is one Spearman over"
+        " the best of them (in simulated 12-job suites where none of 13 predictors carries"
+        " information, the best one's unadjusted interval excludes 0 in 19% of suites; its"
+        " max-T p-value is <= 0.05 in 4%: docs/science.md). *Pooled* is one Spearman over"
         " every (job, position) point, with an interval that resamples jobs, not points."
         " *Random* is the central 95% of the mean within-network Spearman of a predictor"
         " carrying no information on the same jobs. *Gain reliability* is how well the"
