@@ -31,9 +31,8 @@ from expansion.results.calibration import (
     family_adjusted,
     group_jobs,
     job_vectors,
-    spearman,
-    t_interval_over_jobs,
 )
+from expansion.results.rank_correlation import spearman, t_interval_over_jobs
 from expansion.results.rank_permutation import mean_spearman_null, observed_mean_spearman
 from expansion.specs.predictor_names import (
     DEFAULT_SELECTION_PREDICTOR,

@@ -24,12 +24,14 @@ from expansion.results.calibration import (
     RowKind,
     best_predictor,
     calibration_rows,
-    cluster_bootstrap_interval,
-    column_spearman,
     gain_reliability,
     job_matrix,
     parse_group_by,
     records_from_result,
+)
+from expansion.results.rank_correlation import (
+    cluster_bootstrap_interval,
+    column_spearman,
     spearman,
     t_interval_over_jobs,
 )
