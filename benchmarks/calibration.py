@@ -103,6 +103,7 @@ def load_suite(runs: Path, suite: str, specs: list[Path]) -> SuiteResults:
 
     records = []
     walls: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}
     totals = {"continuation_s": 0.0, "predictors_s": 0.0, "certify_s": 0.0}
     loads: list[float] = []
     sources: set[str] = set()
@@ -116,6 +117,7 @@ def load_suite(runs: Path, suite: str, specs: list[Path]) -> SuiteResults:
         if (folder / "run.json").is_file():
             measured = json.loads((folder / "run.json").read_text())
             walls[job] = float(measured["wall_s"])
+            cpu_seconds[job] = float(measured["cpu_s"])
             loads += [float(measured["load_average_before"]), float(measured["load_average_after"])]
         elif (folder / "wall_seconds.txt").is_file():
             walls[job] = float((folder / "wall_seconds.txt").read_text())
@@ -134,6 +136,7 @@ def load_suite(runs: Path, suite: str, specs: list[Path]) -> SuiteResults:
         specs=[p.stem for p in specs],
         records=records,
         walls=walls,
+        cpu_seconds=cpu_seconds,
         totals=totals,
         loads=loads,
         notes=notes,

@@ -55,6 +55,8 @@ class SuiteResults:
     records: Sequence[CalibrationRecord]
     walls: Mapping[str, float] = field(default_factory=dict)
     """Wall seconds per job."""
+    cpu_seconds: Mapping[str, float] = field(default_factory=dict)
+    """CPU seconds per job (what the job costs whatever else the machine runs)."""
     totals: Mapping[str, float] = field(default_factory=dict)
     """Summed timings of the stored results (`continuation_s`, `predictors_s`, ...)."""
     loads: Sequence[float] = ()
@@ -262,12 +264,19 @@ def _runtime(suite: SuiteResults, machine: str) -> list[str]:
     )
     share = f"{100 * pred / cont:.0f}%" if cont else "n/a"
     longest = max(walls, default=float("nan"))
+    cpus = [v for v in suite.cpu_seconds.values() if math.isfinite(v)]
+    cpu = (
+        f" CPU time {sum(cpus):.0f} s ({sum(cpus) / 60:.1f} min) over {len(cpus)} jobs, the"
+        f" longest {max(cpus):.0f} s: about the wall time of the suite on one idle core."
+        if cpus
+        else ""
+    )
     return [
         f"Machine: {machine}; one torch thread per job; {load} (wall times on a shared machine"
         " stretch with the load).",
         f"Wall time: {wall:.0f} s ({wall / 60:.1f} min) over {len(walls)} jobs, the longest"
-        f" {longest:.0f} s. Continuation (both arms) {cont:.0f} s; extra predictors {pred:.0f} s"
-        f" = {share} of the continuation.",
+        f" {longest:.0f} s.{cpu} Continuation (both arms) {cont:.0f} s of wall time; extra"
+        f" predictors {pred:.0f} s = {share} of the continuation.",
     ]
 
 

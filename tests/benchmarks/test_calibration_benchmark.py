@@ -126,4 +126,5 @@ def test_report_from_stored_results_of_both_suites(tmp_path: Path) -> None:
     assert f"- Design suite: `{INFORMATIVE}`" in text
     assert "it ranks positions better than chance there" in text
     assert "Wall time: 480 s (8.0 min) over 12 jobs" in text
+    assert "CPU time 456 s (7.6 min) over 12 jobs" in text
     assert "load average (1 min) 2.0 to 4.0" in text
