@@ -249,11 +249,13 @@ def bounded_text(value: str, limit: int = MAX_ERROR_TEXT) -> str:
 
 
 class CalibrationRowOut(BaseModel):
-    """Calibration of one predictor on one group of stored expand jobs."""
+    """Calibration of one predictor (or baseline) on one group of stored expand jobs."""
 
     group: dict[str, str]
     """The group's configuration values (empty: every job)."""
     predictor: str
+    kind: Literal["predictor", "baseline"]
+    """`baseline`: the position index (deeper, or shallower, predicts more gain)."""
     description: str
     n_jobs: int
     """Jobs with at least 3 positions where the predictor and the gain are both measured."""
@@ -262,14 +264,25 @@ class CalibrationRowOut(BaseModel):
     spearman: float | None
     """Mean over the group's jobs of the within-job Spearman (positions) with the gain."""
     spearman_ci: list[float | None]
-    """Percentile bootstrap interval of `spearman` (jobs and seeds resampled)."""
+    """Student-t interval over the jobs (null with fewer than 3 jobs)."""
     spearman_method: str
+    p_value: float | None
+    """Exact permutation p-value (two-sided) of `spearman` under "no information"."""
+    p_value_adjusted: float | None
+    """Max-T permutation p-value over the group's predictors (null for baselines)."""
+    p_value_exact: bool
+    random_band: list[float | None]
+    """Central 95% of `spearman` for a predictor carrying no information on these jobs."""
     pooled_spearman: float | None
     """One Spearman over every (job, position) point of the group: between networks."""
     pooled_ci: list[float | None]
-    noise_ceiling: float | None
-    """Split-half agreement of the realized gains over seeds (Spearman-Brown), mean over jobs."""
-    noise_ceiling_method: str
+    """Cluster bootstrap over jobs (null with fewer than 5 jobs)."""
+    pooled_method: str
+    gain_reliability: float | None
+    """Split-half reliability of the realized gains over seeds (Spearman-Brown), mean over jobs."""
+    correlation_ceiling: float | None
+    """About the largest within-job Spearman that reliability allows (its square root)."""
+    reliability_method: str
 
 
 class CalibrationOut(BaseModel):
@@ -277,6 +290,7 @@ class CalibrationOut(BaseModel):
 
     group_by: list[str]
     resamples: int
+    permutations: int
     rows: list[CalibrationRowOut] = Field(default_factory=list)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Insertion, Job
 from expansion.results.calibration import (
+    DEFAULT_PERMUTATIONS,
     DEFAULT_RESAMPLES,
     GROUP_KEYS,
     CalibrationRecord,
@@ -53,7 +54,12 @@ class JobCalibration:
     rho: float | None
     lo: float | None
     hi: float | None
-    noise_ceiling: float | None
+    gain_reliability: float | None
+    """Split-half reliability of the realized gains' ranking over seeds (Spearman-Brown)."""
+    correlation_ceiling: float | None = None
+    """About the largest Spearman that reliability allows (its square root)."""
+    p_value: float | None = None
+    """Exact permutation p-value of the mean within-job Spearman."""
 
 
 def _job_rows(
@@ -100,10 +106,15 @@ def collect_records(
 
 
 def calibration_table(
-    session: Session, group_by: Sequence[str], resamples: int = DEFAULT_RESAMPLES
+    session: Session,
+    group_by: Sequence[str],
+    resamples: int = DEFAULT_RESAMPLES,
+    permutations: int = DEFAULT_PERMUTATIONS,
 ) -> list[CalibrationRow]:
-    """A row per group and predictor over every stored expand job."""
-    return calibration_rows(collect_records(session), group_by, resamples=resamples)
+    """A row per group and predictor (then per baseline) over every stored expand job."""
+    return calibration_rows(
+        collect_records(session), group_by, resamples=resamples, permutations=permutations
+    )
 
 
 def calibration_for_job(
@@ -126,7 +137,14 @@ def calibration_for_job(
         if config_of(j.spec or {}) == config
     ]
     records = collect_records(session, similar) if similar else []
-    rows = calibration_rows(records, GROUP_KEYS, predictors=[predictor], resamples=resamples)
+    rows = calibration_rows(
+        records,
+        GROUP_KEYS,
+        predictors=[predictor],
+        baselines=(),
+        resamples=resamples,
+        permutations=0,  # one predictor: its exact p-value needs no adjustment
+    )
     if not rows:
         return JobCalibration(predictor, 0, None, None, None, None)
     row = rows[0]
@@ -136,7 +154,9 @@ def calibration_for_job(
         rho=row.spearman,
         lo=row.spearman_ci[0],
         hi=row.spearman_ci[1],
-        noise_ceiling=row.noise_ceiling,
+        gain_reliability=row.gain_reliability,
+        correlation_ceiling=row.correlation_ceiling,
+        p_value=row.p_value,
     )
 
 

@@ -380,13 +380,18 @@ def selection_sentence(
         interval = f" [{calibration.lo:.2f}, {calibration.hi:.2f}]"
     else:
         interval = f" [{NOT_AVAILABLE}]"
-    ceiling = (
-        NOT_AVAILABLE if calibration.noise_ceiling is None else f"{calibration.noise_ceiling:.2f}"
+    reliability = calibration.gain_reliability
+    ceiling = calibration.correlation_ceiling
+    agreement = (
+        NOT_AVAILABLE
+        if reliability is None or ceiling is None
+        else f"{reliability:.2f}, allowing about {ceiling:.2f}"
     )
+    p = "" if calibration.p_value is None else f"exact p {calibration.p_value:.2g}; "
     jobs = "job" if calibration.n_jobs == 1 else "jobs"
     return (
         f"{sentence}; on {calibration.n_jobs} similar {jobs}: Spearman {calibration.rho:.2f}"
-        f"{interval} (noise ceiling {ceiling})."
+        f"{interval} ({p}gain reliability {agreement})."
     )
 
 

@@ -15,13 +15,16 @@ from expansion.results.calibration import GROUP_KEYS, calibration_rows, parse_gr
 from expansion.specs.predictor_names import PREDICTOR_DESCRIPTIONS, PREDICTOR_NAMES
 
 PAGE_RESAMPLES = 200
-"""Bootstrap resamples on the page (the API takes `resamples` for finer intervals)."""
+"""Cluster bootstrap resamples on the page (the API takes `resamples` for finer intervals)."""
+PAGE_PERMUTATIONS = 1000
+"""Joint permutations of the page's max-T adjusted p-values."""
 GROUP_CHOICES: tuple[str, ...] = ("all", *GROUP_KEYS, "configuration")
 
 
 def results_calibration(session: Session, filters: ResultFilters, group_by: str) -> dict[str, Any]:
-    """Template values: `calibration` rows, `group_by` (+ choices and any problem), and
-    `predictor_charts` (one scatter per predictor, a trace per job)."""
+    """Template values: `calibration` rows (predictors, then the position-index baselines),
+    `group_by` (+ choices and any problem), and `predictor_charts` (one scatter per predictor,
+    a trace per job)."""
     problem = ""
     try:
         keys = parse_group_by(group_by)
@@ -33,7 +36,7 @@ def results_calibration(session: Session, filters: ResultFilters, group_by: str)
         if (not filters.data or r.config.get("dataset") == filters.data)
         and (not filters.model or r.config.get("model") == filters.model)
     ]
-    rows = calibration_rows(records, keys, resamples=PAGE_RESAMPLES)
+    rows = calibration_rows(records, keys, resamples=PAGE_RESAMPLES, permutations=PAGE_PERMUTATIONS)
     points = predictor_points(records)
     job_ids = sorted({p["job_id"] for p in points})
     names: dict[int, str] = {}

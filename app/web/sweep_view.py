@@ -55,7 +55,7 @@ def _label(arm: str, scaling: str, arms: set[str]) -> str:
 
 
 def depth_chart(element_id: str, points: list[SeriesPoint], *, title: str, y_title: str) -> Chart:
-    """Mean against depth (log axis), one line per (scaling, arm), t-interval error bars."""
+    """Mean against depth (log axis), one line per (scaling, arm), interval error bars."""
     arms = {p.arm for p in points}
     groups: dict[tuple[str, str], list[SeriesPoint]] = {}
     for p in points:
@@ -95,7 +95,7 @@ def depth_chart(element_id: str, points: list[SeriesPoint], *, title: str, y_tit
 
 
 def sensitivity_chart(element_id: str, points: list[SeriesPoint]) -> Chart:
-    """Input sensitivity against the scaling rule, one line per depth, t-interval error bars."""
+    """Input sensitivity against the scaling rule, one line per depth, interval error bars."""
     by_depth: dict[int, list[SeriesPoint]] = {}
     for p in points:
         if p.arm == "scratch":
@@ -160,13 +160,13 @@ def build_sweep_view(session: Session, sweep: Job) -> SweepView:
         error_chart=depth_chart(
             "sweep-error-chart",
             series(rows, "test_error"),
-            title=f"Test error against depth (mean over seeds, {pct} t-interval)",
+            title=f"Test error against depth (mean over seeds, {pct} interval, test set included)",
             y_title="test error (0-1)",
         ),
         gap_chart=depth_chart(
             "sweep-gap-chart",
             series(rows, "generalization_gap_risk"),
-            title=f"Generalization gap against depth (mean over seeds, {pct} t-interval)",
+            title=f"Generalization gap against depth (mean, {pct} t-interval over seeds)",
             y_title="test risk − train risk (nats)",
         ),
         sensitivity_chart=sensitivity_chart(

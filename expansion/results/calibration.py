@@ -1,20 +1,30 @@
-"""How well each insertion predictor ranks the realized gain (issue 11); torch-free.
+"""How well each insertion predictor ranks the realized gain (issues 11, 20); torch-free.
 
 Input: one `CalibrationRecord` per (job, position, seed) with the job's configuration, the
-realized `gain_vs_control` and the stored predictors. Output, per predictor and group of jobs:
+realized `gain_vs_control` and the stored predictors (names: `PREDICTOR_NAMES`, never spelled out
+here, so renamed or added predictors flow through). Output, per predictor and group of jobs
+(docs/science.md, "Calibration"):
 
 - within-network Spearman: in each job, the rank correlation across positions between the
   seed-mean predictor and the seed-mean realized gain; the group's figure is the mean over its
-  jobs. Interval: percentile bootstrap that resamples the jobs of the group and, inside each
-  job, the seeds (paired: one seed draw serves every position, since positions share seeds).
-- pooled Spearman (between networks): one rank correlation over every (job, position) point
-  of the group; interval from a bootstrap over those points.
-- noise ceiling: how well the realized ranking agrees with itself. Per job, the seeds are
-  split into two random halves, the positions' half-mean gains are rank-correlated, averaged
-  over random splits and stepped up to the full seed count with Spearman-Brown (2r / (1 + r),
-  for r > 0; a non-positive agreement is reported as it is);
-  the group's figure is the mean over jobs. No predictor can be expected to rank the
-  positions much better than this.
+  jobs. Interval: Student-t over the jobs (the jobs are the independent units; >= 3 jobs).
+  p-value: the exact permutation test of "the predictor carries no information about which
+  position gains more" (every ordering of each job's gains equally likely; two-sided, for the
+  mean over jobs; expansion.results.rank_permutation). Adjusted p-value: max-T over the
+  predictors of the table (the chance that the best of them reaches this value under the null).
+- random band: the central 95% of the mean within-job Spearman a predictor carrying no
+  information reaches on the same jobs (the random baseline).
+- baselines: the position index itself (`Baseline`), in both directions.
+- pooled Spearman (between networks): one rank correlation over every (job, position) point.
+  The points of one job share the job's level, so the interval resamples JOBS (clusters), never
+  points: a cluster bootstrap over jobs gives the standard error on Fisher's z scale and
+  Student's t with J - 1 degrees of freedom gives the interval (>= 5 jobs). A bootstrap over
+  points excludes 0 for a null predictor in about a quarter of simulated 12-job suites with
+  job effects; the cluster interval in about 5% (tests/expansion/results/test_calibration_stats.py).
+- gain reliability: the split-half reliability of the realized gains' ranking over seeds
+  (Spearman-Brown stepped up), mean over jobs; the correlation it allows a predictor to reach is
+  about its square root (`correlation_ceiling`), since a correlation with a noisy measure is
+  attenuated by the square root of that measure's reliability.
 
 The API process uses this module, so it imports numpy and scipy only, never torch.
 """
@@ -26,18 +36,26 @@ import math
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-from expansion.results.result_file import finite_or_none as _finite
-from expansion.specs.predictor_names import (
-    DEFAULT_SELECTION_PREDICTOR,
-    PREDICTOR_DESCRIPTIONS,
-    PREDICTOR_NAMES,
-    SELECTABLE_PREDICTORS,
+from expansion.results.rank_correlation import (
+    Interval,
+    cluster_bootstrap_interval,
+    column_spearman,
+    spearman,
+    t_interval_over_jobs,
 )
+from expansion.results.rank_permutation import (
+    max_mean_spearman,
+    max_t_adjusted,
+    mean_spearman_null,
+    observed_mean_spearman,
+)
+from expansion.results.result_file import finite_or_none as _finite
+from expansion.specs.predictor_names import PREDICTOR_DESCRIPTIONS, PREDICTOR_NAMES
 
 GROUP_KEYS: tuple[str, ...] = ("dataset", "model", "norm", "scaling", "depth")
 """Configuration fields a calibration can be grouped by."""
@@ -48,11 +66,37 @@ GROUP_ALIASES: dict[str, tuple[str, ...]] = {
 }
 """Other accepted `group_by` values: every configuration field, or one pooled group."""
 DEFAULT_RESAMPLES = 400
+DEFAULT_PERMUTATIONS = 2000
+"""Joint permutations behind the max-T adjusted p-values."""
 DEFAULT_CONFIDENCE = 0.95
 SPLIT_HALVES = 50
-"""Random seed splits averaged in the noise ceiling."""
+"""Random seed splits averaged in the gain reliability."""
+WITHIN_METHOD = "mean within-job Spearman; Student-t over jobs; exact permutation p-value"
+POOLED_METHOD = "Spearman over (job, position) points; cluster bootstrap over jobs (Fisher z, t)"
+RELIABILITY_METHOD = "split-half Spearman of the gains over seeds, Spearman-Brown, mean over jobs"
 
-Interval = tuple[float | None, float | None]
+
+class Baseline(StrEnum):
+    """Rankings any job has without measuring anything: references for every predictor."""
+
+    POSITION_INDEX = "position_index"
+    """Relative position p / L: a deeper insertion predicts a larger gain."""
+    POSITION_INDEX_REVERSED = "position_index_reversed"
+    """-p / L: a shallower insertion predicts a larger gain."""
+
+
+BASELINE_NAMES: tuple[str, ...] = tuple(b.value for b in Baseline)
+BASELINE_DESCRIPTIONS: dict[str, str] = {
+    Baseline.POSITION_INDEX.value: "baseline: relative position p/L (deeper predicts more gain)",
+    Baseline.POSITION_INDEX_REVERSED.value: "baseline: -p/L (shallower predicts more gain)",
+}
+
+
+class RowKind(StrEnum):
+    """What a calibration row measures."""
+
+    PREDICTOR = "predictor"
+    BASELINE = "baseline"
 
 
 @dataclass(frozen=True)
@@ -69,38 +113,60 @@ class CalibrationRecord:
 
 @dataclass(frozen=True)
 class CalibrationRow:
-    """Calibration of one predictor on one group of jobs."""
+    """Calibration of one predictor (or baseline) on one group of jobs."""
 
     group: dict[str, str]
     predictor: str
+    kind: RowKind
     n_jobs: int
     """Jobs with at least 3 positions where the predictor and the gain are both measured."""
     n_points: int
     """(job, position) points behind the pooled figure."""
     spearman: float | None
     """Mean within-job Spearman across positions (None when no job has 3 usable positions)."""
-    spearman_ci: tuple[float | None, float | None]
+    spearman_ci: Interval
+    p_value: float | None
+    """Exact permutation p-value (two-sided) of the mean within-job Spearman."""
+    p_value_adjusted: float | None
+    """Max-T adjusted over the predictors of the same table (None for baselines)."""
+    p_value_exact: bool
+    """False where some job had more positions than the exact enumeration takes."""
+    random_band: Interval
+    """Central 95% of the mean within-job Spearman of a predictor carrying no information."""
     pooled_spearman: float | None
     """Spearman over every (job, position) point of the group (between networks)."""
-    pooled_ci: tuple[float | None, float | None]
-    noise_ceiling: float | None
-    """Split-half agreement of the realized gains (Spearman-Brown stepped up), mean over jobs."""
+    pooled_ci: Interval
+    gain_reliability: float | None
+    """Split-half reliability of the realized gains' ranking (Spearman-Brown), mean over jobs."""
+    correlation_ceiling: float | None
+    """About the largest within-job Spearman the gains' noise allows: mean over jobs of the
+    square root of the reliability (0 where it is not positive)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the API's row)."""
+        description = PREDICTOR_DESCRIPTIONS.get(self.predictor) or BASELINE_DESCRIPTIONS.get(
+            self.predictor, ""
+        )
         return {
             "group": self.group,
             "predictor": self.predictor,
-            "description": PREDICTOR_DESCRIPTIONS.get(self.predictor, ""),
+            "kind": self.kind.value,
+            "description": description,
             "n_jobs": self.n_jobs,
             "n": self.n_points,
             "spearman": self.spearman,
             "spearman_ci": list(self.spearman_ci),
-            "spearman_method": "mean within-job Spearman; bootstrap over jobs and seeds",
+            "spearman_method": WITHIN_METHOD,
+            "p_value": self.p_value,
+            "p_value_adjusted": self.p_value_adjusted,
+            "p_value_exact": self.p_value_exact,
+            "random_band": list(self.random_band),
             "pooled_spearman": self.pooled_spearman,
             "pooled_ci": list(self.pooled_ci),
-            "noise_ceiling": self.noise_ceiling,
-            "noise_ceiling_method": "split-half Spearman of gains over seeds, Spearman-Brown",
+            "pooled_method": POOLED_METHOD,
+            "gain_reliability": self.gain_reliability,
+            "correlation_ceiling": self.correlation_ceiling,
+            "reliability_method": RELIABILITY_METHOD,
         }
 
 
@@ -159,15 +225,16 @@ def records_from_result(job: str, result: Mapping[str, Any]) -> list[Calibration
 
 
 @dataclass
-class _JobMatrix:
-    """Positions x seeds matrices of one job (NaN where not measured)."""
+class JobMatrix:
+    """Positions x seeds matrices of one job (NaN where not measured), baselines included."""
 
     positions: list[int]
     gains: np.ndarray
     values: dict[str, np.ndarray]
 
 
-def _job_matrix(records: Sequence[CalibrationRecord]) -> _JobMatrix:
+def job_matrix(records: Sequence[CalibrationRecord]) -> JobMatrix:
+    """The job's matrices, with the baselines' values (relative position) filled in."""
     positions = sorted({r.position for r in records})
     seeds = sorted({r.seed for r in records})
     pi = {p: i for i, p in enumerate(positions)}
@@ -180,154 +247,183 @@ def _job_matrix(records: Sequence[CalibrationRecord]) -> _JobMatrix:
         for name in PREDICTOR_NAMES:
             v = r.predictors.get(name)
             values[name][i, j] = np.nan if v is None else v
-    return _JobMatrix(positions=positions, gains=gains, values=values)
+    depth = _depth(records[0].config if records else {}, positions)
+    relative = np.repeat((np.asarray(positions, dtype=float) / depth)[:, None], len(seeds), 1)
+    values[Baseline.POSITION_INDEX.value] = relative
+    values[Baseline.POSITION_INDEX_REVERSED.value] = -relative
+    return JobMatrix(positions=positions, gains=gains, values=values)
 
 
-def _column_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman per column of (n, B) arrays; rows with a NaN in a column are left out there."""
-    out = np.full(x.shape[1], np.nan)
-    if x.shape[0] < 3:
-        return out
-    complete = ~(np.isnan(x) | np.isnan(y))
-    if complete.all():
-        rx = stats.rankdata(x, axis=0)
-        ry = stats.rankdata(y, axis=0)
-        rx -= rx.mean(axis=0)
-        ry -= ry.mean(axis=0)
-        denom = np.sqrt((rx**2).sum(axis=0) * (ry**2).sum(axis=0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.where(denom > 0, (rx * ry).sum(axis=0) / denom, np.nan)
-        return out
-    for b in range(x.shape[1]):
-        keep = complete[:, b]
-        if keep.sum() >= 3:
-            out[b] = _column_spearman(x[keep, b : b + 1], y[keep, b : b + 1])[0]
-    return out
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation of paired values (None: fewer than 3 pairs or no variation)."""
-    rho = _column_spearman(
-        np.asarray(x, dtype=float).reshape(-1, 1), np.asarray(y, dtype=float).reshape(-1, 1)
-    )[0]
-    return None if math.isnan(rho) else float(rho)
-
-
-def _seed_means(matrix: np.ndarray, seed_draws: np.ndarray) -> np.ndarray:
-    """(positions, B) means over the drawn seed columns (NaN-aware)."""
-    picked = matrix[:, seed_draws]  # (P, B, S)
-    with _quiet():
-        means: np.ndarray = np.nanmean(picked, axis=2)
-        return means
+def _depth(config: Mapping[str, str], positions: Sequence[int]) -> float:
+    """The base network's depth L (positions run 0..L), from the configuration if it says."""
+    try:
+        depth = float(config.get("depth", ""))
+    except ValueError:
+        depth = float("nan")
+    if not math.isfinite(depth) or depth <= 0:
+        depth = float(max(positions, default=1) or 1)
+    return depth
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence numpy's all-NaN mean warnings (a position unmeasured in a draw is NaN)."""
+    """Silence numpy's all-NaN mean warnings (a position unmeasured in every seed is NaN)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
 
 
-def within_job_spearman(job: _JobMatrix, predictor: str) -> float | None:
+def seed_means(matrix: np.ndarray) -> np.ndarray:
+    """(positions,) NaN-aware means over the seeds."""
+    with _quiet():
+        means: np.ndarray = np.nanmean(matrix, axis=1)
+    return means
+
+
+def job_vectors(job: JobMatrix, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(predictor, gain) seed means over the job's positions with a measured gain, or None when
+    the predictor is missing at one of them, fewer than 3 remain, or either is constant."""
+    gains = seed_means(job.gains)
+    keep = ~np.isnan(gains)
+    x = seed_means(job.values[name])[keep]
+    y = gains[keep]
+    if y.size < 3 or np.isnan(x).any() or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return x, y
+
+
+def within_job_spearman(job: JobMatrix, predictor: str) -> float | None:
     """Spearman across positions of the seed-mean predictor against the seed-mean gain."""
-    all_seeds = np.arange(job.gains.shape[1]).reshape(1, -1)
-    x = _seed_means(job.values[predictor], all_seeds)
-    y = _seed_means(job.gains, all_seeds)
-    rho = _column_spearman(x, y)[0]
-    return None if math.isnan(rho) else float(rho)
+    pair = job_vectors(job, predictor)
+    return None if pair is None else spearman(pair[0].tolist(), pair[1].tolist())
 
 
-def noise_ceiling(job: _JobMatrix, splits: int = SPLIT_HALVES, seed: int = 0) -> float | None:
-    """Split-half Spearman of the positions' gains over seeds, stepped up by Spearman-Brown."""
+def gain_reliability(job: JobMatrix, splits: int = SPLIT_HALVES, seed: int = 0) -> float | None:
+    """Split-half Spearman of the positions' gains over seeds, stepped up by Spearman-Brown.
+
+    Two random halves of the seeds (sizes floor(S/2) and ceil(S/2)) each rank the positions;
+    their agreement, averaged over random splits, estimates the reliability of a half; 2r/(1+r)
+    steps it up to all seeds (a non-positive agreement is reported as it is)."""
     n_seeds = job.gains.shape[1]
     if n_seeds < 2 or job.gains.shape[0] < 3:
         return None
     rng = np.random.default_rng(seed)
     half = n_seeds // 2
-    rhos = []
-    for _ in range(splits):
-        order = rng.permutation(n_seeds)
-        a, b = order[:half], order[half : 2 * half] if n_seeds % 2 == 0 else order[half:]
-        with _quiet():
-            ga = np.nanmean(job.gains[:, a], axis=1, keepdims=True)
-            gb = np.nanmean(job.gains[:, b], axis=1, keepdims=True)
-        rho = _column_spearman(ga, gb)[0]
-        if not math.isnan(rho):
-            rhos.append(rho)
-    if not rhos:
+    orders = np.argsort(rng.random((splits, n_seeds)), axis=1)
+    first = np.zeros((splits, n_seeds), dtype=bool)
+    np.put_along_axis(first, orders[:, :half], True, axis=1)
+    with _quiet():
+        ga = np.stack([np.nanmean(job.gains[:, f], axis=1) for f in first], axis=1)
+        gb = np.stack([np.nanmean(job.gains[:, ~f], axis=1) for f in first], axis=1)
+    rhos = column_spearman(ga, gb)
+    rhos = rhos[~np.isnan(rhos)]
+    if rhos.size == 0:
         return None
     r = float(np.mean(rhos))
-    # Spearman-Brown steps a positive reliability up to the full seed count; a non-positive
-    # split-half agreement means no reproducible ranking and is reported as it is.
     return 2 * r / (1 + r) if r > 0 else r
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
-    kept = samples[~np.isnan(samples)]
-    if kept.size < 10:
-        return None, None
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(kept, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+@dataclass(frozen=True)
+class GroupFigures:
+    """The figures of one predictor on one group, before they become a row."""
+
+    n_jobs: int
+    n_points: int
+    spearman: float | None
+    spearman_ci: Interval
+    p_value: float | None
+    p_value_exact: bool
+    random_band: Interval
+    pooled: float | None
+    pooled_ci: Interval
 
 
-def calibrate_group(
-    jobs: Sequence[_JobMatrix],
-    predictor: str,
+def predictor_figures(
+    jobs: Sequence[JobMatrix],
+    name: str,
     *,
     resamples: int,
     confidence: float,
     rng: np.random.Generator,
-) -> tuple[int, int, float | None, Interval, float | None, Interval]:
-    """(n_jobs, n_points, rho, ci, pooled rho, pooled ci) of one predictor on a group."""
-    per_job = [within_job_spearman(j, predictor) for j in jobs]
-    usable = [i for i, r in enumerate(per_job) if r is not None]
-    rho = float(np.mean([per_job[i] for i in usable])) if usable else None
-    ci: tuple[float | None, float | None] = (None, None)
-    if usable and resamples > 0:
-        draws = np.full((resamples, len(usable)), np.nan)
-        job_draws = rng.integers(0, len(usable), size=(resamples, len(usable)))
-        for col, idx in enumerate(usable):
-            job = jobs[idx]
-            n_seeds = job.gains.shape[1]
-            seed_draws = rng.integers(0, n_seeds, size=(resamples, n_seeds))
-            x = _seed_means(job.values[predictor], seed_draws)
-            y = _seed_means(job.gains, seed_draws)
-            draws[:, col] = _column_spearman(x, y)
-        # resample jobs too (a single job: only its seeds vary)
-        picked = np.take_along_axis(draws, job_draws, axis=1) if len(usable) > 1 else draws
-        with _quiet():
-            ci = _interval(np.nanmean(picked, axis=1), confidence)
-    # pooled over (job, position) points
-    xs: list[float] = []
-    ys: list[float] = []
+) -> GroupFigures:
+    """Within-job and pooled figures of one predictor (or baseline) on a group of jobs."""
+    pairs = [pair for job in jobs if (pair := job_vectors(job, name)) is not None]
+    rhos = [spearman(x.tolist(), y.tolist()) for x, y in pairs]
+    per_job = [r for r in rhos if r is not None]
+    rho = float(np.mean(per_job)) if per_job else None
+    p_value: float | None = None
+    exact = True
+    band: Interval = (None, None)
+    if pairs:
+        null = mean_spearman_null(pairs)
+        p_value, exact = null.p_two_sided(observed_mean_spearman(pairs)), null.exact
+        untied = [(np.arange(len(y), dtype=float), y) for _, y in pairs]
+        low, high = mean_spearman_null(untied).quantiles([0.025, 0.975])
+        band = (low, high)
+    points = []
     for job in jobs:
-        all_seeds = np.arange(job.gains.shape[1]).reshape(1, -1)
-        x = _seed_means(job.values[predictor], all_seeds)[:, 0]
-        y = _seed_means(job.gains, all_seeds)[:, 0]
+        x, y = seed_means(job.values[name]), seed_means(job.gains)
         keep = ~(np.isnan(x) | np.isnan(y))
-        xs.extend(x[keep].tolist())
-        ys.extend(y[keep].tolist())
-    pooled = spearman(xs, ys)
-    pooled_ci: tuple[float | None, float | None] = (None, None)
-    if pooled is not None and resamples > 0:
-        picks = rng.integers(0, len(xs), size=(len(xs), resamples))
-        px, py = np.asarray(xs)[picks], np.asarray(ys)[picks]
-        pooled_ci = _interval(_column_spearman(px, py), confidence)
-    return len(usable), len(xs), rho, ci, pooled, pooled_ci
+        if keep.any():
+            points.append((x[keep], y[keep]))
+    pooled = None
+    if points:
+        pooled = spearman(
+            np.concatenate([x for x, _ in points]).tolist(),
+            np.concatenate([y for _, y in points]).tolist(),
+        )
+    return GroupFigures(
+        n_jobs=len(pairs),
+        n_points=sum(len(x) for x, _ in points),
+        spearman=rho,
+        spearman_ci=t_interval_over_jobs(per_job, confidence),
+        p_value=p_value,
+        p_value_exact=exact,
+        random_band=band,
+        pooled=pooled,
+        pooled_ci=cluster_bootstrap_interval(points, resamples, confidence, rng)
+        if pooled is not None
+        else (None, None),
+    )
 
 
-def calibration_rows(
-    records: Sequence[CalibrationRecord],
-    group_by: Sequence[str] = (),
+def family_adjusted(
+    jobs: Sequence[JobMatrix],
+    names: Sequence[str],
     *,
-    predictors: Sequence[str] = PREDICTOR_NAMES,
-    resamples: int = DEFAULT_RESAMPLES,
-    confidence: float = DEFAULT_CONFIDENCE,
+    permutations: int,
+    one_sided: bool = False,
     seed: int = 0,
-) -> list[CalibrationRow]:
-    """A row per group (by the configuration keys `group_by`) and predictor."""
+) -> dict[str, float | None]:
+    """Max-T adjusted p-values of the mean within-job Spearman of `names` (the family), from
+    joint permutations of each job's gains; None where a predictor has no usable job or
+    `permutations` is 0."""
+    if permutations <= 0 or not names:
+        return dict.fromkeys(names)
+    xs, ys, masks = [], [], []
+    for job in jobs:
+        pairs = [job_vectors(job, name) for name in names]
+        usable = np.array([p is not None for p in pairs])
+        if not usable.any():
+            continue
+        gains = seed_means(job.gains)
+        keep = ~np.isnan(gains)
+        x = np.column_stack([seed_means(job.values[name])[keep] for name in names])
+        x[:, ~usable] = 0.0
+        xs.append(x)
+        ys.append(gains[keep])
+        masks.append(usable)
+    if not xs:
+        return dict.fromkeys(names)
+    observed, permuted = max_mean_spearman(xs, ys, masks, permutations, seed)
+    adjusted = max_t_adjusted(observed, permuted, one_sided=one_sided)
+    return {n: None if math.isnan(a) else float(a) for n, a in zip(names, adjusted, strict=True)}
+
+
+def group_jobs(
+    records: Sequence[CalibrationRecord], group_by: Sequence[str]
+) -> dict[tuple[str, ...], list[JobMatrix]]:
+    """The jobs' matrices per group (by the configuration keys `group_by`), in key order."""
     by_job: dict[str, list[CalibrationRecord]] = {}
     for r in records:
         by_job.setdefault(r.job, []).append(r)
@@ -335,32 +431,56 @@ def calibration_rows(
     for job, recs in by_job.items():
         key = tuple(recs[0].config.get(k, "") for k in group_by)
         groups.setdefault(key, []).append(job)
+    return {key: [job_matrix(by_job[j]) for j in groups[key]] for key in sorted(groups)}
+
+
+def calibration_rows(
+    records: Sequence[CalibrationRecord],
+    group_by: Sequence[str] = (),
+    *,
+    predictors: Sequence[str] = PREDICTOR_NAMES,
+    baselines: Sequence[str] = BASELINE_NAMES,
+    resamples: int = DEFAULT_RESAMPLES,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> list[CalibrationRow]:
+    """A row per group and predictor, then one per group and baseline. The max-T adjustment's
+    family is `predictors` within the group."""
     rng = np.random.default_rng(seed)
     rows = []
-    for key in sorted(groups):
-        matrices = [_job_matrix(by_job[j]) for j in groups[key]]
-        ceilings = [noise_ceiling(m) for m in matrices]
-        known = [c for c in ceilings if c is not None]
-        ceiling = float(np.mean(known)) if known else None
-        for name in predictors:
-            n_jobs, n_points, rho, ci, pooled, pooled_ci = calibrate_group(
-                matrices,
-                name,
-                resamples=resamples,
-                confidence=confidence,
-                rng=rng,
+    for key, matrices in group_jobs(records, group_by).items():
+        reliabilities = [r for m in matrices if (r := gain_reliability(m)) is not None]
+        reliability = float(np.mean(reliabilities)) if reliabilities else None
+        ceiling = (
+            float(np.mean([math.sqrt(max(r, 0.0)) for r in reliabilities]))
+            if reliabilities
+            else None
+        )
+        adjusted = family_adjusted(matrices, predictors, permutations=permutations, seed=seed)
+        named = [(n, RowKind.PREDICTOR) for n in predictors]
+        named += [(n, RowKind.BASELINE) for n in baselines]
+        for name, kind in named:
+            figures = predictor_figures(
+                matrices, name, resamples=resamples, confidence=confidence, rng=rng
             )
             rows.append(
                 CalibrationRow(
                     group=dict(zip(group_by, key, strict=True)),
                     predictor=name,
-                    n_jobs=n_jobs,
-                    n_points=n_points,
-                    spearman=rho,
-                    spearman_ci=ci,
-                    pooled_spearman=pooled,
-                    pooled_ci=pooled_ci,
-                    noise_ceiling=ceiling,
+                    kind=kind,
+                    n_jobs=figures.n_jobs,
+                    n_points=figures.n_points,
+                    spearman=figures.spearman,
+                    spearman_ci=figures.spearman_ci,
+                    p_value=figures.p_value,
+                    p_value_adjusted=adjusted.get(name) if kind is RowKind.PREDICTOR else None,
+                    p_value_exact=figures.p_value_exact,
+                    random_band=figures.random_band,
+                    pooled_spearman=figures.pooled,
+                    pooled_ci=figures.pooled_ci,
+                    gain_reliability=reliability,
+                    correlation_ceiling=ceiling,
                 )
             )
     return rows
@@ -369,227 +489,11 @@ def calibration_rows(
 def best_predictor(
     rows: Sequence[CalibrationRow], among: Sequence[str] = PREDICTOR_NAMES
 ) -> CalibrationRow | None:
-    """Among predictors `among`: the row with the largest within-network Spearman whose
-    interval lies above 0, if any; else the largest Spearman. Ties: larger pooled Spearman."""
+    """The selection rule of the default `expand.by`: among predictors `among`, the row with the
+    largest mean within-job Spearman (ties: the larger pooled Spearman)."""
     measured = [r for r in rows if r.spearman is not None and r.predictor in among]
-    above = [r for r in measured if r.spearman_ci[0] is not None and r.spearman_ci[0] > 0]
-    pool = above or measured
 
     def key(r: CalibrationRow) -> tuple[float, float]:
         return (round(r.spearman or -2.0, 6), r.pooled_spearman or -2.0)
 
-    return max(pool, key=key) if pool else None
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:+.{digits}f}"
-
-
-def _cell(rho: float | None, ci: tuple[float | None, float | None]) -> str:
-    if rho is None:
-        return "n/a"
-    if ci[0] is None or ci[1] is None:
-        return f"{_fmt(rho)} [n/a]"
-    return f"{_fmt(rho)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
-
-
-def _label(group: Mapping[str, str]) -> str:
-    return " ".join(group.values()) or "all jobs"
-
-
-def findings(pooled: Sequence[CalibrationRow], by_data: Sequence[CalibrationRow]) -> list[str]:
-    """Plain statements read off the tables: the goal, what ranks backwards, the ceiling."""
-
-    def above(r: CalibrationRow) -> bool:
-        return r.spearman_ci[0] is not None and r.spearman_ci[0] > 0
-
-    def below(r: CalibrationRow) -> bool:
-        return r.spearman_ci[1] is not None and r.spearman_ci[1] < 0
-
-    goal = [r for r in pooled if r.spearman is not None and r.spearman >= 0.6 and above(r)]
-    beats = [r for r in pooled if above(r)]
-    backwards = [r for r in pooled if below(r)]
-    out = []
-    if goal:
-        out.append(
-            "- Goal of issue 11 (within-network Spearman >= 0.6, interval above 0) met by: "
-            + ", ".join(f"`{r.predictor}` {_cell(r.spearman, r.spearman_ci)}" for r in goal)
-            + "."
-        )
-    else:
-        out.append(
-            "- No predictor reaches the goal (within-network Spearman >= 0.6, interval above 0)."
-        )
-    if not beats:
-        out.append("- No predictor ranks positions better than chance on this suite.")
-    if backwards:
-        out.append(
-            "- Ranked BACKWARDS (interval entirely below 0): "
-            + ", ".join(f"`{r.predictor}`" for r in backwards)
-            + "."
-        )
-    between = [r for r in pooled if r.pooled_ci[0] is not None and r.pooled_ci[0] > 0]
-    if between:
-        out.append(
-            "- Between networks (one Spearman over every job and position), interval above 0: "
-            + ", ".join(
-                f"`{r.predictor}` {_cell(r.pooled_spearman, r.pooled_ci)}"
-                for r in sorted(between, key=lambda r: -(r.pooled_spearman or 0))
-            )
-            + "."
-        )
-    groups = sorted({_label(r.group) for r in by_data})
-    per_group = []
-    for g in groups:
-        best_here = best_predictor([r for r in by_data if _label(r.group) == g])
-        if best_here is not None:
-            per_group.append(
-                f"{g}: `{best_here.predictor}` {_cell(best_here.spearman, best_here.spearman_ci)}"
-            )
-    if per_group:
-        out.append("- Best within-network predictor per data set: " + "; ".join(per_group) + ".")
-    ceilings = {_label(r.group): r.noise_ceiling for r in by_data}
-    out.append(
-        "- Noise ceiling by data set: "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(ceilings.items()))
-        + " (where it is low, the realized ranking itself does not reproduce across seeds and"
-        " no predictor can be judged there)."
-    )
-    return out
-
-
-def calibration_markdown(
-    records: Sequence[CalibrationRecord],
-    *,
-    suite: Sequence[str],
-    walls: Mapping[str, float],
-    totals: Mapping[str, float],
-    command: str,
-    machine: str,
-    resamples: int = 1000,
-    notes: Sequence[str] = (),
-) -> str:
-    """docs/calibration.md: the measured tables, ceiling, runtime and command."""
-    jobs = sorted({r.job for r in records})
-    per_config = calibration_rows(records, GROUP_KEYS, resamples=resamples)
-    pooled = calibration_rows(records, (), resamples=resamples)
-    by_data = calibration_rows(records, ("dataset",), resamples=resamples)
-    best = best_predictor(pooled, SELECTABLE_PREDICTORS)
-    missing = [s for s in suite if s not in jobs]
-    lines = [
-        "# Calibration: which measurement predicts the realized gain?",
-        "",
-        "Generated by `benchmarks/calibration.py` from the expand specs in",
-        "`examples/calibration/` (do not edit by hand; rerun the command below).",
-        "",
-        f"Command: `{command}` (resumes; `--report-only` rewrites this page from stored results).",
-        "",
-        f"Suite: {len(suite)} specs, {len(jobs)} measured"
-        + (f"; NOT measured: {', '.join(missing)}" if missing else "")
-        + f"; {len(records)} insertions (position x seed), every position continued against the"
-        " control. Predictors and their sign convention (larger = predicts a larger gain):"
-        " `expansion/specs/predictor_names.py`, docs/science.md.",
-        "",
-        "Within-network Spearman: per job, the rank correlation across positions between the"
-        " seed-mean predictor and the seed-mean realized gain (`gain_vs_control`, test"
-        " cross-entropy), averaged over the group's jobs; "
-        f"{int(DEFAULT_CONFIDENCE * 100)}% percentile bootstrap interval over jobs and seeds"
-        f" ({resamples} resamples). Pooled: one Spearman over every (job, position) point of"
-        " the group (between networks), bootstrap over points. Noise ceiling: split-half"
-        " Spearman of the realized gains over seeds, Spearman-Brown stepped up, mean over jobs:"
-        " no predictor can be expected to rank positions much better than that.",
-        "",
-        "## All jobs",
-        "",
-        "| predictor | within-network Spearman [CI] | pooled Spearman [CI] | jobs | points |"
-        " noise ceiling |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in pooled:
-        lines.append(
-            f"| `{row.predictor}` | {_cell(row.spearman, row.spearman_ci)} | "
-            f"{_cell(row.pooled_spearman, row.pooled_ci)} | {row.n_jobs} | {row.n_points} | "
-            f"{_fmt(row.noise_ceiling)} |"
-        )
-    datasets = sorted({_label(r.group) for r in by_data})
-    lines += [
-        "",
-        "## By data set (within-network Spearman [CI]; last row: noise ceiling)",
-        "",
-        "| predictor | " + " | ".join(datasets) + " |",
-        "|---|" + "---|" * len(datasets),
-    ]
-    table = {(r.predictor, _label(r.group)): r for r in by_data}
-    for name in PREDICTOR_NAMES:
-        cells = [_cell(table[(name, d)].spearman, table[(name, d)].spearman_ci) for d in datasets]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    lines.append(
-        "| noise ceiling | "
-        + " | ".join(_fmt(table[(PREDICTOR_NAMES[0], d)].noise_ceiling) for d in datasets)
-        + " |"
-    )
-    configs = sorted({_label(r.group) for r in per_config})
-    lines += [
-        "",
-        "## Predictor x configuration (dataset model norm scaling depth)",
-        "",
-        "Within-job Spearman [bootstrap CI over seeds]; one job per configuration.",
-        "",
-        "| configuration | noise ceiling | " + " | ".join(f"`{n}`" for n in PREDICTOR_NAMES) + " |",
-        "|---|---|" + "---|" * len(PREDICTOR_NAMES),
-    ]
-    ctable = {(r.predictor, _label(r.group)): r for r in per_config}
-    for c in configs:
-        first = ctable[(PREDICTOR_NAMES[0], c)]
-        cells = [
-            _cell(ctable[(n, c)].spearman, ctable[(n, c)].spearman_ci) for n in PREDICTOR_NAMES
-        ]
-        lines.append(f"| {c} | {_fmt(first.noise_ceiling)} | " + " | ".join(cells) + " |")
-    cont = float(totals.get("continuation_s", 0.0))
-    pred = float(totals.get("predictors_s", 0.0))
-    wall = sum(v for v in walls.values() if math.isfinite(v))
-    lines += [
-        "",
-        "## Runtime",
-        "",
-        f"Machine: {machine}; one torch thread per job. Wall times depend on what else the"
-        " machine runs: the run of record below had 2 cores nearly to itself (about 6.4 min);"
-        " the first run, with five other jobs sharing the cores (load average up to ~15),"
-        " took 46 min.",
-        f"Wall time of the measured suite: {wall:.0f} s ({wall / 60:.1f} min) over"
-        f" {len(walls)} jobs. Continuation (both arms) {cont:.0f} s; extra predictors"
-        f" (probe, activation scale, early-gain reads happen inside the continuation)"
-        f" {pred:.0f} s = {100 * pred / cont if cont else float('nan'):.0f}% of the"
-        " continuation.",
-        "",
-        "## Findings",
-        "",
-    ]
-    lines += findings(pooled, by_data)
-    lines += [f"- {note}" for note in notes]
-    lines += [
-        "",
-        "## The default `expand.by`",
-        "",
-    ]
-    if best is None:
-        lines.append("No predictor could be measured (no usable jobs).")
-    else:
-        verdict = (
-            "its interval lies above 0"
-            if best.spearman_ci[0] is not None and best.spearman_ci[0] > 0
-            else "its interval does NOT exclude 0: no predictor beats chance on this suite"
-        )
-        lines.append(
-            f"Best measured within-network calibration: `{best.predictor}`, Spearman"
-            f" {_cell(best.spearman, best.spearman_ci)} over {best.n_jobs} jobs ({verdict});"
-            f" noise ceiling {_fmt(best.noise_ceiling)}; between networks"
-            f" {_cell(best.pooled_spearman, best.pooled_ci)}. Only predictors known before the"
-            " continuation can select positions, so the early gains are not candidates."
-            " `expand.by` defaults to the selectable predictor with the best measured"
-            " calibration (`DEFAULT_SELECTION_PREDICTOR` in `expansion/specs/predictor_names.py`,"
-            f" now `{DEFAULT_SELECTION_PREDICTOR}`); rerun this benchmark and revisit the default"
-            " when the predictors or the certificate change."
-        )
-    lines.append("")
-    return "\n".join(lines)
+    return max(measured, key=key) if measured else None

@@ -4,13 +4,18 @@ Torch-free: the in-process sweep, the API route, the sweep page and the CSV all 
 A point of a train sweep has one arm (`scratch`); a point of a grow sweep has `grown` (the
 network grown by insertion), `scratch` (its final architecture trained from scratch) and
 `start` (kept at the starting depth).
+
+Every seed of a sweep is scored on the same test set, so the spread over seeds does not contain
+the test set's own sampling noise. The intervals of `series` add it where it is known
+(expansion.results.seed_means): the binomial variance of the test error on `test_examples`
+examples, and the input sensitivity's own standard errors. Other measures (risks, gaps) get the
+Student-t interval over seeds alone, and each point says which (`method`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -18,8 +23,25 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from scipy import stats
+
+from expansion.results.seed_means import (
+    binomial_variance,
+    interval,
+    seed_mean,
+    shared_variance,
+)
+
 CONFIDENCE = 0.95
-"""Confidence of the t-intervals of the means over seeds."""
+"""Confidence of the intervals of the means over seeds."""
+LIMITS: dict[str, tuple[float, float]] = {
+    "test_error": (0.0, 1.0),
+    "input_sensitivity": (0.0, float("inf")),
+}
+"""Where a measure's values can lie: its intervals are cut there."""
+SEEDS_ONLY = "t over seeds (test-set noise not included)"
+WITH_TEST_SET = "seeds + test-set binomial variance"
+WITH_ESTIMATION = "seeds + the estimate's own standard error"
 
 ROW_FIELDS = (
     "job_id",
@@ -36,6 +58,7 @@ ROW_FIELDS = (
     "val_error",
     "test_risk",
     "test_error",
+    "test_examples",
     "generalization_gap_risk",
     "generalization_gap_error",
     "input_sensitivity",
@@ -124,7 +147,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 @dataclass(frozen=True)
 class SeriesPoint:
-    """Mean of a measure over the seeds of one (arm, scaling, depth), with a t-interval."""
+    """Mean of a measure over the seeds of one (arm, scaling, depth), with its interval."""
 
     arm: str
     scaling: str
@@ -133,44 +156,81 @@ class SeriesPoint:
     """Seeds with a value."""
     mean: float
     low: float | None
-    """Lower end of the CONFIDENCE t-interval of the mean; None with a single seed."""
+    """Lower end of the CONFIDENCE interval of the mean; None with a single seed."""
     high: float | None
+    shared_variance: float = 0.0
+    """Variance of the noise every seed shares (the test set's), included in the interval."""
+    method: str = SEEDS_ONLY
+    """What the interval includes."""
 
 
-def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float | None, ...]:
-    """(low, high) of the t-interval of the mean; (None, None) for fewer than two values."""
+def t_interval(
+    values: list[float], confidence: float = CONFIDENCE
+) -> tuple[float | None, float | None]:
+    """(low, high) of the Student-t interval of the mean over seeds (scipy); (None, None) for
+    fewer than two values. It covers the seeds' spread only."""
     if len(values) < 2:
         return None, None
-    from scipy import stats
+    if statistics.pstdev(values) == 0.0:
+        mean = statistics.fmean(values)
+        return mean, mean
+    low, high = stats.t.interval(
+        confidence, len(values) - 1, loc=statistics.fmean(values), scale=stats.sem(values)
+    )
+    return float(low), float(high)
 
-    mean = statistics.fmean(values)
-    quantile = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1))
-    half = quantile * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
-def series(rows: list[dict[str, Any]], measure: str) -> list[SeriesPoint]:
-    """Mean and interval of `measure` over seeds, per (arm, scaling, depth), sorted."""
-    groups: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+def series(
+    rows: list[dict[str, Any]], measure: str, *, test_examples: int | None = None
+) -> list[SeriesPoint]:
+    """Mean and interval of `measure` over seeds, per (arm, scaling, depth), sorted.
+
+    `test_error` adds the binomial test-set variance (test set size from the rows'
+    `test_examples`, else the `test_examples` given); `input_sensitivity` adds its standard
+    errors; other measures are over seeds alone."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         value = row.get(measure)
         if row.get("status") != "succeeded" or value is None or row.get("depth") is None:
             continue
-        groups[(row["arm"], str(row["scaling"]), int(row["depth"]))].append(float(value))
+        groups[(row["arm"], str(row["scaling"]), int(row["depth"]))].append(row)
     out = []
-    for (arm, scaling, depth), values in sorted(groups.items()):
-        low, high = t_interval(values)
-        out.append(
-            SeriesPoint(arm, scaling, depth, len(values), statistics.fmean(values), low, high)
-        )
+    for (arm, scaling, depth), members in sorted(groups.items()):
+        values = [float(r[measure]) for r in members]
+        mean = statistics.fmean(values)
+        shared, method = _shared(measure, mean, members, test_examples)
+        limits = LIMITS.get(measure, (float("-inf"), float("inf")))
+        bounds = interval(seed_mean(values, shared), CONFIDENCE, limits) if shared > 0 else None
+        low, high = bounds if bounds is not None else t_interval(values)
+        if shared == 0.0 and low is not None and high is not None:
+            low, high = max(low, limits[0]), min(high, limits[1])
+        out.append(SeriesPoint(arm, scaling, depth, len(values), mean, low, high, shared, method))
     return out
 
 
-def separated(a: SeriesPoint, b: SeriesPoint) -> bool | None:
-    """True when the two intervals do not overlap; None when either has no interval."""
-    if a.low is None or a.high is None or b.low is None or b.high is None:
-        return None
-    return bool(a.high < b.low or b.high < a.low)
+def _shared(
+    measure: str, mean: float, members: list[dict[str, Any]], test_examples: int | None
+) -> tuple[float, str]:
+    """The shared (test-set) variance of a cell's seed-mean and the interval's method."""
+    if measure == "test_error":
+        sizes = [n for r in members if (n := _int_or_none(r.get("test_examples"))) is not None]
+        n = min(sizes) if sizes else test_examples
+        if n:
+            return binomial_variance(mean, n), WITH_TEST_SET
+    if measure == "input_sensitivity":
+        errors = [
+            float(r["input_sensitivity_se"]) for r in members if r.get("input_sensitivity_se")
+        ]
+        if len(errors) == len(members):
+            return shared_variance(errors), WITH_ESTIMATION
+    return 0.0, SEEDS_ONLY
 
 
 def text_table(rows: list[dict[str, Any]]) -> str:
@@ -197,6 +257,7 @@ def text_table(rows: list[dict[str, Any]]) -> str:
         )
     failed = sum(1 for r in rows if r.get("status") == "failed")
     lines.append(
-        f"means over seeds with {CONFIDENCE:.0%} t-intervals; {len(rows)} rows, {failed} failed"
+        f"means over seeds with {CONFIDENCE:.0%} intervals (test error and sensitivity include the"
+        f" test set's noise); {len(rows)} rows, {failed} failed"
     )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from app.api.deps import ReadAccess, SessionDep
 from app.api.schemas import CalibrationOut, CalibrationRowOut, ErrorOut
 from app.web.calibration import CSV_COLUMNS, calibration_table, csv_rows
 from expansion.results.calibration import (
+    DEFAULT_PERMUTATIONS,
     DEFAULT_RESAMPLES,
     GROUP_ALIASES,
     GROUP_KEYS,
@@ -21,6 +22,7 @@ from expansion.results.calibration import (
 router = APIRouter(prefix="/calibration", tags=["calibration"])
 
 MAX_RESAMPLES = 5000
+MAX_PERMUTATIONS = 20000
 
 
 GROUP_BY_HELP = (
@@ -45,11 +47,24 @@ GROUP_BY_HELP = (
 def get_calibration(
     session: SessionDep,
     group_by: Annotated[str, Query(max_length=100, description=GROUP_BY_HELP)] = "dataset",
-    resamples: Annotated[int, Query(ge=0, le=MAX_RESAMPLES)] = DEFAULT_RESAMPLES,
+    resamples: Annotated[
+        int, Query(ge=0, le=MAX_RESAMPLES, description="Cluster bootstrap resamples (jobs).")
+    ] = DEFAULT_RESAMPLES,
+    permutations: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_PERMUTATIONS,
+            description="Joint permutations behind the max-T adjusted p-values (0: none).",
+        ),
+    ] = DEFAULT_PERMUTATIONS,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Any:
-    """Spearman of each predictor with the realized gain, per group, with intervals and the
-    noise ceiling; `format=csv` gives the underlying points (one row per insertion)."""
+    """Spearman of each predictor (and of the position-index baselines) with the realized gain,
+    per group: within-network mean with its interval over jobs and exact permutation p-value,
+    the max-T adjusted p-value over the group's predictors, the random band, the pooled
+    Spearman with its cluster-bootstrap interval, and the gain reliability with the ceiling it
+    implies; `format=csv` gives the underlying points (one row per insertion)."""
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
@@ -67,9 +82,10 @@ def get_calibration(
             status_code=422,
             detail=[{"loc": ["query", "group_by"], "msg": str(exc), "type": "value_error"}],
         ) from None
-    rows = calibration_table(session, keys, resamples=resamples)
+    rows = calibration_table(session, keys, resamples=resamples, permutations=permutations)
     return CalibrationOut(
         group_by=list(keys),
         resamples=resamples,
+        permutations=permutations,
         rows=[CalibrationRowOut(**row.as_dict()) for row in rows],
     )

@@ -34,7 +34,8 @@ def _sweep_or_404(session: SessionDep, job_id: int) -> Any:
 @router.get("/{job_id}/sweep", dependencies=[ReadAccess], responses=_ERRORS)
 def get_sweep(session: SessionDep, job_id: JobId) -> dict[str, Any]:
     """The sweep's points (one row per point and arm) and the means over seeds per
-    (arm, scaling, depth) with their t-intervals, for the main measures."""
+    (arm, scaling, depth) with their intervals (`method` says whether the test set's noise is
+    included), for the main measures."""
     job = _sweep_or_404(session, job_id)
     rows = sweep_rows(session, job)
     return {

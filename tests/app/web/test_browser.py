@@ -138,8 +138,10 @@ def test_results_page_calibration_table_and_predictor_scatters(
 
     job_id, result = finished_job
     page.goto(f"{base_url}/results?group_by=dataset")
-    rows = page.locator("#calibration-table tbody tr")
+    rows = page.locator('#calibration-table tbody tr[data-kind="predictor"]')
     assert rows.count() == len(PREDICTOR_NAMES)  # one data set: a row per predictor
+    baselines = page.locator('#calibration-table tbody tr[data-kind="baseline"]')
+    assert baselines.count() == 2  # the position index, deeper and shallower
     first = rows.first.locator("td").all_inner_texts()
     assert first[0] == "dataset=digits" and first[1] == PREDICTOR_NAMES[0]
     positions = {rec["position"] for rec in result["insertions"]}

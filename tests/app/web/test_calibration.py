@@ -1,8 +1,9 @@
 """Predictor calibration over stored jobs: the API, the CSV, the results page, the job helper.
 
 Jobs reach the database through the queue's own functions with results whose predictors are
-built so that the right answer is known: `certificate_u` ranks each job's positions exactly as
-the realized gain does, `grad_rel_w2` exactly backwards, `probe_val_gain` is unmeasured.
+built so that the right answer is known: GOOD ranks each job's positions exactly as the realized
+gain does, REVERSED exactly backwards, UNMEASURED is unmeasured (three of the stored predictors,
+whatever they are named).
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ from app.db.session import session_factory
 from app.queue import claim_next_job, complete_job, enqueue_job
 from app.settings import Settings
 from app.web.calibration import calibration_for_job
-from expansion.specs.predictor_names import PREDICTOR_NAMES
+from expansion.results.calibration import BASELINE_NAMES, Baseline
+from expansion.specs.predictor_names import PREDICTOR_NAMES, SELECTABLE_PREDICTORS
 
 POSITIONS = [0, 1, 2, 3, 4]
 SEEDS = [0, 1, 2, 3]
+GOOD, REVERSED, UNMEASURED = (
+    SELECTABLE_PREDICTORS[0],
+    SELECTABLE_PREDICTORS[-1],
+    PREDICTOR_NAMES[-1],
+)
 
 
 def expand_spec(dataset: str, norm: str) -> dict[str, Any]:
@@ -42,7 +49,7 @@ def expand_spec(dataset: str, norm: str) -> dict[str, Any]:
         "data": {"name": dataset},
         "model": {"kind": "mlp", "width": 16, "depth": 4, "norm": norm},
         "train": {"epochs": 1},
-        "expand": {"select": "all", "by": "certificate_u", "seeds": SEEDS, "continue_steps": 5},
+        "expand": {"select": "all", "by": GOOD, "seeds": SEEDS, "continue_steps": 5},
     }
 
 
@@ -53,14 +60,14 @@ def made_up_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         for s in SEEDS:
             gain = 0.01 * p + rng.gauss(0.0, 1e-4)
             predictors: dict[str, float | None] = {name: rng.random() for name in PREDICTOR_NAMES}
-            predictors["certificate_u"] = 10.0 ** (p - 6)  # same order as the gain, 5 decades
-            predictors["grad_rel_w2"] = -float(p)  # exactly reversed
-            predictors["probe_val_gain"] = None
+            predictors[GOOD] = 10.0 ** (p - 6)  # same order as the gain, 5 decades
+            predictors[REVERSED] = -float(p)  # exactly reversed
+            predictors[UNMEASURED] = None
             records.append(
                 {
                     "position": p,
                     "seed": s,
-                    "descent": {"grad_norm_sq_unbiased": predictors["certificate_u"]},
+                    "descent": {"grad_norm_sq_unbiased": predictors[GOOD]},
                     "realized": {"gain_vs_control": gain},
                     "predictors": predictors,
                 }
@@ -113,8 +120,8 @@ def test_insertion_rows_store_the_predictors(
     for row in rows:
         stored = row.predictors or {}
         assert set(stored) == set(PREDICTOR_NAMES)
-        assert stored["grad_rel_w2"] == -row.position
-        assert stored["probe_val_gain"] is None
+        assert stored[REVERSED] == -row.position
+        assert stored[UNMEASURED] is None
 
 
 def test_calibration_by_dataset_has_a_row_per_group_and_predictor(
@@ -124,37 +131,55 @@ def test_calibration_by_dataset_has_a_row_per_group_and_predictor(
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["group_by"] == ["dataset"]
+    assert body["permutations"] == 2000
     rows = {(r["group"]["dataset"], r["predictor"]): r for r in body["rows"]}
-    assert set(rows) == {(d, p) for d in ("digits", "teacher") for p in PREDICTOR_NAMES}
-    digits_u = rows[("digits", "certificate_u")]
-    assert digits_u["n_jobs"] == 2 and digits_u["n"] == 2 * len(POSITIONS)
-    assert digits_u["spearman"] == pytest.approx(1.0)
-    lo, hi = digits_u["spearman_ci"]
-    assert lo is not None and lo <= 1.0 <= hi + 1e-12
-    assert rows[("teacher", "grad_rel_w2")]["spearman"] == pytest.approx(-1.0)
-    assert rows[("digits", "probe_val_gain")]["spearman"] is None
-    assert rows[("digits", "probe_val_gain")]["n_jobs"] == 0
+    names = (*PREDICTOR_NAMES, *BASELINE_NAMES)
+    assert set(rows) == {(d, p) for d in ("digits", "teacher") for p in names}
+    digits_good = rows[("digits", GOOD)]
+    assert digits_good["kind"] == "predictor"
+    assert digits_good["n_jobs"] == 2 and digits_good["n"] == 2 * len(POSITIONS)
+    assert digits_good["spearman"] == pytest.approx(1.0)
+    # 2 jobs, 3 or more needed for an interval over jobs; the exact p: both jobs ordered
+    # exactly right (or exactly wrong) among 5! orderings each.
+    assert digits_good["spearman_ci"] == [None, None]
+    assert digits_good["p_value"] == pytest.approx(2 / 120**2)
+    # Max-T over the 13 predictors (11 of them random numbers) with 2000 joint permutations.
+    assert digits_good["p_value_adjusted"] <= 0.01
+    assert rows[("teacher", REVERSED)]["spearman"] == pytest.approx(-1.0)
+    assert rows[("digits", UNMEASURED)]["spearman"] is None
+    assert rows[("digits", UNMEASURED)]["n_jobs"] == 0
     # gains differ by 0.01 between positions with 1e-4 seed noise: the ranking is reproducible
-    assert digits_u["noise_ceiling"] == pytest.approx(1.0)
+    assert digits_good["gain_reliability"] == pytest.approx(1.0)
+    assert digits_good["correlation_ceiling"] == pytest.approx(1.0)
+    # The gain grows with the position: the position index baseline ranks it as well as GOOD.
+    index = rows[("digits", Baseline.POSITION_INDEX.value)]
+    assert index["kind"] == "baseline" and index["spearman"] == pytest.approx(1.0)
+    assert index["p_value_adjusted"] is None
 
 
 def test_pooled_spearman_matches_scipy(
     client: TestClient, factory: sessionmaker[Session], three_jobs: list[int]
 ) -> None:
     body = client.get("/api/v1/calibration", params={"group_by": "all", "resamples": 0}).json()
-    row = next(r for r in body["rows"] if r["predictor"] == "cosine_train_val")
+    name = PREDICTOR_NAMES[1]
+    row = next(r for r in body["rows"] if r["predictor"] == name)
     with factory() as session:
         inserted = session.scalars(select(Insertion)).all()
     means: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for r in inserted:
         assert r.predictors is not None and r.gain_vs_control is not None
-        means.setdefault((r.job_id, r.position), []).append(
-            (r.predictors["cosine_train_val"], r.gain_vs_control)
-        )
+        means.setdefault((r.job_id, r.position), []).append((r.predictors[name], r.gain_vs_control))
     xs = [sum(v[0] for v in vals) / len(vals) for vals in means.values()]
     ys = [sum(v[1] for v in vals) / len(vals) for vals in means.values()]
     assert row["group"] == {} and row["n"] == len(xs) == 15
     assert row["pooled_spearman"] == pytest.approx(stats.spearmanr(xs, ys).statistic)
+    assert row["pooled_ci"] == [None, None], "3 jobs are too few clusters for an interval"
+
+
+def test_bad_permutations_are_a_422(client: TestClient) -> None:
+    answer = client.get("/api/v1/calibration", params={"permutations": -1})
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["query", "permutations"]
 
 
 def test_unknown_group_by_is_a_422_naming_it(client: TestClient) -> None:
@@ -181,10 +206,12 @@ def test_results_page_shows_the_table_and_a_scatter_per_predictor(
 ) -> None:
     page = client.get("/results", params={"group_by": "norm"})
     assert page.status_code == 200
-    table = re.findall(r'<tr data-predictor="(\w+)">', page.text)
+    table = re.findall(r'<tr data-predictor="(\w+)" data-kind="predictor">', page.text)
     assert sorted(table) == sorted(PREDICTOR_NAMES * 2)  # norms layer and rms
+    baselines = re.findall(r'<tr data-predictor="(\w+)" data-kind="baseline">', page.text)
+    assert sorted(baselines) == sorted(BASELINE_NAMES * 2)
     for name in PREDICTOR_NAMES:
-        if name == "probe_val_gain":
+        if name == UNMEASURED:
             assert f'id="predictor-{name}-empty"' in page.text
             continue
         match = re.search(
@@ -193,11 +220,11 @@ def test_results_page_shows_the_table_and_a_scatter_per_predictor(
             re.S,
         )
         assert match, name
-    found = re.search(r'id="predictor-certificate_u-spec">(.*?)</script>', page.text, re.S)
+    found = re.search(rf'id="predictor-{GOOD}-spec">(.*?)</script>', page.text, re.S)
     assert found is not None
     u_chart = found.group(1)
     assert u_chart.count('"type": "scatter"') == 3, "one trace (colour, legend entry) per job"
-    assert '"tickmode": "array"' in u_chart, "5 decades of certificate_u: symmetric-log axis"
+    assert '"tickmode": "array"' in u_chart, "5 decades of GOOD: symmetric-log axis"
     assert 'href="/api/v1/calibration?format=csv"' in page.text
     bad = client.get("/results", params={"group_by": "colour"})
     assert bad.status_code == 200 and 'id="group-problem"' in bad.text
@@ -211,9 +238,11 @@ def test_calibration_for_job_uses_similar_jobs(
         assert job is not None
         summary = calibration_for_job(session, job, resamples=100)
     assert summary is not None
-    assert summary.predictor == "certificate_u"  # the spec's `by`
+    assert summary.predictor == GOOD  # the spec's `by`
     assert summary.n_jobs == 1  # only this digits/layer job shares the configuration
     assert summary.rho == pytest.approx(1.0)
+    assert summary.p_value == pytest.approx(2 / 120)  # one job of 5 positions, ordered right
+    assert summary.gain_reliability == pytest.approx(1.0)
 
 
 def test_symlog_axis_only_when_values_span_decades() -> None:

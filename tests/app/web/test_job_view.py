@@ -142,11 +142,11 @@ def test_job_page_shows_verdicts_intervals_drift_and_continuation(
 
 def test_selection_sentence_states_the_predictor_and_its_calibration() -> None:
     job = Job(kind="expand", spec={"expand": {"select": "top_k", "by": "grad_rel_w2"}})
-    measured = JobCalibration("grad_rel_w2", 12, 0.234, -0.27, 0.69, 0.7)
+    measured = JobCalibration("grad_rel_w2", 12, 0.234, -0.27, 0.69, 0.49, 0.7, 0.031)
     result = {"selection": {"select": "top_k", "by": "grad_rel_w2"}}
     assert selection_sentence(job, result, measured) == (
         "Positions chosen by grad_rel_w2; on 12 similar jobs: Spearman 0.23 [-0.27, 0.69] "
-        "(noise ceiling 0.70)."
+        "(exact p 0.031; gain reliability 0.49, allowing about 0.70)."
     )
     unmeasured = JobCalibration("grad_rel_w2", 1, None, None, None, None)
     assert selection_sentence(job, result, unmeasured).endswith(

@@ -34,7 +34,7 @@ def test_jumpboard_run_of_a_sweep_writes_every_point_with_its_measures(
     out = tmp_path / "run"
     assert main(["run", str(spec), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "inv_depth" in printed and "t-intervals" in printed
+    assert "inv_depth" in printed and "include the test set's noise" in printed
     result = json.loads((out / "result.json").read_text())
     assert result["kind"] == "sweep" and result["succeeded"] == 8 and result["failed"] == 0
     points = result["points"]
@@ -61,9 +61,14 @@ def test_jumpboard_run_of_a_sweep_writes_every_point_with_its_measures(
     }
     assert alphas[("inv_depth", 3)] == pytest.approx(1.0)
     assert alphas[("constant", 3)] == pytest.approx(3.0)
-    # Two seeds per (scaling, depth): a mean with an interval.
+    # Two seeds per (scaling, depth): a mean with an interval that includes the test set's
+    # binomial noise (every row says how many test examples scored it).
+    assert {row["test_examples"] for row in result["rows"]} == {
+        points[0]["arms"][0]["test_examples"]
+    }
     errors = series(result["rows"], "test_error")
     assert len(errors) == 4 and all(p.n == 2 and p.low is not None for p in errors)
+    assert all(p.shared_variance > 0 and "test-set" in p.method for p in errors)
 
 
 def test_a_failed_point_fails_only_itself(tmp_path: Path) -> None:
