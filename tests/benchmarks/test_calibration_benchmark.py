@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from app.services.budget import budget_problems
 
 from app.settings import Settings
+from expansion.specs.budget import budget_problems
 from expansion.specs.experiments import ExpandExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.specs.predictor_names import PREDICTOR_NAMES, SELECTABLE_PREDICTORS
@@ -72,7 +72,7 @@ def test_every_suite_spec_is_a_valid_expand_spec(suite: str) -> None:
         spec = parse_spec(yaml.safe_load(path.read_text()))
         assert isinstance(spec, ExpandExperiment) and spec.expand.select == "all", path.name
         assert len(spec.expand.seeds) >= 3, "the gain reliability needs seeds to split"
-        assert budget_problems(spec, Settings()) == [], path.name
+        assert budget_problems(spec, Settings().compute_limits()) == [], path.name
         configurations.add((spec.data.name, spec.model.norm, spec.model.depth, spec.model.width))
     assert len(configurations) == 12
 
