@@ -38,6 +38,7 @@ from app.queue import cancel_job, enqueue_job
 from app.services.budget import budget_problems
 from app.settings import Settings
 from app.urls import artifact_path, job_path
+from expansion.results.older_results import current_record
 from expansion.specs.parsing import parse_spec
 from expansion.specs.problems import SpecError
 
@@ -237,9 +238,10 @@ def job_insertions(session: SessionDep, job_id: JobId) -> InsertionList:
             job_id=r.job_id,
             position=r.position,
             seed=r.seed,
-            condition_holds=r.condition_holds,
+            certificate_verdict=r.certificate_verdict,
+            nonzero_gradient=r.nonzero_gradient,
             gain_vs_control=r.gain_vs_control,
-            record=r.record,
+            record=current_record(r.record),
         )
         for r in rows
     ]
