@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from expansion.insertion.risk_interval import mean_interval
+from expansion.insertion.risk_interval import mean_interval, mean_intervals
 from expansion.results.records import TestOutcome, Verdict
 
 MIN_BATCHES = 8
@@ -218,18 +218,18 @@ def crossed_intervals(diffs: np.ndarray, confidence: float) -> tuple[np.ndarray,
     ms_examples = seeds * np.sum(centred**2, axis=-1) / (examples - 1)
     residual = d - seed_means[..., :, None] - example_means[..., None, :] + mean[..., None, None]
     ms_residual = np.sum(residual**2, axis=(-2, -1)) / ((seeds - 1) * (examples - 1))
-    m2 = np.mean(centred**2, axis=-1)
-    safe = np.where(m2 > 0, m2, 1.0)
-    excess = np.where(m2 > 0, np.mean(centred**4, axis=-1) / safe**2 - 3.0, 0.0)
-    nu = 2.0 / (2.0 / (examples - 1) + np.maximum(excess, 0.0) / examples)
-    level = 0.5 + confidence / 2.0
-    q_seeds = float(stats.t.ppf(level, seeds - 1))
-    q_examples = stats.t.ppf(level, nu)
-    variance = (
-        q_seeds**2 * ms_seeds + q_examples**2 * np.maximum(ms_examples - ms_residual, 0.0)
-    ) / (seeds * examples)
-    half = np.sqrt(variance)
-    return mean - half, mean + half
+    # The example stratum: `mean_interval` of the per-example means (its kurtosis-cut t and
+    # Hall's skew correction), rescaled from MS_I to MS_I - MS_E, the shared part's variance.
+    ex_low, ex_high = mean_intervals(example_means, confidence)
+    shared = np.maximum(ms_examples - ms_residual, 0.0)
+    scale = np.sqrt(
+        np.where(ms_examples > 0, shared / np.where(ms_examples > 0, ms_examples, 1.0), 0.0)
+    )
+    q_seeds = float(stats.t.ppf(0.5 + confidence / 2.0, seeds - 1))
+    seed_part = q_seeds**2 * ms_seeds / (seeds * examples)
+    low = mean - np.sqrt(seed_part + (scale * (mean - ex_low)) ** 2)
+    high = mean + np.sqrt(seed_part + (scale * (ex_high - mean)) ** 2)
+    return low, high
 
 
 def gain_interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -241,14 +241,18 @@ def gain_interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
     examples, so the design is crossed: d_si = mu + a_s + b_i + e_si, with a seed effect a,
     a per-example effect b shared by the seeds and an interaction e. The mean's variance is
     E[MS_S]/(SN) + (E[MS_I] - E[MS_E])/(SN) in the two-way ANOVA mean squares (seeds, examples,
-    residual). Each stratum gets its own t quantile and the two are added in quadrature:
+    residual). Each stratum gets its own quantile and the two are added in quadrature:
 
-        half-width^2 = (t_{S-1}^2 MS_S + t_nu^2 max(MS_I - MS_E, 0)) / (S N),
+        half-width^2 = t_{S-1}^2 MS_S / (S N) + h_examples^2,
 
-    nu = N - 1 cut for the per-example means' excess kurtosis (as in `mean_interval`). With a
-    single stratum this is the exact t interval; a Satterthwaite t on the summed variance
-    covered only 0.92 at S = 3 (0.89 at S = 2) where a seed effect meets a shared per-example
-    effect, because its estimated degrees of freedom grow exactly when MS_S comes out small
+    where h_examples is the half-width (on its side) of `mean_interval` of the N per-example
+    means, rescaled from their variance MS_I/(SN) to the shared part's (MS_I - MS_E)/(SN): the
+    t_nu quantile with nu = N - 1 cut for kurtosis, and Hall's skew correction, which makes the
+    interval asymmetric where the per-example effects are skewed. Without skew this is
+    t_nu^2 max(MS_I - MS_E, 0)/(SN), and with a single stratum the exact t interval. A
+    Satterthwaite t on the summed variance covered only 0.92 at S = 3 (0.89-0.90 at S = 2) where
+    a seed effect meets a shared per-example effect, because its estimated degrees of freedom
+    grow exactly when MS_S comes out small, and 0.91 with a heavy-tailed shared effect
     (docs/science.md 4 has the measured coverage of both).
 
     What the number of seeds allows:
