@@ -1,4 +1,4 @@
-"""Coverage of the certificate's and the realized gain's intervals (docs/science.md 3 and 4).
+"""Coverage of the certificate's and the realized gain's intervals (docs/science.md 2 and 4).
 
 Part 1, `mean_interval` (one fixed model scored on n certificate examples): per-example loss
 differences drawn from a known population, n = 287 (digits' certificate split) and 800
@@ -6,8 +6,8 @@ differences drawn from a known population, n = 287 (digits' certificate split) a
 (the kurtosis-cut t, Hall's skew-corrected t). Populations: normal; exponential and lognormal
 in both skew directions; rare large differences on 3% and on 1% of the examples in both
 directions; and, unless `--no-digits`, the per-example differences of nine real jumpboard
-models on digits (a conv2d base trained to 0.1% training loss; its 360 test and 287 held-out
-examples pooled are the population, resampled with replacement).
+models on digits (a conv2d base fitted to a training cross-entropy of about 0.001 nats; its
+360 test and 287 held-out examples pooled are the population, resampled with replacement).
 
 Part 2, `gain_interval` (S seeds x N = 300 test examples, expected gain 0.01 nats): example
 noise dominating, seed noise 3x and 10x the per-seed example standard error, a per-example

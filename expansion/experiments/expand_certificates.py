@@ -1,6 +1,6 @@
 """The certificate data of an `expand` experiment and every (position, seed)'s certificate in
 nats on it: the jumpboard model's step from validation data, its risk decrease on the
-certificate examples (docs/design.md 1.3, docs/science.md 3).
+certificate examples (docs/design.md 1.3, docs/science.md 2).
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ import torch
 
 from expansion.data.datasets import DataBundle
 from expansion.insertion.certificate import CertificateBatches, CertificateData, certificate_record
-from expansion.insertion.jumpboard import JumpboardFit, base_losses, fit_jumpboard, loss_differences
+from expansion.insertion.jumpboard import (
+    JumpboardFit,
+    fit_jumpboard,
+    loss_differences,
+    per_sample_losses,
+)
 from expansion.insertion.scan import ScanGradients, scan_positions
 from expansion.insertion.scan_summary import SeedCertificates
 from expansion.models.network import PostNormResNet
@@ -78,7 +83,7 @@ def seed_certificates(
     certificate in nats on the certificate examples."""
     e = spec.expand
     val = (bundle.x_val, bundle.y_val)
-    base_val = base_losses(model, val, val).val
+    base_val = per_sample_losses(model, *val)[0]
     base_risk = float(data.base_losses.double().mean())
     fits: dict[tuple[int, int], JumpboardFit] = {}
     records, diffs = {}, {}

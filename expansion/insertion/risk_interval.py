@@ -1,5 +1,5 @@
 """Intervals for the mean of per-example loss differences, and the certificate's verdict in
-nats (torch-free: numpy, scipy; docs/science.md 3).
+nats (torch-free: numpy, scipy; docs/science.md 2).
 
 Per-example cross-entropy differences between two fixed models are skewed and heavy tailed: a
 few held-out examples the base gets badly wrong can carry most of the mean (on digits, five of
@@ -60,7 +60,7 @@ class MeanInterval:
 
     def p_above(self, threshold: float) -> float:
         """One-sided p-value of H0: mean <= threshold (small: the mean is above it)."""
-        if self.n < 2:
+        if self.low is None:
             return 1.0
         if self.std_error == 0.0:
             return 0.0 if self.mean > threshold else 1.0
@@ -69,7 +69,7 @@ class MeanInterval:
 
     def p_below(self, threshold: float) -> float:
         """One-sided p-value of H0: mean >= threshold (small: the mean is below it)."""
-        if self.n < 2:
+        if self.high is None:
             return 1.0
         if self.std_error == 0.0:
             return 0.0 if self.mean < threshold else 1.0
@@ -125,7 +125,7 @@ def mean_interval(values: np.ndarray, confidence: float) -> MeanInterval:
     n = int(x.size)
     if n == 0:
         raise ValueError("mean_interval needs at least one value")
-    if n < 2:
+    if n < 2 or not np.all(np.isfinite(x)):  # a non-finite loss: no interval, no verdict
         return MeanInterval(n, float(x.mean()), None, None, 0.0, 0.0, 0.0)
     mean, se, df, skew, low, high = _intervals(x, confidence)
     return MeanInterval(n, float(mean), float(low), float(high), float(se), float(df), float(skew))

@@ -14,7 +14,7 @@ from typing import NotRequired, TypedDict
 
 
 class Verdict(enum.StrEnum):
-    """Three-valued answer of the certificate in nats (docs/science.md 3): is the jumpboard
+    """Three-valued answer of the certificate in nats (docs/science.md 2): is the jumpboard
     model's population risk decrease above `expand.min_effect`?"""
 
     HOLDS = "holds"

@@ -106,6 +106,9 @@ def test_degenerate_samples() -> None:
     assert same.low == pytest.approx(0.3) and same.p_above(0.0) == 0.0
     one = mean_interval(np.array([0.2]), 0.95)
     assert one.low is None and one.high is None and one.p_above(0.0) == 1.0
+    overflow = mean_interval(np.array([0.1, 0.2, np.inf, 0.3]), 0.95)  # a loss overflowed
+    assert overflow.low is None and overflow.p_above(0.0) == overflow.p_below(0.0) == 1.0
+    assert effect_verdict(overflow, 0.0)[0] is Verdict.UNDECIDED
     with pytest.raises(ValueError, match="at least one"):
         mean_interval(np.zeros(0), 0.95)
 
