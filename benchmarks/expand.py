@@ -46,8 +46,8 @@ SPEC_FILE = Path(__file__).resolve().parents[1] / "examples" / "mnist1d-expand.y
 STAGES = (
     ("data_s", "data loading"),
     ("train_s", "base training"),
-    ("scan_s", "scan (training + certificate gradients, selection)"),
-    ("certify_s", "certify (line search, drift)"),
+    ("scan_s", "scan (gradients, every position's line search and certificate, selection)"),
+    ("certify_s", "certify (chosen positions' records, jumpboard on test, drift)"),
     ("continuation_s", "continuation (control + expanded arms)"),
     ("predictors_s", "predictors (probes)"),
     ("evaluate_s", "final evaluation"),

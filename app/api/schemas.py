@@ -125,9 +125,13 @@ class InsertionOut(BaseModel):
     job_id: int
     position: int
     seed: int
-    condition_holds: bool | None
+    certificate_verdict: str | None = None
+    """The certificate in nats: holds, fails or undecided (None in results before issue 20)."""
+    nonzero_gradient: str | None = None
+    """The |E g|^2 = 0 test: shown or not_shown."""
     gain_vs_control: float | None
     record: dict[str, Any]
+    """The insertion record under today's names (docs/design.md 5)."""
 
 
 class InsertionList(BaseModel):
@@ -165,17 +169,25 @@ class ResultRow(BaseModel):
     depth_after: int | None
     function_drift_eval: float | None
     function_drift_train: float | None
-    condition_holds: bool | None
-    verdict: str | None = None
-    """Descent certificate verdict: holds, fails or undecided (None in older results)."""
+    certificate_verdict: str | None = None
+    """The certificate in nats against expand.min_effect: holds, fails or undecided (None in
+    results before issue 20)."""
+    certificate_risk_decrease: float | None = None
+    """The jumpboard model's risk decrease on the certificate split (nats)."""
+    certificate_risk_decrease_low: float | None = None
+    certificate_risk_decrease_high: float | None = None
+    certificate_p_value: float | None = None
+    nonzero_gradient: str | None = None
+    """The |E g|^2 = 0 test on the certificate batches: shown or not_shown."""
     certificate_source: str | None = None
     certificate_batches: int | None = None
     grad_norm_sq_train: float | None
     grad_norm_sq_val: float | None
     grad_norm_sq_unbiased: float | None
-    grad_norm_sq_lcb: float | None
+    grad_norm_sq_test_limit: float | None = None
+    """The |E g|^2 test's jackknife-t limit (a test statistic, not a lower bound)."""
     grad_norm_sq_unbiased_train: float | None = None
-    grad_norm_sq_lcb_train: float | None = None
+    grad_norm_sq_test_limit_train: float | None = None
     confidence: float | None
     cosine_train_val: float | None
     predicted_val_risk_delta: float | None
@@ -185,6 +197,9 @@ class ResultRow(BaseModel):
     expanded_test_risk: float | None
     control_test_risk: float | None
     gain_vs_control: float | None
+    gain_ci_low: float | None = None
+    """This seed's interval of gain_vs_control over the test examples (None before issue 20)."""
+    gain_ci_high: float | None = None
 
 
 RESULT_FIELDS: tuple[str, ...] = tuple(ResultRow.model_fields)

@@ -190,8 +190,8 @@ def handle_results(args: argparse.Namespace) -> int:
             elif not rows:
                 text = f"job {args.job_id} has no result rows (yet)\n"
             else:
-                keys = ["position", "seed", "condition_holds", "grad_norm_sq_lcb"]
-                keys += ["gain_vs_control", "function_drift_eval"]
+                keys = ["position", "seed", "certificate_verdict", "certificate_risk_decrease"]
+                keys += ["nonzero_gradient", "gain_vs_control", "function_drift_eval"]
                 table = [[_fmt(r.get(k)) for k in keys] for r in rows]
                 text = _table(keys, table) + "\n"
         if args.output is not None:

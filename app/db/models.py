@@ -171,19 +171,27 @@ class Insertion(Base):
     seed: Mapped[int] = mapped_column(Integer)
     depth_before: Mapped[int | None] = mapped_column(Integer)
     depth_after: Mapped[int | None] = mapped_column(Integer)
-    condition_holds: Mapped[bool | None] = mapped_column(Boolean)
-    verdict: Mapped[str | None] = mapped_column(String(16))
-    """Descent certificate verdict: holds, fails or undecided (docs/science.md)."""
+    nonzero_gradient: Mapped[str | None] = mapped_column(String(16))
+    """The |E g|^2 = 0 test on the certificate batches: shown or not_shown (docs/science.md)."""
     certificate_source: Mapped[str | None] = mapped_column(String(16))
-    """Where the certificate batches came from: holdout or fresh."""
+    """Where the certificate data came from: holdout or fresh."""
     certificate_batches: Mapped[int | None] = mapped_column(Integer)
     grad_norm_sq_unbiased_train: Mapped[float | None] = mapped_column(Float)
     """U on the training batches (optimization, not the population)."""
-    grad_norm_sq_lcb_train: Mapped[float | None] = mapped_column(Float)
+    grad_norm_sq_test_limit_train: Mapped[float | None] = mapped_column(Float)
     grad_norm_sq_train: Mapped[float | None] = mapped_column(Float)
     grad_norm_sq_val: Mapped[float | None] = mapped_column(Float)
     grad_norm_sq_unbiased: Mapped[float | None] = mapped_column(Float)
-    grad_norm_sq_lcb: Mapped[float | None] = mapped_column(Float)
+    grad_norm_sq_test_limit: Mapped[float | None] = mapped_column(Float)
+    """The |E g|^2 test's jackknife-t limit (a test statistic, not a lower bound)."""
+    certificate_risk_decrease: Mapped[float | None] = mapped_column(Float)
+    """The jumpboard model's risk decrease on the certificate split (nats); NULL before 0009."""
+    certificate_risk_decrease_low: Mapped[float | None] = mapped_column(Float)
+    certificate_risk_decrease_high: Mapped[float | None] = mapped_column(Float)
+    certificate_p_value: Mapped[float | None] = mapped_column(Float)
+    """One-sided p-value of "decrease <= min_effect"."""
+    certificate_verdict: Mapped[str | None] = mapped_column(String(16))
+    """holds, fails or undecided against expand.min_effect."""
     confidence: Mapped[float | None] = mapped_column(Float)
     cosine_train_val: Mapped[float | None] = mapped_column(Float)
     predicted_val_risk_delta: Mapped[float | None] = mapped_column(Float)
@@ -193,6 +201,9 @@ class Insertion(Base):
     expanded_test_risk: Mapped[float | None] = mapped_column(Float)
     control_test_risk: Mapped[float | None] = mapped_column(Float)
     gain_vs_control: Mapped[float | None] = mapped_column(Float)
+    gain_ci_low: Mapped[float | None] = mapped_column(Float)
+    """This seed's interval of gain_vs_control over the test examples (NULL before 0009)."""
+    gain_ci_high: Mapped[float | None] = mapped_column(Float)
     function_drift_eval: Mapped[float | None] = mapped_column(Float)
     function_drift_train: Mapped[float | None] = mapped_column(Float)
     predictors: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
@@ -253,25 +264,32 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
-INSERTION_COLUMNS: dict[str, tuple[str, str]] = {
-    "grad_norm_sq_train": ("descent", "grad_norm_sq_train"),
-    "grad_norm_sq_val": ("descent", "grad_norm_sq_val"),
-    "grad_norm_sq_unbiased": ("descent", "grad_norm_sq_unbiased"),
-    "grad_norm_sq_lcb": ("descent", "grad_norm_sq_lcb"),
-    "confidence": ("descent", "confidence"),
-    "condition_holds": ("descent", "condition_holds"),
-    "verdict": ("descent", "verdict"),
-    "certificate_source": ("descent", "certificate_source"),
-    "certificate_batches": ("descent", "certificate_batches"),
-    "grad_norm_sq_unbiased_train": ("descent", "grad_norm_sq_unbiased_train"),
-    "grad_norm_sq_lcb_train": ("descent", "grad_norm_sq_lcb_train"),
-    "cosine_train_val": ("descent", "cosine_train_val"),
-    "predicted_val_risk_delta": ("descent", "predicted_val_risk_delta"),
-    "jumpboard_step": ("jumpboard", "step"),
-    "jumpboard_test_risk_delta": ("jumpboard", "test_risk_delta"),
-    "base_test_risk": ("realized", "base_test_risk"),
-    "expanded_test_risk": ("realized", "expanded_test_risk"),
-    "control_test_risk": ("realized", "control_test_risk"),
-    "gain_vs_control": ("realized", "gain_vs_control"),
+INSERTION_COLUMNS: dict[str, tuple[str, str, int | None]] = {
+    "grad_norm_sq_train": ("descent", "grad_norm_sq_train", None),
+    "grad_norm_sq_val": ("descent", "grad_norm_sq_val", None),
+    "grad_norm_sq_unbiased": ("descent", "grad_norm_sq_unbiased", None),
+    "grad_norm_sq_test_limit": ("descent", "grad_norm_sq_test_limit", None),
+    "confidence": ("descent", "confidence", None),
+    "nonzero_gradient": ("descent", "nonzero_gradient", None),
+    "certificate_source": ("descent", "certificate_source", None),
+    "certificate_batches": ("descent", "certificate_batches", None),
+    "grad_norm_sq_unbiased_train": ("descent", "grad_norm_sq_unbiased_train", None),
+    "grad_norm_sq_test_limit_train": ("descent", "grad_norm_sq_test_limit_train", None),
+    "cosine_train_val": ("descent", "cosine_train_val", None),
+    "predicted_val_risk_delta": ("descent", "predicted_val_risk_delta", None),
+    "certificate_risk_decrease": ("certificate", "risk_decrease", None),
+    "certificate_risk_decrease_low": ("certificate", "risk_decrease_ci", 0),
+    "certificate_risk_decrease_high": ("certificate", "risk_decrease_ci", 1),
+    "certificate_p_value": ("certificate", "p_value", None),
+    "certificate_verdict": ("certificate", "verdict", None),
+    "jumpboard_step": ("jumpboard", "step", None),
+    "jumpboard_test_risk_delta": ("jumpboard", "test_risk_delta", None),
+    "base_test_risk": ("realized", "base_test_risk", None),
+    "expanded_test_risk": ("realized", "expanded_test_risk", None),
+    "control_test_risk": ("realized", "control_test_risk", None),
+    "gain_vs_control": ("realized", "gain_vs_control", None),
+    "gain_ci_low": ("realized", "gain_ci", 0),
+    "gain_ci_high": ("realized", "gain_ci", 1),
 }
-"""Flattened insertion columns and where each lives in the nested record (section, key)."""
+"""Flattened insertion columns and where each lives in the nested record (section, key, and the
+index into a [low, high] pair or None)."""

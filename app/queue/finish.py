@@ -36,6 +36,7 @@ from app.queue.lease import (
     _metric_rows,
     retry_while_leased,
 )
+from expansion.results.older_results import current_record
 from expansion.results.result_file import json_safe_record
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def result_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
-    """The flattened `insertions` row of one insertion record (docs/design.md 5)."""
-    record = json_safe_record(record)
+    """The flattened `insertions` row of one insertion record (docs/design.md 5), stored under
+    today's names (a record from an older worker is renamed first)."""
+    record = json_safe_record(current_record(record))
     row: dict[str, Any] = {
         "job_id": job_id,
         "position": int(record["position"]),
@@ -65,10 +67,11 @@ def insertion_row(job_id: int, record: dict[str, Any]) -> dict[str, Any]:
         "predictors": record.get("predictors"),
         "record": record,
     }
-    for column, (section, key) in INSERTION_COLUMNS.items():
-        row[column] = (record.get(section) or {}).get(key)
-    if row["condition_holds"] is not None:
-        row["condition_holds"] = bool(row["condition_holds"])
+    for column, (section, key, index) in INSERTION_COLUMNS.items():
+        value = (record.get(section) or {}).get(key)
+        if index is not None:
+            value = value[index] if isinstance(value, list) and len(value) == 2 else None
+        row[column] = value
     return row
 
 

@@ -20,9 +20,11 @@ GAIN_TICKS = ".2~g"
 SERIES_COLORS = ("#2f6fb0", "#c2571a", "#3a8d4f", "#7b4fa8", "#8a6d1f", "#b03a6f")
 
 CERTIFICATE_NOTE = (
-    "The certified first-order gain is the unbiased estimate of |∇W2 R|², the risk decrease "
-    "per unit step at the very start of the insertion. It certifies that a descent direction "
-    "exists; it is not a forecast of the realized gain after continued training."
+    "The certificate is the jumpboard model's risk decrease against the base on the "
+    "certificate split (nats, with its interval): the base expanded at the position with "
+    "W2 = -t g_train, its direction from training data and its step from validation data, "
+    "measured on data that chose neither. It shows that the expanded network holds a better "
+    "model; it is not a forecast of the realized gain after continued training."
 )
 
 
@@ -232,32 +234,28 @@ def _error_bar(plus: list[float | None], minus: list[float | None]) -> dict[str,
 
 
 def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart:
-    """Per position: certified first-order gain (LCB as error bar) next to the realized gain.
+    """Per position: the certificate's risk decrease (its interval as error bar) next to the
+    realized gain (its interval), both in nats.
 
     `rows` are position summaries (see `app.web.job_view.position_rows`): `position`,
-    `certified_gain`, `certified_gain_lcb`, `gain_mean`, `gain_ci`. The two quantities have
-    different units, so each gets its own y axis; a position without a measured realized gain
-    gets no realized point.
+    `certificate_risk_decrease`, `certificate_ci`, `gain_mean`, `gain_ci`. The certificate is
+    measured at zero continuation steps and is usually far smaller than the realized gain, so
+    each gets its own y axis (both in nats); a position without a value gets no point.
     """
-    certified = [r for r in rows if r.get("certified_gain") is not None]
+    certified = [r for r in rows if r.get("certificate_risk_decrease") is not None]
     realized = [r for r in rows if r.get("gain_mean") is not None]
     data: list[dict[str, Any]] = [
         {
             "type": "scatter",
             "mode": "markers",
-            "name": "certified first-order gain (error bar down to the LCB)",
+            "name": "certificate: jumpboard model's risk decrease (nats, interval)",
             "x": [r["position"] - 0.08 for r in certified],
-            "y": [r["certified_gain"] for r in certified],
+            "y": [r["certificate_risk_decrease"] for r in certified],
             "customdata": [r["position"] for r in certified],
-            "hovertemplate": "position %{customdata}<br>certified gain %{y:.3g}<extra></extra>",
+            "hovertemplate": "position %{customdata}<br>certificate %{y:.3g} nats<extra></extra>",
             "error_y": _error_bar(
-                [0.0] * len(certified),
-                [
-                    None
-                    if r.get("certified_gain_lcb") is None
-                    else r["certified_gain"] - r["certified_gain_lcb"]
-                    for r in certified
-                ],
+                [_ci_side(r, 1, "certificate_ci", "certificate_risk_decrease") for r in certified],
+                [_ci_side(r, 0, "certificate_ci", "certificate_risk_decrease") for r in certified],
             ),
             "marker": {"color": CERTIFIED_COLOR, "size": 10, "symbol": "diamond"},
             "yaxis": "y",
@@ -265,7 +263,7 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
         {
             "type": "scatter",
             "mode": "markers",
-            "name": "realized gain vs control (mean over seeds, paired CI)",
+            "name": "realized gain vs control (mean over seeds, interval)",
             "x": [r["position"] + 0.08 for r in realized],
             "y": [r["gain_mean"] for r in realized],
             "customdata": [r["position"] for r in realized],
@@ -286,7 +284,7 @@ def insertion_chart(element_id: str, rows: Sequence[Mapping[str, Any]]) -> Chart
     layout = _layout(
         "Insertion positions: certificate next to realized gain",
         "insertion position (0 = after the stem)",
-        "certified gain |∇W2 R|²",
+        "certificate: risk decrease (nats)",
         yaxis2={
             "title": {"text": "realized gain vs control (nats)", "font": {"color": REALIZED_COLOR}},
             "overlaying": "y",
@@ -324,45 +322,42 @@ def _extent(values: Sequence[float], error: Mapping[str, Any]) -> float:
     return 1.12 * top if top > 0 else 1.0
 
 
-def _ci_side(row: Mapping[str, Any], side: int) -> float | None:
-    ci = row.get("gain_ci")
-    mean = row.get("gain_mean")
+def _ci_side(
+    row: Mapping[str, Any], side: int, ci_key: str = "gain_ci", value_key: str = "gain_mean"
+) -> float | None:
+    ci = row.get(ci_key)
+    mean = row.get(value_key)
     if not ci or mean is None or ci[side] is None:
         return None
-    return float(ci[1] - mean if side else mean - ci[0])
+    return float(ci[1] - mean) if side else float(mean - ci[0])
 
 
 def scatter_chart(element_id: str, points: Sequence[Mapping[str, Any]]) -> Chart:
-    """Certificate-vs-realized scatter: one point per (job, position) across all jobs."""
+    """Certificate-vs-realized scatter: one point per (job, position) across all jobs, both in
+    nats, each with its interval."""
+    shown = [p for p in points if p.get("certificate_risk_decrease") is not None]
     data = [
         {
             "type": "scatter",
             "mode": "markers",
             "name": "insertion position (mean over seeds)",
-            "x": [p["certified_gain"] for p in points],
-            "y": [p["gain_mean"] for p in points],
-            "text": [f"job {p['job_id']} · position {p['position']}" for p in points],
-            "hovertemplate": "%{text}<br>certified %{x:.3g}<br>realized %{y:.3g} nats"
+            "x": [p["certificate_risk_decrease"] for p in shown],
+            "y": [p["gain_mean"] for p in shown],
+            "text": [f"job {p['job_id']} · position {p['position']}" for p in shown],
+            "hovertemplate": "%{text}<br>certificate %{x:.3g} nats<br>realized %{y:.3g} nats"
             "<extra></extra>",
             "error_x": _error_bar(
-                [0.0] * len(points),
-                [
-                    None
-                    if p.get("seeds_lcb") is None or p.get("certified_gain") is None
-                    else max(0.0, p["certified_gain"] - p["seeds_lcb"])
-                    for p in points
-                ],
+                [_ci_side(p, 1, "certificate_ci", "certificate_risk_decrease") for p in shown],
+                [_ci_side(p, 0, "certificate_ci", "certificate_risk_decrease") for p in shown],
             ),
-            "error_y": _error_bar(
-                [_ci_side(p, 1) for p in points], [_ci_side(p, 0) for p in points]
-            ),
+            "error_y": _error_bar([_ci_side(p, 1) for p in shown], [_ci_side(p, 0) for p in shown]),
             "marker": {"color": CERTIFIED_COLOR, "size": 9, "opacity": 0.85},
         }
     ]
     layout = _layout(
-        "Certified first-order gain vs realized gain against the control",
-        "certified first-order gain |∇W2 R|² (error bar down to the bound over seeds)",
-        "realized gain vs control (nats, paired CI)",
+        "Certificate vs realized gain against the control",
+        "certificate: jumpboard model's risk decrease on the certificate split (nats, interval)",
+        "realized gain vs control (nats, interval)",
         height=440,
     )
     for axis in ("xaxis", "yaxis"):

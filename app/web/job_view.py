@@ -2,7 +2,8 @@
 
 Stored rows win over the result dict (they exist while a job runs); the result dict fills in
 what a job without rows carries only there (curves, insertion records, artifacts). Results of
-older versions lack some keys (verdicts, intervals, family-wise verdicts): those show "n/a".
+older versions are read under today's names (`expansion.results.older_results`); what they
+lack (the certificate in nats, intervals) shows "n/a".
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from app.web.charts import (
     split_curves,
 )
 from app.web.results import positions_from_insertions
+from expansion.results.older_results import current_record, current_result
 from expansion.results.result_file import finite_or_none as _num
 
 HEADLINE_RESAMPLES = 200
@@ -61,6 +63,7 @@ STAGES_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 
 VERDICTS = ("holds", "fails", "undecided")
+OUTCOMES = ("shown", "not_shown")
 
 
 @dataclass
@@ -69,10 +72,14 @@ class InsertionRow:
 
     position: int
     seed: int
-    verdict: str
-    verdict_reason: str
-    certified_gain: float | None
-    certified_gain_lcb: float | None
+    certificate_verdict: str
+    certificate_reason: str
+    certificate_risk_decrease: float | None
+    certificate_ci: list[float | None]
+    nonzero_gradient: str
+    nonzero_gradient_reason: str
+    grad_norm_sq_unbiased: float | None
+    grad_norm_sq_test_limit: float | None
     cosine_train_val: float | None
     jumpboard_test_risk_delta: float | None
     jumpboard_ci: list[float | None]
@@ -174,15 +181,35 @@ def artifact_url(job_id: int, name: str) -> str:
     return artifact_path(job_id, name)
 
 
-def _verdict(section: Mapping[str, Any]) -> str:
-    """The row's verdict: its `verdict`, else one derived from an older `condition_holds`."""
-    verdict = section.get("verdict")
-    if verdict in VERDICTS:
-        return str(verdict)
-    holds = section.get("condition_holds")
-    if isinstance(holds, bool):
-        return "holds" if holds else "fails"
-    return NOT_AVAILABLE
+def _word(value: Any, allowed: Sequence[str]) -> str:
+    """`value` when it is one of `allowed`, else n/a."""
+    return str(value) if value in allowed else NOT_AVAILABLE
+
+
+def _certificate_cells(certificate: Any) -> dict[str, Any]:
+    """The certificate-in-nats cells of a position row (n/a where the result has none)."""
+    cert: Mapping[str, Any] = certificate if isinstance(certificate, Mapping) else {}
+    counts = cert.get("verdict_counts")
+    return {
+        "certificate_risk_decrease": _num(cert.get("risk_decrease")),
+        "certificate_ci": _pair(cert.get("risk_decrease_ci")),
+        "certificate_verdict": _word(cert.get("verdict"), VERDICTS),
+        "certificate_family_verdict": _word(cert.get("family_verdict"), VERDICTS),
+        "certificate_counts": counts if isinstance(counts, dict) else None,
+        "certificate_method": str(cert.get("interval_method") or ""),
+    }
+
+
+def _gradient_cells(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The |E g|^2 test's cells of a position row."""
+    counts = row.get("nonzero_gradient_counts")
+    return {
+        "nonzero_gradient": _word(row.get("nonzero_gradient"), OUTCOMES),
+        "nonzero_gradient_family": _word(row.get("nonzero_gradient_family"), OUTCOMES),
+        "nonzero_gradient_counts": counts if isinstance(counts, dict) else None,
+        "grad_norm_sq_unbiased": _num(row.get("grad_norm_sq_unbiased")),
+        "seeds_test_limit": _num(row.get("seeds_test_limit")),
+    }
 
 
 def position_rows(
@@ -191,8 +218,9 @@ def position_rows(
     """Per-position rows of the insertion chart and table.
 
     Positions measured against a control come from the result's `positions` summaries (or the
-    insertion rows); positions that were only scanned add their certificate alone.
+    insertion rows); positions that were only scanned add their certificate and |E g|^2 test.
     """
+    result = current_result(result)
     measured = result.get("positions") or positions_from_insertions(insertions)
     scanned_rows = {
         int(r["position"]): r for r in (result.get("scan") or {}).get("positions") or []
@@ -201,19 +229,11 @@ def position_rows(
     for row in measured:
         position = int(row["position"])
         scanned = scanned_rows.get(position, {})
-        counts = row.get("verdict_counts")
         rows[position] = {
             "position": position,
             "n_seeds": int(row.get("n_seeds") or 0),
-            "certified_gain": _num(row.get("certified_gain")),
-            # The bound over seeds when the row has one; older rows carry only a mean of bounds.
-            "certified_gain_lcb": _num(row.get("seeds_lcb", row.get("certified_gain_lcb"))),
-            "seeds_lcb": _num(row.get("seeds_lcb")),
-            "verdict": _verdict(scanned) if scanned else _verdict(row),
-            "verdict_counts": counts if isinstance(counts, dict) else None,
-            "family_verdict": str(
-                row.get("family_verdict") or scanned.get("family_verdict") or NOT_AVAILABLE
-            ),
+            **_certificate_cells(row.get("certificate") or scanned.get("certificate")),
+            **_gradient_cells(row if "nonzero_gradient" in row else scanned or row),
             "predicted_val_risk_delta": _num(row.get("predicted_val_risk_delta")),
             "gain_mean": _num(row.get("gain_mean")),
             "gain_std": _num(row.get("gain_std")),
@@ -221,18 +241,13 @@ def position_rows(
             "gain_ci_method": str(row.get("gain_ci_method") or ""),
         }
     for position, scanned in scanned_rows.items():
-        certified = _num(scanned.get("grad_norm_sq_unbiased"))
-        if position in rows or certified is None:
+        if position in rows:
             continue
         rows[position] = {
             "position": position,
             "n_seeds": 0,
-            "certified_gain": certified,
-            "certified_gain_lcb": _num(scanned.get("grad_norm_sq_lcb")),
-            "seeds_lcb": _num(scanned.get("seeds_lcb")),
-            "verdict": _verdict(scanned),
-            "verdict_counts": None,
-            "family_verdict": str(scanned.get("family_verdict") or NOT_AVAILABLE),
+            **_certificate_cells(scanned.get("certificate")),
+            **_gradient_cells(scanned),
             "predicted_val_risk_delta": _num(scanned.get("predicted_val_risk_delta")),
             "gain_mean": None,
             "gain_std": None,
@@ -245,18 +260,24 @@ def position_rows(
 def _insertion_rows(result: Mapping[str, Any], stored: Sequence[Insertion]) -> list[InsertionRow]:
     records = [row.record for row in stored] or list(result.get("insertions") or [])
     rows = []
-    for record in records:
+    for raw in records:
+        record = current_record(raw)
         descent = record.get("descent") or {}
+        certificate = record.get("certificate") or {}
         jumpboard = record.get("jumpboard") or {}
         realized = record.get("realized") or {}
         rows.append(
             InsertionRow(
                 position=int(record.get("position", -1)),
                 seed=int(record.get("seed", -1)),
-                verdict=_verdict(descent),
-                verdict_reason=str(descent.get("verdict_reason") or ""),
-                certified_gain=_num(descent.get("grad_norm_sq_unbiased")),
-                certified_gain_lcb=_num(descent.get("grad_norm_sq_lcb")),
+                certificate_verdict=_word(certificate.get("verdict"), VERDICTS),
+                certificate_reason=str(certificate.get("verdict_reason") or ""),
+                certificate_risk_decrease=_num(certificate.get("risk_decrease")),
+                certificate_ci=_pair(certificate.get("risk_decrease_ci")),
+                nonzero_gradient=_word(descent.get("nonzero_gradient"), OUTCOMES),
+                nonzero_gradient_reason=str(descent.get("nonzero_gradient_reason") or ""),
+                grad_norm_sq_unbiased=_num(descent.get("grad_norm_sq_unbiased")),
+                grad_norm_sq_test_limit=_num(descent.get("grad_norm_sq_test_limit")),
                 cosine_train_val=_num(descent.get("cosine_train_val")),
                 jumpboard_test_risk_delta=_num(jumpboard.get("test_risk_delta")),
                 jumpboard_ci=_pair(jumpboard.get("test_risk_delta_ci")),
@@ -287,33 +308,34 @@ def format_interval(
 
 
 def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]) -> str:
-    """ "the condition held at 1 of 5 positions (Holm)" from the family-wise verdicts, else from
-    the per-position verdicts (said to be uncorrected), else n/a."""
-    scanned = list((result.get("scan") or {}).get("positions") or [])
+    """ "the certificate held at 1 of 5 positions (Holm)" from the family-wise verdicts of the
+    scanned positions, else from the per-position verdicts (said to be uncorrected); for older
+    results without a certificate in nats, the |E g|^2 test's count instead."""
+    scanned = list((current_result(result).get("scan") or {}).get("positions") or [])
     rows: Sequence[Mapping[str, Any]] = scanned or positions
     if not rows:
-        return f"the condition's verdict is {NOT_AVAILABLE}"
-    family = [r.get("family_verdict") for r in rows]
+        return f"the certificate's verdict is {NOT_AVAILABLE}"
+    # scan rows nest the certificate; the page's position rows carry it flattened
+    cells = [_certificate_cells(r["certificate"]) if "certificate" in r else r for r in rows]
+    family = [c.get("certificate_family_verdict") for c in cells]
     if all(v in VERDICTS for v in family):
-        method = next(
-            (
-                str(r["family_method"])
-                for r in result.get("positions") or []
-                if r.get("family_method")
-            ),
-            str((result.get("scan") or {}).get("family_method") or "family-wise"),
-        )
         held = sum(v == "holds" for v in family)
-        label = method.capitalize() if method.islower() else method
-        return f"the condition held at {held} of {len(rows)} positions ({label})"
-    verdicts = [_verdict(r) for r in rows]
-    if all(v in VERDICTS for v in verdicts):
-        held = sum(v == "holds" for v in verdicts)
+        return f"the certificate held at {held} of {len(rows)} positions (Holm)"
+    single = [c.get("certificate_verdict") for c in cells]
+    if all(v in VERDICTS for v in single):
+        held = sum(v == "holds" for v in single)
         return (
-            f"the condition held at {held} of {len(rows)} positions "
+            f"the certificate held at {held} of {len(rows)} positions "
             "(each position on its own, no family-wise correction)"
         )
-    return f"the condition's verdict is {NOT_AVAILABLE}"
+    outcomes = [r.get("nonzero_gradient_family") or r.get("nonzero_gradient") for r in rows]
+    if all(o in OUTCOMES for o in outcomes):
+        shown = sum(o == "shown" for o in outcomes)
+        return (
+            f"no certificate in nats (an older result); |E g|^2 > 0 shown at {shown} of "
+            f"{len(rows)} positions"
+        )
+    return f"the certificate's verdict is {NOT_AVAILABLE}"
 
 
 def expand_headline(
@@ -367,7 +389,7 @@ def selection_sentence(
     if select == "all":
         return "Every position was continued: no predictor chose them."
     if select == "certified":
-        return "Positions chosen where the certificate holds family-wise (Holm)."
+        return "Positions chosen where the certificate in nats holds family-wise (Holm)."
     predictor = str(
         selection.get("by")
         or spec_expand.get("by")
@@ -545,7 +567,7 @@ def _drift_warnings(rows: Sequence[InsertionRow]) -> list[str]:
 
 def build_job_view(session: Session, job: Job) -> JobView:
     """Assemble the job page for `job`."""
-    result: dict[str, Any] = job.result or {}
+    result: dict[str, Any] = current_result(job.result or {})
     stored_points: Sequence[tuple[int, str, str, float]] = [
         (step, split, name, value)
         for step, split, name, value in session.execute(

@@ -1,12 +1,13 @@
 """Certificate-vs-realized points across all jobs, and how well the certificate ranks them.
 
-A point is one insertion position of one succeeded expand job: its certificate (the mean over
-seeds of the unbiased estimate `grad_norm_sq_unbiased`; the bound over seeds `seeds_lcb`, the
-minimum of the per-seed lower bounds, never their mean; the position's verdict over seeds and
-its family-wise verdict over the positions scanned) and its realized gain against the control
-(mean over seeds, with its interval and the method that made it). The Spearman rank correlation
-between certified and realized gain says how well the certificate ranks the stored data.
-Older results lack some of these keys: their values are None (shown as "n/a").
+A point is one insertion position of one succeeded expand job: its certificate in nats (the
+seeds' jumpboard models' risk decrease on the certificate split, with its interval, its
+verdict against `expand.min_effect` and its family-wise verdict over the positions scanned),
+the |E g|^2 test beside it (shown at how many seeds; U's seed mean) and its realized gain
+against the control (mean over seeds, with its interval and the method that made it). The
+Spearman rank correlation between the certificate's risk decrease and the realized gain says
+how well the certificate ranks the stored data. Older results are read under today's names;
+what they lack (the certificate in nats) is None, shown as "n/a".
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Insertion, Job
-from expansion.results.records import Verdict, seed_verdict, verdict_counts
+from expansion.results.older_results import current_section
+from expansion.results.records import TestOutcome, every_seed_shows, outcome_counts
 from expansion.results.result_file import finite_or_none as _finite
 
 NOT_AVAILABLE = "n/a"
 
-VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
+VERDICTS: tuple[str, ...] = ("holds", "fails", "undecided")
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in TestOutcome)
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class ResultFilters:
     data: str = ""
     model: str = ""
     verdict: str = ""
-    """`holds`, `fails` or `undecided`: the position's family-wise verdict (Holm over the
+    """`holds`, `fails` or `undecided`: the certificate's family-wise verdict (Holm over the
     positions scanned); points without one (older results) never match a set verdict."""
     job: int | None = None
 
@@ -55,7 +58,8 @@ class ResultFilters:
 
 @dataclass(frozen=True)
 class RankCorrelation:
-    """Spearman's rho between certified and realized gain over n points (None when undefined)."""
+    """Spearman's rho between the certificate's risk decrease and the realized gain over n
+    points (None when undefined)."""
 
     rho: float | None
     n: int
@@ -75,11 +79,12 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 
 
 def rank_correlation(points: Sequence[Mapping[str, Any]]) -> RankCorrelation:
-    """Spearman's rho of certified gain against realized gain over points that have both."""
+    """Spearman's rho of the certificate's risk decrease against the realized gain over points
+    that have both."""
     pairs = [
-        (p["certified_gain"], p["gain_mean"])
+        (p["certificate_risk_decrease"], p["gain_mean"])
         for p in points
-        if p.get("certified_gain") is not None and p.get("gain_mean") is not None
+        if p.get("certificate_risk_decrease") is not None and p.get("gain_mean") is not None
     ]
     rho = spearman([x for x, _ in pairs], [y for _, y in pairs])
     return RankCorrelation(rho=rho, n=len(pairs))
@@ -90,9 +95,9 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def _verdict_word(value: Any) -> str:
-    """`holds`, `fails` or `undecided`; n/a for anything else (a missing key)."""
-    return str(value) if value in VERDICTS else NOT_AVAILABLE
+def _word(value: Any, allowed: Sequence[str]) -> str:
+    """`value` when it is one of `allowed`; n/a for anything else (a missing key)."""
+    return str(value) if value in allowed else NOT_AVAILABLE
 
 
 def points_from_positions(
@@ -100,9 +105,12 @@ def points_from_positions(
 ) -> list[dict[str, Any]]:
     """Points of one job from its result's `positions` rows (or rows rebuilt from insertions)."""
     points = []
-    for row in positions:
+    for stored in positions:
+        row = current_section(stored)
         ci = row.get("gain_ci") or [None, None]
-        counts = row.get("verdict_counts")
+        cert = row.get("certificate") or {}
+        cert_ci = cert.get("risk_decrease_ci") or [None, None]
+        counts = row.get("nonzero_gradient_counts")
         points.append(
             {
                 "job_id": job_id,
@@ -111,11 +119,15 @@ def points_from_positions(
                 "model": spec.get("model", {}).get("kind", ""),
                 "position": int(row["position"]),
                 "n_seeds": int(row.get("n_seeds") or 0),
-                "certified_gain": _finite(row.get("certified_gain")),
-                "seeds_lcb": _finite(row.get("seeds_lcb")),
-                "verdict": _verdict_word(row.get("verdict")),
-                "verdict_counts": counts if isinstance(counts, dict) else None,
-                "family_verdict": _verdict_word(row.get("family_verdict")),
+                "certificate_risk_decrease": _finite(cert.get("risk_decrease")),
+                "certificate_ci": [_finite(cert_ci[0]), _finite(cert_ci[1])]
+                if len(cert_ci) == 2
+                else [None, None],
+                "verdict": _word(cert.get("verdict"), VERDICTS),
+                "family_verdict": _word(cert.get("family_verdict"), VERDICTS),
+                "nonzero_gradient": _word(row.get("nonzero_gradient"), OUTCOMES),
+                "nonzero_gradient_counts": counts if isinstance(counts, dict) else None,
+                "grad_norm_sq_unbiased": _finite(row.get("grad_norm_sq_unbiased")),
                 "gain_mean": _finite(row.get("gain_mean")),
                 "gain_std": _finite(row.get("gain_std")),
                 "gain_ci": [_finite(ci[0]), _finite(ci[1])] if len(ci) == 2 else [None, None],
@@ -125,41 +137,35 @@ def points_from_positions(
     return points
 
 
-def _row_verdict(row: Insertion) -> Verdict | None:
-    """The seed's verdict from the `verdict` column, else from an older `condition_holds`."""
-    if row.verdict in VERDICTS:
-        return Verdict(row.verdict)
-    if row.condition_holds is not None:
-        return Verdict.HOLDS if row.condition_holds else Verdict.FAILS
-    return None
-
-
 def positions_from_insertions(insertions: Sequence[Insertion]) -> list[dict[str, Any]]:
     """Per-position rows rebuilt from insertion rows, for results without `positions`.
 
-    The verdict over seeds is the intersection-union one (holds iff every seed holds); the bound
-    over seeds is the minimum of the per-seed bounds (None unless every seed has one). The
-    family-wise verdict needs the scan's p-values and the paired interval the experiment's own
-    statistics: both are left out (n/a).
+    The certificate's estimate over seeds is the mean of the seeds' risk decreases (the same
+    certificate examples for every seed); its interval and verdicts need the per-example
+    differences, which only the experiment had: left out (n/a). The |E g|^2 test over seeds is
+    the intersection-union one (shown iff every seed shows it). The realized-gain interval
+    needs the per-example test losses: left out as well.
     """
     by_position: dict[int, list[Insertion]] = {}
     for row in insertions:
         by_position.setdefault(row.position, []).append(row)
     rebuilt = []
     for position, rows in sorted(by_position.items()):
-        verdicts = [_row_verdict(r) for r in rows]
-        known = [v for v in verdicts if v is not None]
-        bounds = [r.grad_norm_sq_lcb for r in rows]
+        outcomes = [TestOutcome(r.nonzero_gradient) for r in rows if r.nonzero_gradient in OUTCOMES]
+        decreases = [r.certificate_risk_decrease for r in rows]
+        complete = len(outcomes) == len(rows)
         rebuilt.append(
             {
                 "position": position,
                 "n_seeds": len(rows),
-                "certified_gain": _mean(r.grad_norm_sq_unbiased for r in rows),
-                "seeds_lcb": min(b for b in bounds if b is not None)
-                if bounds and all(b is not None for b in bounds)
-                else None,
-                "verdict": seed_verdict(known) if len(known) == len(rows) else None,
-                "verdict_counts": verdict_counts(known) if len(known) == len(rows) else None,
+                "certificate": {
+                    "risk_decrease": _mean(decreases)
+                    if all(d is not None for d in decreases)
+                    else None,
+                },
+                "grad_norm_sq_unbiased": _mean(r.grad_norm_sq_unbiased for r in rows),
+                "nonzero_gradient": every_seed_shows(outcomes) if complete else None,
+                "nonzero_gradient_counts": outcome_counts(outcomes) if complete else None,
                 "gain_mean": _mean(r.gain_vs_control for r in rows),
                 "gain_ci": None,
             }

@@ -2,15 +2,15 @@
 
 Stages (reported through the ProgressReporter): `train` (or load a base checkpoint), `scan`
 (every position's W2 gradients: one pass over training batches, one over the certificate
-batches), `certify` (descent certificate, jumpboard model and function drift per chosen
-position and seed), `continue` (expanded vs control arms). The result dict and its records
-follow `expansion.results.records`, docs/design.md 5 and docs/science.md.
+batches; then every position's jumpboard model, its step line-searched on validation data and
+its risk decrease measured on the certificate examples), `certify` (the records and function
+drift per chosen position and seed), `continue` (expanded vs control arms). The result dict
+and its records follow `expansion.results.records`, docs/design.md 5 and docs/science.md.
 
-Verdicts: per (position, seed) from the certificate batches; per position the
-intersection-union verdict "every seed's block has a descent direction" (holds iff every seed
-holds; its bound `seeds_lcb` is the minimum of the per-seed bounds, a valid bound of the
-minimum over seeds of |E g|^2 at the same confidence); family-wise over the scanned positions
-by Holm's step-down at level 1 - confidence.
+The certificate in nats: per (position, seed) the jumpboard model's risk decrease on the
+certificate examples with its interval and verdict against `expand.min_effect`; per position
+the same over its seeds' models; family-wise over every scanned position by Holm. Beside it,
+the |E g|^2 test: shown or not shown per seed, per position (every seed), family-wise (Holm).
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.expand_base import BaseNetwork, obtain_base
+from expansion.experiments.expand_certificates import (
+    certificate_examples,
+    certificate_gradients,
+    seed_certificates,
+)
 from expansion.experiments.position_choice import (
     choose_positions,
     selection_record,
@@ -34,25 +39,24 @@ from expansion.experiments.result_header import result_header
 from expansion.experiments.result_header import risks as base_risks
 from expansion.insertion.certificate import (
     CertificateBatches,
-    base_losses,
-    certify,
+    certificate_data,
+    descent_record,
+    jumpboard_record,
 )
 from expansion.insertion.insert import expanded_copy, function_drift, reference_logits
+from expansion.insertion.jumpboard import JumpboardFit, base_losses
 from expansion.insertion.predictors import (
     early_steps_for,
     insertion_predictors,
     probe_steps_for,
 )
 from expansion.insertion.scan import ScanGradients, scan_positions
-from expansion.insertion.scan_summary import scan_summary
+from expansion.insertion.scan_summary import SeedCertificates, scan_summary
 from expansion.models.evaluate import evaluate
 from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.ranks import agree_with_rank_zero
-from expansion.results.records import (
-    CertificateSource,
-    PositionRow,
-)
+from expansion.results.records import PositionRow
 from expansion.results.result_file import json_safe_record, write_result
 from expansion.specs.experiments import ExpandExperiment
 from expansion.training.batched_arms import batching_chosen
@@ -78,54 +82,15 @@ STAGES = {"train": (0.0, 0.45), "scan": (0.45, 0.55), "certify": (0.55, 0.65)}
 STAGES["continue"] = (0.65, 1.0)
 
 
-FRESH_CERTIFICATE_BATCHES = 16
-"""Fresh certificate batches drawn (`teacher`) when `expand.grad_batches` is not given."""
-
-
-SCAN_SPLIT = 0.7
+SCAN_SPLIT = 0.5
 """Share of the scan stage's progress bar taken by the training batches."""
+CERTIFICATE_SPLIT = 0.7
+"""Share of the scan stage's progress bar done when the certificate batches are."""
 
 
 def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
     start, end = STAGES[name]
     return StagedReporter(reporter, start, end, name)
-
-
-def certificate_gradients(
-    base: PostNormResNet,
-    spec: ExpandExperiment,
-    bundle: DataBundle,
-    on_batch: Any,
-) -> dict[tuple[int, int], CertificateBatches]:
-    """Per-batch gradients of every (position, seed) on the certificate data (held out or
-    fresh): never trained on, never used by the line search."""
-    e = spec.expand
-    fresh_samples = (e.grad_batches or FRESH_CERTIFICATE_BATCHES) * e.grad_batch_size
-    x, y, source = bundle.certificate_data(fresh_samples, seed=spec.data.seed + 2)
-    if len(y) // e.grad_batch_size < 2:
-        raise ValueError(
-            f"the certificate split has {len(y)} samples, fewer than 2 batches of "
-            f"expand.grad_batch_size={e.grad_batch_size}: raise data.certify_fraction or lower "
-            "expand.grad_batch_size"
-        )
-    # scan_positions also wants a validation set; one batch of the certificate data keeps that
-    # unused by-product cheap.
-    head = (x[: e.grad_batch_size], y[: e.grad_batch_size])
-    scan = scan_positions(
-        base,
-        (x, y),
-        head,
-        list(range(base.num_positions)),
-        e.seeds,
-        batch_size=e.grad_batch_size,
-        max_batches=e.grad_batches,
-        shuffle_seed=spec.train.seed + 1,
-        on_batch=on_batch,
-    )
-    return {
-        key: CertificateBatches(grad.batches, CertificateSource(source))
-        for key, grad in scan.gradients.items()
-    }
 
 
 def _attach_predictors(
@@ -154,13 +119,17 @@ def _attach_predictors(
 
 @dataclass
 class Scanned:
-    """What the scan stage found: every position's gradients, the certificate summary, and the
-    positions chosen for certification and continuation."""
+    """What the scan stage found: every position's gradients, jumpboard step and certificate,
+    the summary, and the positions chosen for continuation."""
 
     gradients: ScanGradients
     """Training-batch gradients of every (position, seed) (the jumpboard model's direction)."""
     certificate: dict[tuple[int, int], CertificateBatches]
     """Per-batch gradients of every (position, seed) on the certificate data."""
+    fits: dict[tuple[int, int], JumpboardFit]
+    """The jumpboard model's line-searched step of every (position, seed)."""
+    certificates: SeedCertificates
+    """The certificate in nats of every (position, seed)."""
     summary: dict[str, Any]
     """The result's `scan` section."""
     chosen: list[int]
@@ -174,7 +143,7 @@ def scan_stage(
     spec: ExpandExperiment, base: BaseNetwork, bundle: DataBundle, reporter: ProgressReporter
 ) -> Scanned:
     """Every position's gradients (one pass over training batches, one over the certificate
-    batches), their summary, and the positions chosen."""
+    batches), jumpboard models and certificates, their summary, and the positions chosen."""
     e = spec.expand
     staged = _stage(reporter, "scan")
 
@@ -183,8 +152,13 @@ def scan_stage(
         check_stop(reporter)
 
     def on_certificate_batch(fraction: float) -> None:
-        done = SCAN_SPLIT + (1.0 - SCAN_SPLIT) * fraction
+        done = SCAN_SPLIT + (CERTIFICATE_SPLIT - SCAN_SPLIT) * fraction
         staged.progress(done, "scan", "certificate gradients at every position")
+        check_stop(reporter)
+
+    def on_candidate(fraction: float) -> None:
+        done = CERTIFICATE_SPLIT + (1.0 - CERTIFICATE_SPLIT) * fraction
+        staged.progress(done, "scan", "jumpboard models on the certificate split")
         check_stop(reporter)
 
     model = base.model
@@ -199,15 +173,30 @@ def scan_stage(
         shuffle_seed=spec.train.seed,
         on_batch=on_batch,
     )
-    certificate = certificate_gradients(model, spec, bundle, on_certificate_batch)
-    summary = scan_summary(gradients, certificate, e.seeds, e.confidence, e.min_certificate_batches)
+    examples = certificate_examples(spec, bundle)
+    certificate = certificate_gradients(model, spec, examples, on_certificate_batch)
+    data = certificate_data(model, *examples)
+    fits, certificates = seed_certificates(spec, model, gradients, data, bundle, on_candidate)
+    summary = scan_summary(
+        gradients,
+        certificate,
+        certificates,
+        e.seeds,
+        confidence=e.confidence,
+        min_batches=e.min_certificate_batches,
+        min_effect=e.min_effect,
+    )
     lr = continuation_lr(e.continue_lr, base.final_lr, spec.train.lr)
-    scores = selection_scores_for(spec, model, gradients, certificate, bundle, lr)
+    scores = selection_scores_for(
+        spec, model, gradients, certificate, fits, certificates.records, bundle, lr
+    )
     # Every rank of a multi-device job continues the positions rank 0 chose.
     chosen = agree_with_rank_zero(choose_positions(spec, summary["positions"], scores))
     return Scanned(
         gradients=gradients,
         certificate=certificate,
+        fits=fits,
+        certificates=certificates,
         summary=summary,
         chosen=chosen,
         selection=selection_record(spec, summary["positions"], scores),
@@ -223,28 +212,24 @@ def certify_stage(
     reporter: ProgressReporter,
 ) -> dict[tuple[int, int], dict[str, Any]]:
     """The insertion record of every chosen (position, seed) so far: depths, function drift,
-    the descent certificate and the jumpboard model."""
+    the gradient statistics with the |E g|^2 test, the certificate in nats (from the scan) and
+    the jumpboard model on the test set."""
     e = spec.expand
     staged = _stage(reporter, "certify")
     model = base.model
     val, test = (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test)
     keys = [(p, s) for p in scanned.chosen for s in e.seeds]
     # The base's losses and logits are the same for every candidate: computed once.
-    base_test_losses = base_losses(model, val, test)
+    reference = base_losses(model, val, test)
     base_logits = reference_logits(model, bundle.x_test)
     records: dict[tuple[int, int], dict[str, Any]] = {}
     for i, (p, s) in enumerate(keys):
-        descent, jump = certify(
-            model,
-            scanned.gradients.gradients[(p, s)],
-            scanned.certificate[(p, s)],
-            val,
-            test,
-            confidence=e.confidence,
-            line_search_points=e.line_search_points,
-            min_batches=e.min_certificate_batches,
-            base=base_test_losses,
+        grad, fit = scanned.gradients.gradients[(p, s)], scanned.fits[(p, s)]
+        descent = descent_record(
+            grad, scanned.certificate[(p, s)], e.confidence, e.min_certificate_batches
         )
+        descent["step"] = fit.step
+        descent["predicted_val_risk_delta"] = fit.predicted_val_risk_delta
         drift = function_drift(base_logits, expanded_copy(model, p, s), bundle.x_test)
         records[(p, s)] = {
             "position": p,
@@ -254,7 +239,8 @@ def certify_stage(
             "function_drift_eval": drift["eval"],
             "function_drift_train": drift["train"],
             "descent": descent,
-            "jumpboard": jump,
+            "certificate": scanned.certificates.records[(p, s)],
+            "jumpboard": jumpboard_record(model, grad, fit, test, reference, e.confidence),
         }
         staged.progress((i + 1) / len(keys), "certify", f"position {p} seed {s}")
         check_stop(reporter)
@@ -326,8 +312,8 @@ def position_rows(
     records: dict[tuple[int, int], dict[str, Any]],
     continued: Continued,
 ) -> list[PositionRow]:
-    """The result's `positions`: per continued position its certificate over seeds and its
-    realized gain against the control with an interval."""
+    """The result's `positions`: per continued position its certificate in nats and its
+    |E g|^2 test over seeds beside its realized gain against the control with an interval."""
     e = spec.expand
     rows = {row["position"]: row for row in scanned.summary["positions"]}
     out: list[PositionRow] = []
@@ -341,13 +327,15 @@ def position_rows(
             {
                 "position": p,
                 "n_seeds": len(per_seed),
-                "verdict": row["verdict"],
-                "verdict_counts": row["verdict_counts"],
-                "family_verdict": row["family_verdict"],
+                "certificate": row["certificate"],
+                "nonzero_gradient": row["nonzero_gradient"],
+                "nonzero_gradient_counts": row["nonzero_gradient_counts"],
+                "nonzero_gradient_family": row["nonzero_gradient_family"],
+                "nonzero_gradient_p_value": row["nonzero_gradient_p_value"],
                 "family_method": row["family_method"],
-                "seeds_lcb": row["seeds_lcb"],
-                "seeds_lcb_method": row["seeds_lcb_method"],
-                "certified_gain": row["grad_norm_sq_unbiased"],
+                "seeds_test_limit": row["seeds_test_limit"],
+                "seeds_test_limit_method": row["seeds_test_limit_method"],
+                "grad_norm_sq_unbiased": row["grad_norm_sq_unbiased"],
                 "predicted_val_risk_delta": sum(
                     r["descent"]["predicted_val_risk_delta"] for r in per_seed
                 )

@@ -6,28 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from expansion.insertion.certificate import (
-    CertificateBatches,
-    base_losses,
-    certify,
-    descent_record,
-)
+from expansion.insertion.certificate import CertificateBatches, descent_record
+from expansion.insertion.jumpboard import JumpboardFit
 from expansion.insertion.predictors import (
     probe_steps_for,
     selection_scores,
 )
 from expansion.insertion.scan import ScanGradients
 from expansion.models.network import PostNormResNet
-from expansion.results.records import (
-    Verdict,
-)
+from expansion.results.records import CertificateRecord, Verdict
 from expansion.specs.experiments import ExpandExperiment
 from expansion.specs.predictor_names import Predictor
 
 
 def _rank_key(row: dict[str, Any]) -> tuple[float, float]:
-    lcb = row.get("seeds_lcb")
-    return (float("-inf") if lcb is None else float(lcb), float(row["grad_norm_sq_unbiased"]))
+    limit = row.get("seeds_test_limit")
+    return (float("-inf") if limit is None else float(limit), float(row["grad_norm_sq_unbiased"]))
 
 
 def choose_positions(
@@ -35,12 +29,12 @@ def choose_positions(
     scan_rows: list[dict[str, Any]],
     scores: dict[int, float] | None = None,
 ) -> list[int]:
-    """Positions that get certified and continued: explicit, all, exactly those whose
-    family-wise verdict holds (`certified`), or the top k by `expand.by`.
+    """Positions that get a continuation: explicit, all, exactly those whose certificate in
+    nats holds family-wise (`certified`), or the top k by `expand.by`.
 
-    `scores` (position -> seed-mean predictor) ranks top_k; without it (`by` is a certificate
-    predictor) the certificate ranks: U for `certificate_u`, else the lower bound over seeds
-    (ties by U).
+    `scores` (position -> seed-mean predictor) ranks top_k; without it (`by` is U or its test
+    limit) the scan rows rank: U for `certificate_u`, else the minimum over seeds of the test
+    limits (ties by U).
     """
     e = spec.expand
     if e.select == "explicit":
@@ -48,7 +42,11 @@ def choose_positions(
     if e.select == "all":
         return [row["position"] for row in scan_rows]
     if e.select == "certified":
-        return [row["position"] for row in scan_rows if row["family_verdict"] == Verdict.HOLDS]
+        return [
+            row["position"]
+            for row in scan_rows
+            if row["certificate"]["family_verdict"] == Verdict.HOLDS
+        ]
     if scores is not None:
         ranked_positions = sorted(scores, key=lambda p: scores[p], reverse=True)
         return sorted(ranked_positions[: e.top_k])
@@ -66,7 +64,7 @@ def selection_record(
     e = spec.expand
     if e.select != "top_k":
         return {"select": e.select, "by": None, "scores": []}
-    key = "grad_norm_sq_unbiased" if e.by == Predictor.CERTIFICATE_U else "seeds_lcb"
+    key = "grad_norm_sq_unbiased" if e.by == Predictor.CERTIFICATE_U else "seeds_test_limit"
     values: dict[int, float | None] = dict(scores) if scores is not None else {}
     if scores is None:
         values = {row["position"]: row.get(key) for row in scan_rows}
@@ -82,38 +80,25 @@ def selection_scores_for(
     base: PostNormResNet,
     scan: ScanGradients,
     cert_grads: dict[tuple[int, int], CertificateBatches],
+    fits: dict[tuple[int, int], JumpboardFit],
+    certificates: dict[tuple[int, int], CertificateRecord],
     bundle: Any,
     lr: float,
 ) -> dict[int, float] | None:
-    """Per-position scores of `expand.by` for top_k (None: a certificate predictor, ranked by
-    `choose_positions` from the scan summary's held-out U and bound)."""
+    """Per-position scores of `expand.by` for top_k (None: U or its test limit, ranked by
+    `choose_positions` from the scan summary)."""
     e = spec.expand
-    if e.select != "top_k" or e.by in (Predictor.CERTIFICATE_U, Predictor.CERTIFICATE_LCB):
+    if e.select != "top_k" or e.by in (Predictor.CERTIFICATE_U, Predictor.CERTIFICATE_U_TEST_LIMIT):
         return None
     positions = sorted({p for p, _ in scan.gradients})
     descents: dict[tuple[int, int], dict[str, Any]] = {}
-    jumps: dict[tuple[int, int], dict[str, Any]] = {}
-    reference = None
-    if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
-        reference = base_losses(base, (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test))
     for key, grad in scan.gradients.items():
-        if e.by in (Predictor.JUMPBOARD_VAL_GAIN, Predictor.PREDICTED_VAL_GAIN):
-            descent, jumps[key] = certify(
-                base,
-                grad,
-                cert_grads[key],
-                (bundle.x_val, bundle.y_val),
-                (bundle.x_test, bundle.y_test),
-                confidence=e.confidence,
-                line_search_points=e.line_search_points,
-                min_batches=e.min_certificate_batches,
-                base=reference,
-            )
-            descents[key] = dict(descent)
-        else:
-            descents[key] = dict(
-                descent_record(grad, cert_grads[key], e.confidence, e.min_certificate_batches)
-            )
+        descent = dict(
+            descent_record(grad, cert_grads[key], e.confidence, e.min_certificate_batches)
+        )
+        descent["step"] = fits[key].step
+        descent["predicted_val_risk_delta"] = fits[key].predicted_val_risk_delta
+        descents[key] = descent
     return selection_scores(
         base,
         scan.gradients,
@@ -125,5 +110,5 @@ def selection_scores_for(
         seeds=e.seeds,
         lr=lr,
         probe_steps=probe_steps_for(e.continue_steps, e.probe_steps),
-        jumpboard=jumps,
+        certificates={key: dict(record) for key, record in certificates.items()},
     )

@@ -1,41 +1,54 @@
-"""The first-order descent certificate of one candidate insertion (docs/design.md 1.3).
+"""The records of one candidate insertion: its gradient statistics with the test of a non-zero
+expected gradient, its certificate in nats, and its jumpboard model (docs/design.md 1.3, 5).
 
-At W2 = 0 only the gradient w.r.t. the new block's W2 (and bias) is non-zero. From the scan's
-gradients this module computes the `descent` record (train/val squared norms, the unbiased
-estimate of |E g|^2 and its lower confidence bound, the three-valued verdict, transfer) and
-the `jumpboard` record (the expanded model with W2 = -t g_train at a line-searched step t,
-evaluated on validation and test data).
+Three sets of data enter, each used for one job only. The training batches give g_train, the
+jumpboard model's direction, and the `*_train` statistics (optimization, not the population).
+Validation data chooses the jumpboard model's step. The certificate data (the held-out
+certificate split, or fresh teacher samples) chose neither, so on it
 
-Two sets of per-batch gradients enter. The *certificate* batches come from data the base
-never trained on (the held-out certificate split, or fresh teacher samples): U and its bound
-on them estimate |E g|^2 of the data distribution, and they alone decide `verdict`. The
-*training* batches are the data the base was fitted on; the same statistics on them
-(`*_train`) describe optimization (they are biased low against fresh data for a trained
-base) and are kept under their own names. The statistics themselves (U, the jackknife-t bound,
-the numerical floor, the verdict rule) live in `expansion.insertion.bounds`.
+- the per-batch gradients give U, unbiased for |E g|^2, and the |E g|^2 = 0 test, whose only
+  outcomes are "shown" and "not shown" (`descent`);
+- the fixed jumpboard model's per-example risk decrease against the base is unbiased for its
+  population risk decrease: the certificate in nats, with a two-sided interval and a verdict
+  against `expand.min_effect` (`certificate`).
+
+The statistics live in the torch-free `expansion.insertion.bounds` (U, the test, Holm) and
+`expansion.insertion.risk_interval` (the interval of a mean loss difference, the verdict).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from expansion.insertion.bounds import BOUND_METHOD, MIN_BATCHES, UBound, lower_bound
-from expansion.insertion.insert import insert_block
+from expansion.insertion.bounds import MIN_BATCHES, TEST_METHOD, GradientTest, nonzero_gradient_test
+from expansion.insertion.jumpboard import (
+    BaseLosses,
+    JumpboardFit,
+    base_losses,
+    fit_jumpboard,
+    jumpboard_model,
+    loss_differences,
+    per_sample_losses,
+)
+from expansion.insertion.risk_interval import MEAN_INTERVAL_METHOD, effect_verdict, mean_interval
 from expansion.insertion.scan import PositionGradient
 from expansion.models.network import PostNormResNet
-from expansion.results.records import CertificateSource, DescentRecord
+from expansion.results.records import (
+    CertificateRecord,
+    CertificateSource,
+    DescentRecord,
+    PositionCertificate,
+    Verdict,
+    verdict_counts,
+)
 
-EVAL_CHUNK = 2048
-BOOTSTRAP_RESAMPLES = 2000
-CI_METHOD = "paired percentile bootstrap of per-sample cross-entropy differences"
-STEP_RANGE = (1e-4, 1.0)
-"""Line-search steps move W2 by this range of the stage's mean existing W2 norm."""
+TEST_DELTA_METHOD = f"{MEAN_INTERVAL_METHOD} over test examples (one fixed model)"
+"""The interval of the jumpboard model's test-risk change."""
 
 
 @dataclass
@@ -46,21 +59,38 @@ class CertificateBatches:
     source: CertificateSource
 
 
-def gradient_bound(
+@dataclass(frozen=True)
+class CertificateData:
+    """The certificate examples and the base's per-example losses on them (computed once)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: CertificateSource
+    base_losses: torch.Tensor
+
+
+def certificate_data(
+    model: PostNormResNet, x: torch.Tensor, y: torch.Tensor, source: CertificateSource
+) -> CertificateData:
+    """The certificate examples with the base's per-example losses on them."""
+    return CertificateData(x, y, source, per_sample_losses(model, x, y)[0])
+
+
+def gradient_test(
     batches: torch.Tensor, confidence: float, min_batches: int = MIN_BATCHES
-) -> UBound:
-    """U, its lower bound and the verdict from per-batch gradients (n, dim), in float64."""
+) -> GradientTest:
+    """U, the test's limit and its outcome from per-batch gradients (n, dim), in float64."""
     b = batches.detach().double()
-    return lower_bound((b @ b.t()).cpu().numpy(), confidence, min_batches)
+    return nonzero_gradient_test((b @ b.t()).cpu().numpy(), confidence, min_batches)
 
 
 def unbiased_norm_sq(batches: torch.Tensor, confidence: float) -> tuple[float, float]:
-    """(U, lower bound at `confidence`) of |E g|^2 from per-batch gradients (n, dim).
+    """(U, the test's jackknife-t limit at `confidence`) from per-batch gradients (n, dim).
 
-    The bound is NaN where n < 3 (no valid bound exists).
+    The limit is NaN where n < 3 (no limit exists).
     """
-    result = gradient_bound(batches, confidence)
-    return result.u, math.nan if result.lcb is None else result.lcb
+    result = gradient_test(batches, confidence)
+    return result.u, math.nan if result.limit is None else result.limit
 
 
 def descent_record(
@@ -69,174 +99,164 @@ def descent_record(
     confidence: float,
     min_batches: int = MIN_BATCHES,
 ) -> DescentRecord:
-    """The `descent` fields that need no model: norms, U and bound (certificate and training
-    batches), the verdict, cosine."""
+    """The `descent` fields that need no model: norms, U and the |E g|^2 test (certificate and
+    training batches), cosine."""
     gt, gv = grad.train.double(), grad.val.double()
-    cert = gradient_bound(certificate.batches, confidence, min_batches)
-    train = gradient_bound(grad.batches, confidence, min_batches)
+    cert = gradient_test(certificate.batches, confidence, min_batches)
+    train = gradient_test(grad.batches, confidence, min_batches)
     nt, nv = float(gt.norm()), float(gv.norm())
     cosine = float(gt @ gv) / (nt * nv) if nt > 0 and nv > 0 else 0.0
     return {
         "grad_norm_sq_train": nt**2,
         "grad_norm_sq_val": nv**2,
         "grad_norm_sq_unbiased": cert.u,
-        "grad_norm_sq_lcb": cert.lcb,
+        "grad_norm_sq_test_limit": cert.limit,
         "grad_norm_sq_batch_mean": cert.batch_mean,
         "certificate_source": certificate.source,
         "certificate_batches": cert.n,
         "confidence": confidence,
-        "bound_method": BOUND_METHOD,
+        "nonzero_gradient_method": TEST_METHOD,
         "numerical_floor": cert.floor,
-        "p_value": cert.p_value,
-        "verdict": cert.verdict,
-        "verdict_reason": cert.reason,
-        "condition_holds": cert.verdict == "holds",
+        "nonzero_gradient_p_value": cert.p_value,
+        "nonzero_gradient": cert.outcome,
+        "nonzero_gradient_reason": cert.reason,
         "grad_norm_sq_unbiased_train": train.u,
-        "grad_norm_sq_lcb_train": train.lcb,
+        "grad_norm_sq_test_limit_train": train.limit,
         "train_batches": train.n,
-        "verdict_train": train.verdict,
+        "nonzero_gradient_train": train.outcome,
         "cosine_train_val": cosine,
     }
 
 
-@torch.no_grad()
-def per_sample_losses(
-    model: PostNormResNet, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample cross-entropy and 0-1 loss of `model` in eval mode."""
-    was_training = model.training
-    model.eval()
-    losses, errors = [], []
-    for bx, by in zip(torch.split(x, EVAL_CHUNK), torch.split(y, EVAL_CHUNK), strict=True):
-        logits = model(bx)
-        losses.append(F.cross_entropy(logits, by, reduction="none"))
-        errors.append((logits.argmax(dim=1) != by).to(logits.dtype))
-    model.train(was_training)
-    return torch.cat(losses), torch.cat(errors)
+def certificate_record(
+    diffs: np.ndarray,
+    source: CertificateSource,
+    base_risk: float,
+    *,
+    confidence: float,
+    min_effect: float,
+) -> CertificateRecord:
+    """The certificate in nats from per-example risk decreases (base minus jumpboard loss) on
+    the certificate examples."""
+    interval = mean_interval(diffs, confidence)
+    verdict, reason = effect_verdict(interval, min_effect)
+    return {
+        "risk_decrease": interval.mean,
+        "risk_decrease_ci": [interval.low, interval.high],
+        "interval_method": MEAN_INTERVAL_METHOD,
+        "confidence": confidence,
+        "min_effect": min_effect,
+        "p_value": interval.p_above(min_effect),
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "examples": interval.n,
+        "source": source,
+        "base_risk": base_risk,
+    }
+
+
+def position_certificate(
+    per_seed: list[np.ndarray],
+    verdicts: list[Verdict],
+    *,
+    confidence: float,
+    min_effect: float,
+) -> tuple[PositionCertificate, float]:
+    """The certificate of one position over its seeds from each seed's per-example risk
+    decreases on the same certificate examples (their mean over seeds, example by example),
+    with the one-sided p-value of "decrease >= min_effect" for the family's `fails`.
+
+    The seeds' blocks are held fixed: the interval is of the mean population risk decrease of
+    these jumpboard models, its noise the certificate examples. `family_verdict` is left
+    `undecided` for the caller, which sees every position.
+    """
+    interval = mean_interval(np.mean(np.stack(per_seed), axis=0), confidence)
+    verdict, _ = effect_verdict(interval, min_effect)
+    certificate: PositionCertificate = {
+        "risk_decrease": interval.mean,
+        "risk_decrease_ci": [interval.low, interval.high],
+        "interval_method": MEAN_INTERVAL_METHOD,
+        "p_value": interval.p_above(min_effect),
+        "verdict": verdict,
+        "verdict_counts": verdict_counts(verdicts),
+        "family_verdict": Verdict.UNDECIDED,
+        "min_effect": min_effect,
+        "examples": interval.n,
+    }
+    return certificate, interval.p_below(min_effect)
+
+
+def jumpboard_record(
+    model: PostNormResNet,
+    grad: PositionGradient,
+    fit: JumpboardFit,
+    test: tuple[torch.Tensor, torch.Tensor],
+    base: BaseLosses,
+    confidence: float,
+) -> dict[str, Any]:
+    """The `jumpboard` record: the chosen step, its validation change (optimistic: chosen on
+    that data) and its test-risk change with an interval (docs/design.md 5)."""
+    record: dict[str, Any] = {"step": fit.step, "val_risk_delta": fit.val_risk_delta}
+    if fit.step == 0.0:  # a zero gradient: the jumpboard model is the base itself
+        record |= {"test_risk_delta": 0.0, "test_risk_delta_ci": [0.0, 0.0]}
+        record["test_error_delta"] = 0.0
+    else:
+        jumped = jumpboard_model(model, grad.position, grad.seed, grad.train, fit.step)
+        losses, errors = per_sample_losses(jumped, *test)
+        interval = mean_interval((losses.double() - base.test.double()).cpu().numpy(), confidence)
+        record["test_risk_delta"] = interval.mean
+        record["test_risk_delta_ci"] = [interval.low, interval.high]
+        record["test_error_delta"] = float((errors - base.test_errors).double().mean())
+    record["test_risk_delta_ci_method"] = TEST_DELTA_METHOD
+    record["line_search"] = fit.tried
+    return record
 
 
 @dataclass(frozen=True)
-class BaseLosses:
-    """The base network's per-sample losses that every candidate of `certify` is compared
-    with: computed once per job, not once per (position, seed)."""
+class Certified:
+    """Every record of one candidate insertion that needs the model."""
 
-    val: torch.Tensor
-    test: torch.Tensor
-    test_errors: torch.Tensor
-
-
-def base_losses(
-    model: PostNormResNet,
-    val: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-) -> BaseLosses:
-    """`model`'s per-sample validation losses and test losses and errors (eval mode)."""
-    base_val, _ = per_sample_losses(model, *val)
-    base_test, base_test_err = per_sample_losses(model, *test)
-    return BaseLosses(base_val, base_test, base_test_err)
-
-
-def risk(model: PostNormResNet, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean cross-entropy of `model` (eval mode) on (x, y)."""
-    return float(per_sample_losses(model, x, y)[0].mean())
-
-
-def jumpboard_model(
-    model: PostNormResNet, position: int, seed: int, gradient: torch.Tensor, step: float
-) -> PostNormResNet:
-    """A copy of `model` expanded at `position` (W1 from `seed`) with W2, b2 = -step * gradient."""
-    expanded = copy.deepcopy(model)
-    block = insert_block(expanded, position, seed)
-    weight, bias = block.w2_parameters()
-    nw = weight.numel()
-    with torch.no_grad():
-        weight.copy_(-step * gradient[:nw].view_as(weight))
-        bias.copy_(-step * gradient[nw:].view_as(bias))
-    return expanded
-
-
-def _stage_w2_norm(model: PostNormResNet, position: int) -> float:
-    stage, _ = model.position_to_stage_index(position)
-    norms = [
-        torch.cat([p.reshape(-1) for p in b.w2_parameters()]).detach().norm()
-        for b in model.stage_blocks(stage)
-    ]
-    return float(torch.stack(norms).mean()) if norms else 1.0
-
-
-def line_search_steps(
-    model: PostNormResNet, position: int, grad: torch.Tensor, points: int
-) -> list[float]:
-    """Geometric step sizes t whose moves |t g| span STEP_RANGE x the stage's W2 norm."""
-    gnorm = float(grad.norm())
-    if gnorm == 0.0:
-        return []
-    scale = _stage_w2_norm(model, position) / gnorm
-    lo, hi = STEP_RANGE
-    return [scale * lo * (hi / lo) ** (k / (points - 1)) for k in range(points)]
-
-
-def bootstrap_mean_ci(
-    diffs: torch.Tensor, confidence: float, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> tuple[float, float]:
-    """Two-sided percentile bootstrap interval of the mean of paired differences."""
-    gen = torch.Generator().manual_seed(seed)
-    d = diffs.detach().double().cpu()
-    idx = torch.randint(0, d.numel(), (resamples, d.numel()), generator=gen)
-    means = d[idx].mean(dim=1)
-    alpha = (1.0 - confidence) / 2
-    q = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return float(q[0]), float(q[1])
+    descent: DescentRecord
+    certificate: CertificateRecord
+    jumpboard: dict[str, Any]
+    certificate_diffs: np.ndarray
+    """Per-example base minus jumpboard loss on the certificate examples."""
 
 
 def certify(
     model: PostNormResNet,
     grad: PositionGradient,
-    certificate: CertificateBatches,
+    batches: CertificateBatches,
+    data: CertificateData,
     val: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
     *,
     confidence: float,
     line_search_points: int,
+    min_effect: float = 0.0,
     min_batches: int = MIN_BATCHES,
     base: BaseLosses | None = None,
-) -> tuple[DescentRecord, dict[str, Any]]:
-    """(`descent`, `jumpboard`) records of one candidate insertion (docs/design.md 5).
+    fit: JumpboardFit | None = None,
+) -> Certified:
+    """The `descent`, `certificate` and `jumpboard` records of one candidate insertion.
 
-    `base`: `base_losses(model, val, test)` when the caller has it (computed here otherwise).
+    `base`: `base_losses(model, val, test)` when the caller has it; `fit`: the line search's
+    choice when the caller made it (both computed here otherwise).
     """
-    descent = descent_record(grad, certificate, confidence, min_batches)
-    vx, vy = val
-    tx, ty = test
     if base is None:
         base = base_losses(model, val, test)
-    base_val, base_test, base_test_err = base.val, base.test, base.test_errors
-    best_step, best_val = 0.0, float(base_val.mean())
-    best_model: PostNormResNet | None = None
-    tried: list[list[float]] = []
-    for t in line_search_steps(model, grad.position, grad.train, line_search_points):
-        candidate = jumpboard_model(model, grad.position, grad.seed, grad.train, t)
-        v = risk(candidate, vx, vy)
-        tried.append([t, v - float(base_val.mean())])
-        if best_model is None or v < best_val:
-            best_step, best_val, best_model = t, v, candidate
-    inner = float(grad.train.double() @ grad.val.double())
-    descent["step"] = best_step
-    descent["predicted_val_risk_delta"] = -best_step * inner
-    jump: dict[str, Any]
-    if best_model is None:  # zero gradient: the jumpboard model is the base itself
-        jump = {"step": 0.0, "val_risk_delta": 0.0, "test_risk_delta": 0.0}
-        jump |= {"test_risk_delta_ci": [0.0, 0.0], "test_error_delta": 0.0}
-    else:
-        jt, jt_err = per_sample_losses(best_model, tx, ty)
-        diffs = jt - base_test
-        jump = {
-            "step": best_step,
-            "val_risk_delta": best_val - float(base_val.mean()),
-            "test_risk_delta": float(diffs.mean()),
-            "test_risk_delta_ci": list(bootstrap_mean_ci(diffs, confidence)),
-            "test_error_delta": float((jt_err - base_test_err).mean()),
-        }
-    jump["test_risk_delta_ci_method"] = CI_METHOD
-    jump["line_search"] = tried
-    return descent, jump
+    if fit is None:
+        fit = fit_jumpboard(model, grad, val, line_search_points, base.val)
+    descent = descent_record(grad, batches, confidence, min_batches)
+    descent["step"] = fit.step
+    descent["predicted_val_risk_delta"] = fit.predicted_val_risk_delta
+    diffs = loss_differences(model, grad, fit, (data.x, data.y), data.base_losses)
+    certificate = certificate_record(
+        diffs,
+        data.source,
+        float(data.base_losses.double().mean()),
+        confidence=confidence,
+        min_effect=min_effect,
+    )
+    jump = jumpboard_record(model, grad, fit, test, base, confidence)
+    return Certified(descent, certificate, jump, diffs)

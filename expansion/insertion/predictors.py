@@ -3,11 +3,12 @@
 The names and their sign convention (larger = predicts a larger gain) live in the torch-free
 `expansion.specs.predictor_names`. What each measures:
 
-- certificate: U, its lower bound (from the `descent` record: certificate batches where the
-  certificate provides them) and the gradient signal-to-noise U / mean_i |g_i|^2;
+- gradient: U, the |E g|^2 test's jackknife-t limit (from the `descent` record: certificate
+  batches where the run has them) and the gradient signal-to-noise U / mean_i |g_i|^2;
 - transfer: cosine(g_train, g_val); the first-order predicted validation gain at the
   line-search step;
-- jumpboard: the best measured validation gain of the line search;
+- jumpboard: the jumpboard model's risk decrease on the certificate split (the certificate's
+  estimate in nats; measured on data that chose neither the direction nor the step);
 - probe: train only the new block (everything else frozen, eval-mode norms) for k steps with
   the continuation's optimizer kind and learning rate, then the validation-risk drop;
 - scale-free first-order gains: |g_val|^2 relative to the stage's existing W2 squared norm
@@ -103,9 +104,10 @@ def gradient_predictors(
     lr: float,
     x_val: torch.Tensor,
 ) -> dict[str, float | None]:
-    """The zero-step predictors: certificate, transfer and the scale-free gradient forms."""
+    """The zero-step predictors: U and its test limit, transfer and the scale-free gradient
+    forms."""
     u = finite_or_none(descent.get("grad_norm_sq_unbiased"))
-    lcb = finite_or_none(descent.get("grad_norm_sq_lcb"))
+    limit = finite_or_none(descent.get("grad_norm_sq_test_limit"))
     batch_mean = finite_or_none(descent.get("grad_norm_sq_batch_mean"))
     if batch_mean is None:  # a certificate without the field: the scan's training batches
         batch_mean = float(grad.batches.double().pow(2).sum(dim=1).mean())
@@ -120,7 +122,7 @@ def gradient_predictors(
     predicted = finite_or_none(descent.get("predicted_val_risk_delta"))
     return {
         Predictor.CERTIFICATE_U: u,
-        Predictor.CERTIFICATE_LCB: lcb,
+        Predictor.CERTIFICATE_U_TEST_LIMIT: limit,
         Predictor.GRADIENT_SNR: (u / batch_mean) if u is not None and batch_mean > 0 else None,
         Predictor.COSINE_TRAIN_VAL: finite_or_none(descent.get("cosine_train_val")),
         Predictor.PREDICTED_VAL_GAIN: None if predicted is None else -predicted,
@@ -216,15 +218,16 @@ def insertion_predictors(
     probe_steps: int,
     base_val_risk: float,
 ) -> dict[str, float | None]:
-    """Every predictor of one insertion record (with `descent`, `jumpboard`, `realized`)."""
+    """Every predictor of one insertion record (with `descent`, `certificate`, `realized`)."""
     descent = record.get("descent") or {}
     values: dict[str, float | None] = dict(
         gradient_predictors(
             model, grad, descent, optimizer=train.optimizer, lr=lr, x_val=bundle.x_val
         )
     )
-    jump_delta = finite_or_none((record.get("jumpboard") or {}).get("val_risk_delta"))
-    values[Predictor.JUMPBOARD_VAL_GAIN] = None if jump_delta is None else -jump_delta
+    values[Predictor.JUMPBOARD_CERTIFICATE_GAIN] = finite_or_none(
+        (record.get("certificate") or {}).get("risk_decrease")
+    )
     values[Predictor.PROBE_VAL_GAIN] = probe_val_gain(
         model,
         bundle,
@@ -251,11 +254,11 @@ def selection_scores(
     seeds: Sequence[int],
     lr: float,
     probe_steps: int,
-    jumpboard: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
+    certificates: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
 ) -> dict[int, float]:
     """Seed-mean of predictor `by` per position, for `select: top_k` (missing values = -inf).
 
-    `jumpboard` maps (position, seed) to jumpboard records when `by` needs the line search.
+    `certificates` maps (position, seed) to certificate records (`jumpboard_certificate_gain`).
     """
     base_val_risk, _ = evaluate(model, bundle.x_val, bundle.y_val)
     scores: dict[int, float] = {}
@@ -273,9 +276,10 @@ def selection_scores(
                     lr=lr,
                     base_val_risk=base_val_risk,
                 )
-            elif by == Predictor.JUMPBOARD_VAL_GAIN:
-                delta = finite_or_none(((jumpboard or {}).get((p, s)) or {}).get("val_risk_delta"))
-                value = None if delta is None else -delta
+            elif by == Predictor.JUMPBOARD_CERTIFICATE_GAIN:
+                value = finite_or_none(
+                    ((certificates or {}).get((p, s)) or {}).get("risk_decrease")
+                )
             else:
                 value = gradient_predictors(
                     model,

@@ -9,6 +9,7 @@ import torch. How each is computed: `expansion.insertion.predictors` and docs/sc
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 
 class Predictor(enum.StrEnum):
@@ -16,16 +17,17 @@ class Predictor(enum.StrEnum):
 
     CERTIFICATE_U = "certificate_u"
     """U: unbiased estimate of |E g|^2 (certificate batches; training batches on older runs)."""
-    CERTIFICATE_LCB = "certificate_lcb"
-    """The one-sided lower confidence bound of U."""
+    CERTIFICATE_U_TEST_LIMIT = "certificate_u_test_limit"
+    """The |E g|^2 test's jackknife-t limit U - t se (a test statistic, not a lower bound)."""
     GRADIENT_SNR = "gradient_snr"
     """U over the mean per-batch squared norm: signal over signal-plus-noise, in [-1, 1]-ish."""
     COSINE_TRAIN_VAL = "cosine_train_val"
     """Cosine between the training and held-out gradients (transfer)."""
     PREDICTED_VAL_GAIN = "predicted_val_gain"
     """Minus the first-order predicted validation-risk change at the line-search step."""
-    JUMPBOARD_VAL_GAIN = "jumpboard_val_gain"
-    """Minus the best measured validation-risk change of the jumpboard line search."""
+    JUMPBOARD_CERTIFICATE_GAIN = "jumpboard_certificate_gain"
+    """The jumpboard model's risk decrease on the certificate split, data that chose neither
+    its direction nor its step (the certificate's estimate, nats)."""
     PROBE_VAL_GAIN = "probe_val_gain"
     """Validation-risk drop after k steps training only the new block (rest frozen)."""
     GRAD_REL_W2 = "grad_rel_w2"
@@ -66,11 +68,11 @@ held-out certificate batches ranked positions within a network at Spearman +0.57
 
 PREDICTOR_DESCRIPTIONS: dict[str, str] = {
     "certificate_u": "U, unbiased |E g|^2 on certificate batches",
-    "certificate_lcb": "lower confidence bound of U",
+    "certificate_u_test_limit": "jackknife-t limit of U (the |E g|^2 test's statistic)",
     "gradient_snr": "U / mean per-batch |g_i|^2 (gradient signal-to-noise)",
     "cosine_train_val": "cosine(g_train, g_val)",
     "predicted_val_gain": "-t <g_train, g_val> at the line-search step",
-    "jumpboard_val_gain": "best measured validation gain of the line search",
+    "jumpboard_certificate_gain": "jumpboard model's risk decrease on the certificate split",
     "probe_val_gain": "validation gain after k steps training only the new block",
     "grad_rel_w2": "|g_val|^2 / mean |W2|^2 of the stage's blocks",
     "grad_rel_activation": "|g_val|^2 / (alpha^2 E|act(W1 h)|^2)",
@@ -82,10 +84,40 @@ PREDICTOR_DESCRIPTIONS: dict[str, str] = {
 """One line per predictor, for tables and the API."""
 
 
+RENAMED_PREDICTORS: dict[str, str] = {"certificate_lcb": "certificate_u_test_limit"}
+"""Older names of predictors that measure the same thing under a new name."""
+
+RETIRED_PREDICTORS: dict[str, str] = {
+    "jumpboard_val_gain": (
+        "it was the best validation gain of the line search on the same validation data "
+        "that chose the step (optimistic); use 'jumpboard_certificate_gain', the same model "
+        "measured on the certificate split"
+    ),
+}
+"""Older predictors no longer measured, and why (stored values of them are not read)."""
+
+
+def current_predictors(values: Mapping[str, float | None]) -> dict[str, float | None]:
+    """A stored `predictors` mapping under today's names: renamed predictors moved to their
+    new name, retired ones left out (older results carry them)."""
+    out: dict[str, float | None] = {}
+    for name, value in values.items():
+        if name in RETIRED_PREDICTORS:
+            continue
+        new = RENAMED_PREDICTORS.get(name, name)
+        if new not in out or out[new] is None:
+            out[new] = value
+    return out
+
+
 def check_selection_predictor(name: str) -> str:
-    """`name` if top_k can rank by it, else ValueError naming it and the allowed names."""
+    """`name` (or its new name) if top_k can rank by it, else ValueError naming it and the
+    allowed names."""
+    name = RENAMED_PREDICTORS.get(name, name)
     if name in SELECTABLE_PREDICTORS:
         return name
+    if name in RETIRED_PREDICTORS:
+        raise ValueError(f"predictor {name!r} is retired: {RETIRED_PREDICTORS[name]}")
     if name in EARLY_GAIN_FRACTIONS:
         raise ValueError(
             f"predictor {name!r} is read off the continuation, which runs after selection; "

@@ -218,15 +218,16 @@ class ExpandSpec(StrictModel):
 
     select: Literal["all", "explicit", "top_k", "certified"] = "top_k"
     """Which scanned positions get a controlled continuation: all, an explicit list, the top k
-    by the certificate's lower bound (ties by U), or exactly those whose family-wise (Holm)
-    verdict holds (the control is always trained)."""
+    by the predictor `by`, or exactly those whose certificate in nats holds family-wise (Holm
+    over the scanned positions); the control is always trained."""
     positions: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(
         default_factory=list, max_length=1024
     )
     """Positions for `select: explicit` (0 = right after the stem)."""
     top_k: int = Field(2, ge=1, le=1024)
-    """Number of positions for `select: top_k`, ranked by the predictor `by` (certificate_lcb:
-    the lower bound of the minimum over seeds of |E g|^2, ties by U)."""
+    """Number of positions for `select: top_k`, ranked by the predictor `by` (seed means;
+    certificate_u_test_limit ranks by the minimum over seeds of the |E g|^2 test's limit, ties
+    by U)."""
     by: str = Field(
         DEFAULT_SELECTION_PREDICTOR,
         max_length=64,
@@ -251,7 +252,12 @@ class ExpandSpec(StrictModel):
     CPU, where together was measured no faster (docs/benchmarks.md). Not with `model.norm:
     batch`."""
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    """Confidence of the one-sided lower bound and of the intervals."""
+    """Confidence of the two-sided intervals (certificate, realized gain) and of the |E g|^2
+    test's one-sided limit."""
+    min_effect: float = Field(0.0, ge=0.0, le=10.0)
+    """The certificate's minimum effect, in nats of cross-entropy: the certificate `holds` when
+    the interval of the jumpboard model's population risk decrease lies above it, `fails` when
+    the interval lies below it, and is `undecided` otherwise. 0 asks only for a decrease."""
     grad_batch_size: int = Field(256, ge=2, le=65_536)
     """Batch size of the per-batch gradients behind the unbiased estimate."""
     grad_batches: int | None = Field(None, ge=2, le=100_000)
@@ -259,7 +265,8 @@ class ExpandSpec(StrictModel):
     split (n of the certificate); None = all of each (`teacher`: 16 fresh certificate
     batches)."""
     min_certificate_batches: int = Field(8, ge=8, le=100_000)
-    """Fewest certificate batches for a decided verdict; fewer give `undecided`."""
+    """Fewest certificate batches for the |E g|^2 test to show anything; with fewer it shows
+    nothing (`not_shown`). The certificate in nats uses every certificate example instead."""
     line_search_points: int = Field(8, ge=2, le=64)
     """Step sizes tried on validation data for the jumpboard model."""
 
@@ -286,7 +293,8 @@ class GrowSpec(StrictModel):
     at_epochs: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1, max_length=256)
     """Epochs after which blocks are inserted (strictly increasing)."""
     policy: Literal["explicit", "best", "stack", "interpolate", "uniform"] = "best"
-    """Where to insert: an explicit list, the best certified gain, or a fixed rule."""
+    """Where to insert: an explicit list, the largest seed-mean U on training batches (`best`),
+    or a fixed rule."""
     positions: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(
         default_factory=list, max_length=256
     )

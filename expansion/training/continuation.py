@@ -8,9 +8,8 @@ existing ones by identity (`id(p)`), never by value. A plain PyTorch loop: both 
 and must be exactly comparable.
 
 Each arm keeps its per-example test losses, so a gain's interval can include the finite test
-set's noise: per seed a paired bootstrap over test examples of control-minus-expanded loss
-differences, per position a two-level paired bootstrap (seeds, then test examples;
-`expansion.insertion.bounds.two_level_bootstrap`).
+set's noise: `expansion.insertion.bounds.gain_interval` of the control-minus-expanded loss
+differences, per seed over its test examples, per position over seeds and test examples.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from expansion.data.datasets import DataBundle, DeviceBatches, augmentation_for
-from expansion.insertion.bounds import two_level_bootstrap, two_level_method
+from expansion.insertion.bounds import gain_interval, gain_interval_method
 from expansion.models.evaluate import evaluate
 from expansion.models.network import PostNormResNet
 from expansion.specs.sections import TrainSpec
@@ -221,7 +220,7 @@ def realized_record(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """The `realized` fields of an insertion record (docs/design.md 5), with this seed's interval of
-    the gain (bootstrap over test examples) where both arms kept per-example losses."""
+    the gain over its test examples where both arms kept per-example losses."""
     base_risk, base_error = (
         (base.test_risk, base.test_error) if isinstance(base, ArmResult) else base
     )
@@ -237,8 +236,8 @@ def realized_record(
     }
     diffs = control.test_losses - expanded.test_losses if expanded.test_losses.size else None
     if diffs is not None and diffs.size == control.test_losses.size:
-        record["gain_ci"] = list(two_level_bootstrap(diffs, confidence))
-        record["gain_ci_method"] = two_level_method(1)
+        record["gain_ci"] = list(gain_interval(diffs[None, :], confidence))
+        record["gain_ci_method"] = gain_interval_method(1)
     return record
 
 
@@ -257,8 +256,8 @@ def early_rows(expanded: ArmResult, control: ArmResult) -> list[dict[str, float 
 
 
 def paired_summary(differences: Sequence[np.ndarray], confidence: float) -> dict[str, Any]:
-    """Gain of one position over seeds: mean and std of the per-seed gains and a two-level
-    paired bootstrap interval (seeds, then test examples) of the mean.
+    """Gain of one position over seeds: mean and std of the per-seed gains and the interval of
+    the expected gain (`gain_interval`: seeds, test examples and their interaction).
 
     `differences` holds, per seed, the per-example test losses of the control minus those of
     the expanded arm (same test examples in the same order for every seed).
@@ -272,8 +271,8 @@ def paired_summary(differences: Sequence[np.ndarray], confidence: float) -> dict
     return {
         "gain_mean": float(gains.mean()),
         "gain_std": std,
-        "gain_ci": list(two_level_bootstrap(d, confidence)),
-        "gain_ci_method": two_level_method(n),
+        "gain_ci": list(gain_interval(d, confidence)),
+        "gain_ci_method": gain_interval_method(n),
     }
 
 

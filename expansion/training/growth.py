@@ -76,7 +76,9 @@ def best_positions(
     val: tuple[torch.Tensor, torch.Tensor],
     shuffle_seed: int,
 ) -> tuple[list[int], dict[int, float]]:
-    """`best`: the k positions with the largest certified first-order gain (unbiased |g|^2).
+    """`best`: the k positions with the largest seed-mean U on training batches (the unbiased
+    estimate of |E g|^2 of the new block's W2 gradient; training data, since growth has no
+    held-out certificate split).
 
     One scan of every position with the seeds the inserted blocks will have; returns the
     positions and every position's gain.
@@ -205,7 +207,7 @@ class GrowthCallback(Callback):
                     "seed": seed,
                     "depth_before": depth_before,
                     "depth_after": depth_before + k,
-                    "certified_gain": self._gains.get(position),
+                    "grad_norm_sq_unbiased_train": self._gains.get(position),
                 }
             )
         add_parameters_to_optimizer(trainer, new_params, self.weight_decay)

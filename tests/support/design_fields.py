@@ -8,6 +8,7 @@ RECORD_FIELDS = {
     "function_drift_eval",
     "function_drift_train",
     "descent",
+    "certificate",
     "jumpboard",
     "realized",
 }
@@ -15,12 +16,26 @@ DESCENT_FIELDS = {
     "grad_norm_sq_train",
     "grad_norm_sq_val",
     "grad_norm_sq_unbiased",
-    "grad_norm_sq_lcb",
+    "grad_norm_sq_test_limit",
     "confidence",
-    "condition_holds",
+    "nonzero_gradient",
+    "nonzero_gradient_p_value",
     "cosine_train_val",
     "step",
     "predicted_val_risk_delta",
+}
+CERTIFICATE_FIELDS = {
+    "risk_decrease",
+    "risk_decrease_ci",
+    "interval_method",
+    "confidence",
+    "min_effect",
+    "p_value",
+    "verdict",
+    "verdict_reason",
+    "examples",
+    "source",
+    "base_risk",
 }
 JUMPBOARD_FIELDS = {"step", "val_risk_delta", "test_risk_delta", "test_risk_delta_ci"}
 REALIZED_FIELDS = {

@@ -1,5 +1,7 @@
-"""Result dicts in the shape of the expand contract (issue 10: verdicts, intervals, family-wise
-verdicts, gain_ci) and of the grow experiment, for page tests that need no training run."""
+"""Result dicts in the shape of the expand contract (issue 20: the certificate in nats beside
+the |E g|^2 test, intervals, family-wise verdicts) and of the grow experiment, for page tests
+that need no training run; and an expand result as stored before issue 20, which must still
+render and serve."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ def _curve(start: float, slope: float, steps: int = 100, points: int = 10) -> li
     return [[float(width * (i + 1)), start - slope * i] for i in range(points)]
 
 
-def _record(position: int, seed: int, gain: float, drift: float) -> dict[str, Any]:
+def _older_record(position: int, seed: int, gain: float, drift: float) -> dict[str, Any]:
     holds = position == HEADLINE_POSITION
     return {
         "position": position,
@@ -59,13 +61,14 @@ def _record(position: int, seed: int, gain: float, drift: float) -> dict[str, An
     }
 
 
-def expand_result(*, drift_at: int | None = 2) -> dict[str, Any]:
-    """A finished expand result: 5 positions scanned, positions 2 and 4 continued over 3 seeds;
-    the condition holds family-wise (Holm) at position 4 only, where the gain is 0.012 nats
-    [0.004, 0.020]; position `drift_at` drifts by 0.4 (a group-norm-like insertion)."""
+def older_expand_result(*, drift_at: int | None = 2) -> dict[str, Any]:
+    """A finished expand result as stored before issue 20 (three-valued |E g|^2 verdicts,
+    `*_lcb`, `certified_gain`, no certificate in nats): 5 positions scanned, positions 2 and 4
+    continued over 3 seeds; the old verdict holds family-wise at position 4 only, where the gain
+    is 0.012 nats [0.004, 0.020]; position `drift_at` drifts by 0.4."""
     gains = {2: (-0.001, 0.002, -0.004), HEADLINE_POSITION: (0.010, 0.012, 0.014)}
     insertions = [
-        _record(p, s, gains[p][i], 0.4 if p == drift_at else 1e-7)
+        _older_record(p, s, gains[p][i], 0.4 if p == drift_at else 1e-7)
         for p in gains
         for i, s in enumerate(SEEDS)
     ]
@@ -143,6 +146,153 @@ def expand_result(*, drift_at: int | None = 2) -> dict[str, Any]:
     }
 
 
+CERTIFICATES = {
+    0: (-0.004, -0.006, -0.002, "fails"),
+    1: (0.0002, -0.0009, 0.0013, "undecided"),
+    2: (0.0001, -0.0008, 0.0010, "undecided"),
+    3: (0.0009, -0.0001, 0.0019, "undecided"),
+    HEADLINE_POSITION: (0.0021, 0.0008, 0.0034, "holds"),
+}
+"""Per scanned position: (risk decrease, low, high, verdict) of the certificate in nats."""
+
+
+def _certificate(position: int) -> dict[str, Any]:
+    decrease, low, high, verdict = CERTIFICATES[position]
+    return {
+        "risk_decrease": decrease,
+        "risk_decrease_ci": [low, high],
+        "interval_method": "envelope(kurtosis_t, hall_skew_t)",
+        "p_value": 0.001 if verdict == "holds" else (0.999 if verdict == "fails" else 0.3),
+        "verdict": verdict,
+        "verdict_counts": {
+            "holds": 3 * (verdict == "holds"),
+            "fails": 3 * (verdict == "fails"),
+            "undecided": 3 * (verdict == "undecided"),
+        },
+        "family_verdict": verdict,
+        "min_effect": 0.0,
+        "examples": 287,
+    }
+
+
+def _gradient_test(position: int) -> dict[str, Any]:
+    shown = position == HEADLINE_POSITION
+    return {
+        "grad_norm_sq_unbiased": 3.1e-4 if shown else 2e-5,
+        "seeds_test_limit": 0.9e-4 if shown else -5e-5,
+        "seeds_test_limit_method": "min_over_seeds_of_per_seed_limits",
+        "nonzero_gradient_p_value": 0.002 if shown else 0.4,
+        "nonzero_gradient": "shown" if shown else "not_shown",
+        "nonzero_gradient_counts": {"shown": 3 if shown else 0, "not_shown": 0 if shown else 3},
+        "nonzero_gradient_family": "shown" if shown else "not_shown",
+        "family_method": "holm",
+    }
+
+
+def _record(position: int, seed: int, gain: float, drift: float) -> dict[str, Any]:
+    decrease, low, high, verdict = CERTIFICATES[position]
+    shown = position == HEADLINE_POSITION
+    return {
+        "position": position,
+        "seed": seed,
+        "depth_before": 4,
+        "depth_after": 5,
+        "function_drift_eval": drift,
+        "function_drift_train": drift,
+        "descent": {
+            "grad_norm_sq_train": 4e-4,
+            "grad_norm_sq_val": 3e-4,
+            "grad_norm_sq_unbiased": 3.1e-4 if shown else 2e-5,
+            "grad_norm_sq_test_limit": 1.2e-4 if shown else -3e-5,
+            "confidence": 0.95,
+            "nonzero_gradient_p_value": 0.002 if shown else 0.4,
+            "nonzero_gradient": "shown" if shown else "not_shown",
+            "nonzero_gradient_reason": "limit above 0" if shown else "limit 0 or below",
+            "cosine_train_val": 0.61,
+            "step": 0.5,
+            "predicted_val_risk_delta": -2e-4,
+        },
+        "certificate": {
+            "risk_decrease": decrease + 0.0001 * (seed - 1),
+            "risk_decrease_ci": [low, high + 0.001],
+            "interval_method": "envelope(kurtosis_t, hall_skew_t)",
+            "confidence": 0.95,
+            "min_effect": 0.0,
+            "p_value": 0.01 if verdict == "holds" else 0.3,
+            "verdict": verdict,
+            "verdict_reason": f"interval {verdict}",
+            "examples": 287,
+            "source": "holdout",
+            "base_risk": 0.41,
+        },
+        "jumpboard": {
+            "step": 0.5,
+            "val_risk_delta": -0.001,
+            "test_risk_delta": -0.0011,
+            "test_risk_delta_ci": [-0.0019, -0.0003],
+        },
+        "realized": {
+            "steps": 100,
+            "base_test_risk": 0.40,
+            "base_test_error": 0.11,
+            "expanded_test_risk": 0.38 - gain,
+            "expanded_test_error": 0.10,
+            "control_test_risk": 0.38,
+            "control_test_error": 0.10,
+            "gain_vs_control": gain,
+            "gain_ci": [gain - 0.006, gain + 0.006],
+            "gain_ci_method": "test_examples_only(one seed)",
+        },
+    }
+
+
+def expand_result(*, drift_at: int | None = 2) -> dict[str, Any]:
+    """A finished expand result: 5 positions scanned, positions 2 and 4 continued over 3 seeds;
+    the certificate in nats holds family-wise (Holm) at position 4 only (0.0021 nats
+    [0.0008, 0.0034]) and fails at position 0, and |E g|^2 > 0 is shown at position 4 only;
+    position 4's realized gain is 0.012 nats [0.004, 0.020]; position `drift_at` drifts by 0.4
+    (a group-norm-like insertion)."""
+    older = older_expand_result(drift_at=drift_at)
+    gains = {2: (-0.001, 0.002, -0.004), HEADLINE_POSITION: (0.010, 0.012, 0.014)}
+    insertions = [
+        _record(p, s, gains[p][i], 0.4 if p == drift_at else 1e-7)
+        for p in gains
+        for i, s in enumerate(SEEDS)
+    ]
+    scan = [
+        {"position": p, "certificate": _certificate(p), **_gradient_test(p), "per_seed": []}
+        for p in range(5)
+    ]
+    positions = [
+        {
+            "position": p,
+            "n_seeds": 3,
+            "certificate": _certificate(p),
+            **_gradient_test(p),
+            "predicted_val_risk_delta": -2e-4,
+            "gain_mean": sum(gains[p]) / 3,
+            "gain_std": 0.003 if p == 2 else 0.002,
+            "gain_ci": [-0.009, 0.007] if p == 2 else [0.004, 0.020],
+            "gain_ci_method": "crossed_random_effects_t(seeds, test_examples)",
+        }
+        for p in gains
+    ]
+    return {
+        **older,
+        "scan": {
+            "method": "single_pass",
+            "reason": "",
+            "certificate_source": "holdout",
+            "certificate_examples": 287,
+            "min_effect": 0.0,
+            "family_method": "holm",
+            "positions": scan,
+        },
+        "insertions": insertions,
+        "positions": positions,
+    }
+
+
 def grow_result() -> dict[str, Any]:
     """A finished grow result: 2 -> 4 blocks at epochs 1 and 2 against both controls."""
 
@@ -168,7 +318,7 @@ def grow_result() -> dict[str, Any]:
             "seed": 7,
             "depth_before": 2,
             "depth_after": 3,
-            "certified_gain": 2e-4,
+            "grad_norm_sq_unbiased_train": 2e-4,
         },
         {
             "epoch": 2,
@@ -177,7 +327,7 @@ def grow_result() -> dict[str, Any]:
             "seed": 8,
             "depth_before": 3,
             "depth_after": 4,
-            "certified_gain": 1e-4,
+            "grad_norm_sq_unbiased_train": 1e-4,
         },
     ]
     grown = run(4, 0.30)

@@ -36,6 +36,7 @@ from app.db.models import Artifact, Insertion, Job, Metric
 from app.queue import cancel_job, enqueue_job
 from app.services.spec_intake import accept_spec
 from app.urls import artifact_path, job_path
+from expansion.results.older_results import current_record
 from expansion.specs.problems import SpecError
 
 log = logging.getLogger(__name__)
@@ -226,9 +227,10 @@ def job_insertions(session: SessionDep, job_id: JobId) -> InsertionList:
             job_id=r.job_id,
             position=r.position,
             seed=r.seed,
-            condition_holds=r.condition_holds,
+            certificate_verdict=r.certificate_verdict,
+            nonzero_gradient=r.nonzero_gradient,
             gain_vs_control=r.gain_vs_control,
-            record=r.record,
+            record=current_record(r.record),
         )
         for r in rows
     ]

@@ -56,7 +56,14 @@ def list_results(
     kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
     job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     position: Annotated[int | None, Query(ge=0, le=10_000)] = None,
-    condition_holds: Annotated[bool | None, Query()] = None,
+    certificate_verdict: Annotated[
+        Literal["holds", "fails", "undecided"] | None,
+        Query(description="Only insertions whose certificate in nats has this verdict."),
+    ] = None,
+    nonzero_gradient: Annotated[
+        Literal["shown", "not_shown"] | None,
+        Query(description="Only insertions whose |E g|^2 test had this outcome."),
+    ] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -71,8 +78,10 @@ def list_results(
         query = query.where(Insertion.job_id == job_id)
     if position is not None:
         query = query.where(Insertion.position == position)
-    if condition_holds is not None:
-        query = query.where(Insertion.condition_holds == condition_holds)
+    if certificate_verdict is not None:
+        query = query.where(Insertion.certificate_verdict == certificate_verdict)
+    if nonzero_gradient is not None:
+        query = query.where(Insertion.nonzero_gradient == nonzero_gradient)
     if cursor:
         query = query.where(Insertion.id < decode_cursor(cursor))
     if format == "csv":

@@ -51,12 +51,20 @@ def insertion_record(position: int, seed: int) -> dict[str, Any]:
             "grad_norm_sq_train": 0.5 + position,
             "grad_norm_sq_val": 0.4,
             "grad_norm_sq_unbiased": 0.3 - position,
-            "grad_norm_sq_lcb": 0.1 - position,
+            "grad_norm_sq_test_limit": 0.1 - position,
             "confidence": 0.95,
-            "condition_holds": position == 0,
+            "nonzero_gradient": "shown" if position == 0 else "not_shown",
             "cosine_train_val": 0.9,
             "step": 0.01,
             "predicted_val_risk_delta": -0.004,
+        },
+        "certificate": {
+            "risk_decrease": 0.004 - 0.002 * position,
+            "risk_decrease_ci": [0.001 - 0.002 * position, 0.007 - 0.002 * position],
+            "p_value": 0.01 if position == 0 else 0.4,
+            "verdict": "holds" if position == 0 else "undecided",
+            "min_effect": 0.0,
+            "examples": 287,
         },
         "jumpboard": {
             "step": 0.01,
@@ -73,6 +81,7 @@ def insertion_record(position: int, seed: int) -> dict[str, Any]:
             "control_test_risk": 0.95,
             "control_test_error": 0.29,
             "gain_vs_control": 0.05 * (position + 1) + 0.001 * seed,
+            "gain_ci": [0.04 * (position + 1), 0.06 * (position + 1) + 0.002],
         },
     }
 
@@ -158,7 +167,8 @@ def test_insertions_of_a_job(env: Env) -> None:
         (p, s) for p in (0, 1, 2) for s in (0, 1)
     ]
     first = items[0]
-    assert first["condition_holds"] is True
+    assert first["certificate_verdict"] == "holds" and first["nonzero_gradient"] == "shown"
+    assert first["record"]["certificate"]["risk_decrease"] == pytest.approx(0.004)
     assert first["record"]["jumpboard"]["test_risk_delta_ci"] == [-0.01, 0.005]
     assert first["gain_vs_control"] == pytest.approx(0.05)
 
@@ -220,8 +230,12 @@ def test_results_across_jobs_as_json_and_csv(env: Env) -> None:
     rows = env.client.get("/api/v1/results").json()["items"]
     assert len(rows) == 6
     assert {r["job_id"] for r in rows} == {first, second}
-    held = env.client.get("/api/v1/results", params={"condition_holds": True}).json()["items"]
-    assert {(r["job_id"], r["position"]) for r in held} == {(first, 0)}
+    held = env.client.get("/api/v1/results", params={"certificate_verdict": "holds"}).json()
+    assert {(r["job_id"], r["position"]) for r in held["items"]} == {(first, 0)}
+    shown = env.client.get("/api/v1/results", params={"nonzero_gradient": "shown"}).json()
+    assert {(r["job_id"], r["position"]) for r in shown["items"]} == {(first, 0)}
+    bad = env.client.get("/api/v1/results", params={"certificate_verdict": "true"})
+    assert bad.status_code == 422 and "certificate_verdict" in bad.text
     at_two = env.client.get("/api/v1/results", params={"position": 2}).json()["items"]
     assert [r["job_name"] for r in at_two] == ["second", "second"]
     of_second = env.client.get("/api/v1/results", params={"job_id": second}).json()["items"]
@@ -239,9 +253,14 @@ def test_results_across_jobs_as_json_and_csv(env: Env) -> None:
     assert len(table) == 6
     row = next(r for r in table if r["job_id"] == str(first) and r["position"] == "1")
     assert float(row["gain_vs_control"]) == pytest.approx(0.1, abs=2e-3)
-    assert row["condition_holds"] == "False"
-    for field in ("position", "seed", "grad_norm_sq_lcb", "gain_vs_control", "condition_holds"):
+    assert row["certificate_verdict"] == "undecided" and row["nonzero_gradient"] == "not_shown"
+    assert float(row["certificate_risk_decrease"]) == pytest.approx(0.002)
+    assert float(row["certificate_risk_decrease_low"]) == pytest.approx(-0.001)
+    assert float(row["gain_ci_low"]) == pytest.approx(0.08)  # this seed's interval
+    assert float(row["gain_ci_high"]) == pytest.approx(0.122)
+    for field in ("position", "seed", "grad_norm_sq_test_limit", "gain_vs_control"):
         assert field in RESULT_FIELDS
+    assert not {"condition_holds", "verdict", "grad_norm_sq_lcb"} & set(RESULT_FIELDS)
 
 
 def _parse_events(text: str) -> list[tuple[str, dict[str, Any]]]:

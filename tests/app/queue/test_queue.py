@@ -57,9 +57,9 @@ def _record(position: int, seed: int) -> dict[str, object]:
             "grad_norm_sq_train": 1.5,
             "grad_norm_sq_val": 1.2,
             "grad_norm_sq_unbiased": 1.1 + position,
-            "grad_norm_sq_lcb": float("nan"),
+            "grad_norm_sq_test_limit": float("nan"),
             "confidence": 0.95,
-            "condition_holds": True,
+            "nonzero_gradient": "shown",
             "cosine_train_val": 0.7,
             "step": 0.1,
             "predicted_val_risk_delta": -0.11,
@@ -245,8 +245,8 @@ def test_completion_replaces_rows_of_an_earlier_attempt(db_url: str, tmp_path: P
         assert [(r.position, r.seed) for r in rows] == [(0, 0), (0, 1), (2, 0), (2, 1)]
         assert rows[2].grad_norm_sq_unbiased == pytest.approx(3.1)
         assert rows[3].gain_vs_control == pytest.approx(0.1)
-        assert rows[0].condition_holds is True and rows[0].grad_norm_sq_lcb is None
-        assert rows[0].record["descent"]["grad_norm_sq_lcb"] is None
+        assert rows[0].nonzero_gradient == "shown" and rows[0].grad_norm_sq_test_limit is None
+        assert rows[0].record["descent"]["grad_norm_sq_test_limit"] is None
         artifacts = {a.name: a for a in session.scalars(select(Artifact))}
         assert set(artifacts) == {"base.ckpt", "result.json"}
         assert artifacts["base.ckpt"].size == 7
@@ -303,26 +303,48 @@ def test_concurrent_claimers_claim_every_job_exactly_once_sqlite(sqlite_url: str
     assert sorted(claimed) == sorted(ids)
 
 
-def test_insertion_row_flattens_the_certificate_verdict() -> None:
+def test_insertion_row_flattens_the_certificate_and_the_gradient_test() -> None:
     from app.queue import insertion_row
 
     record = _record(1, 0)
     descent = record["descent"]
     assert isinstance(descent, dict)
     descent |= {
-        "verdict": "undecided",
+        "nonzero_gradient": "not_shown",
         "certificate_source": "holdout",
         "certificate_batches": 2,
         "grad_norm_sq_unbiased_train": 0.4,
-        "grad_norm_sq_lcb_train": None,
-        "condition_holds": False,
+        "grad_norm_sq_test_limit_train": None,
     }
+    record["certificate"] = {
+        "risk_decrease": 0.003,
+        "risk_decrease_ci": [0.001, 0.005],
+        "p_value": 0.002,
+        "verdict": "holds",
+    }
+    realized = record["realized"]
+    assert isinstance(realized, dict)
+    realized["gain_ci"] = [0.01, 0.09]
     row = insertion_row(7, record)
-    assert row["verdict"] == "undecided" and row["certificate_source"] == "holdout"
+    assert row["nonzero_gradient"] == "not_shown" and row["certificate_source"] == "holdout"
     assert row["certificate_batches"] == 2 and row["grad_norm_sq_unbiased_train"] == 0.4
-    assert row["grad_norm_sq_lcb_train"] is None and row["condition_holds"] is False
-    older = insertion_row(7, _record(1, 0))  # results before issue 10 lack the keys
-    assert older["verdict"] is None and older["certificate_batches"] is None
+    assert row["grad_norm_sq_test_limit_train"] is None
+    assert row["certificate_verdict"] == "holds" and row["certificate_p_value"] == 0.002
+    assert (row["certificate_risk_decrease_low"], row["certificate_risk_decrease_high"]) == (
+        0.001,
+        0.005,
+    )
+    assert (row["gain_ci_low"], row["gain_ci_high"]) == (0.01, 0.09)
+    older = _record(1, 0)  # a record written before issue 20 (say, by an older worker)
+    older_descent = older["descent"]
+    assert isinstance(older_descent, dict)
+    del older_descent["nonzero_gradient"], older_descent["grad_norm_sq_test_limit"]
+    older_descent |= {"verdict": "fails", "condition_holds": False, "grad_norm_sq_lcb": -0.2}
+    old_row = insertion_row(7, older)
+    assert old_row["nonzero_gradient"] == "not_shown"
+    assert old_row["grad_norm_sq_test_limit"] == -0.2
+    assert old_row["certificate_verdict"] is None and old_row["certificate_batches"] is None
+    assert "verdict" not in old_row["record"]["descent"]
 
 
 # --------------------------------------------------------------------------- faults (issue 13)

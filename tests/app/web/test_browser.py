@@ -85,13 +85,13 @@ def test_results_page_shows_the_scatter(
     assert verdicts and set(verdicts) <= words, f"verdict words, not true/false: {verdicts}"
     assert set(family) <= words
     by_position = sorted(measured, key=lambda p: p["position"])
-    assert verdicts == [p["verdict"] for p in by_position]
-    assert family == [p["family_verdict"] for p in by_position]
+    assert verdicts == [p["certificate"]["verdict"] for p in by_position]
+    assert family == [p["certificate"]["family_verdict"] for p in by_position]
     methods = page.locator("#results-table tbody td.gain-ci-method").all_inner_texts()
     assert methods == [p["gain_ci_method"] for p in by_position]
     save_screenshot(page, "results-page")
 
-    held = sum(p["family_verdict"] == "holds" for p in measured)
+    held = sum(p["certificate"]["family_verdict"] == "holds" for p in measured)
     page.select_option("#verdict-filter", "holds")
     page.click("#results-filter button[type=submit]")
     page.wait_for_url(re.compile(r".*verdict=holds"))

@@ -125,7 +125,9 @@ def test_finished_job_page_answers_with_interval_curves_and_verdicts(
     rows = page.locator("#position-table tbody tr")
     assert rows.count() == 5
     assert "[0.004, 0.02]" in page.inner_text("#position-table")
-    assert page.locator("#insertion-table .ci").count() == 12  # jumpboard and gain, 6 records
+    # certificate, jumpboard and gain intervals of 6 records
+    assert page.locator("#insertion-table .ci").count() == 18
+    assert "[0.0008, 0.0034]" in page.inner_text("#position-table")  # the certificate, nats
     assert page.locator("#drift-warnings li").count() == 1
     assert _fits(page, "#insertion-table") and _fits(page, "#position-table")
     assert "steps/s" in page.inner_text("#timings")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from result_fixtures import EXPAND_SPEC, GROW_SPEC, expand_result, grow_result
+from result_fixtures import EXPAND_SPEC, GROW_SPEC, expand_result, grow_result, older_expand_result
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.main import create_app
@@ -59,7 +59,7 @@ def test_expand_headline_states_the_answer_with_its_interval() -> None:
     sentence, note = expand_headline(result, result["positions"])
     assert sentence == (
         "Of the 2 positions continued, inserting at position 4 lowered test risk by 0.012 nats "
-        "[0.004, 0.020] against the control over 3 seeds; the condition held at 1 of 5 "
+        "[0.004, 0.020] against the control over 3 seeds; the certificate held at 1 of 5 "
         "positions (Holm)."
     )
     assert note == ""
@@ -67,17 +67,20 @@ def test_expand_headline_states_the_answer_with_its_interval() -> None:
 
 def test_headline_says_when_the_interval_includes_zero_and_reads_older_results() -> None:
     result = expand_result()
-    old_rows = [{"position": 1, "n_seeds": 2, "gain_mean": -0.003, "gain_ci": [-0.010, 0.004]}]
+    rows = [{"position": 1, "n_seeds": 2, "gain_mean": -0.003, "gain_ci": [-0.010, 0.004]}]
     for row in result["scan"]["positions"]:
-        del row["family_verdict"], row["verdict"]  # a result from before issue 10
-    sentence, note = expand_headline(result, old_rows)
+        del row["certificate"]["family_verdict"]  # no family-wise verdict stored
+    sentence, note = expand_headline(result, rows)
     assert "raised test risk by 0.003 nats [-0.004, 0.010]" in sentence
     assert "over 2 seeds" in sentence
     assert "held at 1 of 5 positions (each position on its own" in sentence
     assert "includes 0" in note
-    for row in result["scan"]["positions"]:
-        del row["condition_holds"]
-    sentence, _ = expand_headline(result, old_rows)
+    older = older_expand_result()  # before issue 20: no certificate in nats
+    sentence, _ = expand_headline(older, rows)
+    assert "no certificate in nats (an older result); |E g|^2 > 0 shown at 1 of 5" in sentence
+    for row in older["scan"]["positions"]:
+        del row["family_verdict"], row["verdict"], row["condition_holds"]
+    sentence, _ = expand_headline(older, rows)
     assert "verdict is n/a" in sentence
 
 

@@ -39,15 +39,35 @@ EXPAND_SPEC: dict[str, Any] = {
 }
 
 
+def _certificate(decrease: float, verdict: str, family: str) -> dict[str, Any]:
+    return {
+        "risk_decrease": decrease,
+        "risk_decrease_ci": [decrease - 0.002, decrease + 0.003],
+        "interval_method": "envelope(kurtosis_t, hall_skew_t)",
+        "p_value": 0.01,
+        "verdict": verdict,
+        "verdict_counts": {"holds": 2 * (verdict == "holds"), "fails": 0, "undecided": 0},
+        "family_verdict": family,
+        "min_effect": 0.0,
+        "examples": 287,
+    }
+
+
 def documented_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """A result dict with the field names of docs/architecture.md and random values."""
     measured = spec["expand"]["positions"]
     seeds = spec["expand"]["seeds"]
     n_positions = spec["model"]["depth"] + 1
     records, positions = [], []
+    certificates = {}
+    for position in range(n_positions):
+        decrease = rng.uniform(-0.004, 0.006)
+        verdict = "holds" if decrease > 0.003 else ("fails" if decrease < -0.002 else "undecided")
+        family = verdict if abs(decrease) > 0.004 else "undecided"
+        certificates[position] = _certificate(decrease, verdict, family)
     for position in measured:
         gains = []
-        certified = rng.uniform(0.01, 1.0)
+        u = rng.uniform(0.01, 1.0)
         for seed in seeds:
             gain = rng.gauss(0.0, 0.01)
             gains.append(gain)
@@ -60,16 +80,24 @@ def documented_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any
                     "function_drift_eval": 0.0,
                     "function_drift_train": 0.0,
                     "descent": {
-                        "grad_norm_sq_train": certified * 1.1,
-                        "grad_norm_sq_val": certified * 0.9,
-                        "grad_norm_sq_unbiased": certified,
-                        "grad_norm_sq_lcb": certified - 0.5,
+                        "grad_norm_sq_train": u * 1.1,
+                        "grad_norm_sq_val": u * 0.9,
+                        "grad_norm_sq_unbiased": u,
+                        "grad_norm_sq_test_limit": u - 0.5,
                         "confidence": 0.95,
-                        "condition_holds": certified > 0.5,
-                        "verdict": "holds" if certified > 0.5 else "fails",
+                        "nonzero_gradient_p_value": 0.01 if u > 0.5 else 0.3,
+                        "nonzero_gradient": "shown" if u > 0.5 else "not_shown",
                         "cosine_train_val": 0.8,
                         "step": 0.1,
-                        "predicted_val_risk_delta": -0.1 * certified,
+                        "predicted_val_risk_delta": -0.1 * u,
+                    },
+                    "certificate": {
+                        "risk_decrease": certificates[position]["risk_decrease"],
+                        "risk_decrease_ci": certificates[position]["risk_decrease_ci"],
+                        "p_value": 0.01,
+                        "verdict": certificates[position]["verdict"],
+                        "min_effect": 0.0,
+                        "examples": 287,
                     },
                     "jumpboard": {
                         "step": 0.1,
@@ -86,31 +114,31 @@ def documented_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any
                         "control_test_risk": 0.9,
                         "control_test_error": 0.3,
                         "gain_vs_control": gain,
+                        "gain_ci": [gain - 0.01, gain + 0.01],
                     },
                 }
             )
         mean = sum(gains) / len(gains)
+        shown = "shown" if u > 0.5 else "not_shown"
         positions.append(
             {
                 "position": position,
                 "n_seeds": len(seeds),
-                "certified_gain": certified,
-                "seeds_lcb": certified - 0.5,
-                "verdict": "holds" if certified > 0.5 else "fails",
-                "verdict_counts": {
-                    "holds": len(seeds) if certified > 0.5 else 0,
-                    "fails": 0 if certified > 0.5 else len(seeds),
-                    "undecided": 0,
+                "certificate": certificates[position],
+                "grad_norm_sq_unbiased": u,
+                "seeds_test_limit": u - 0.5,
+                "nonzero_gradient": shown,
+                "nonzero_gradient_counts": {
+                    "shown": len(seeds) if u > 0.5 else 0,
+                    "not_shown": 0 if u > 0.5 else len(seeds),
                 },
-                "family_verdict": "holds"
-                if certified > 0.6
-                else ("undecided" if certified > 0.4 else "fails"),
+                "nonzero_gradient_family": shown,
                 "family_method": "holm",
-                "predicted_val_risk_delta": -0.1 * certified,
+                "predicted_val_risk_delta": -0.1 * u,
                 "gain_mean": mean,
                 "gain_std": 0.01,
                 "gain_ci": [mean - 0.02, mean + 0.03],
-                "gain_ci_method": "two_level_paired_bootstrap(seeds, test_examples)",
+                "gain_ci_method": "crossed_random_effects_t(seeds, test_examples)",
             }
         )
     return {
@@ -139,9 +167,12 @@ def documented_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any
             "positions": [
                 {
                     "position": p,
+                    "certificate": certificates[p],
                     "grad_norm_sq_train": 0.2,
                     "grad_norm_sq_unbiased": 0.1 + p,
-                    "grad_norm_sq_lcb": 0.05 + p,
+                    "seeds_test_limit": 0.05 + p,
+                    "nonzero_gradient": "shown",
+                    "nonzero_gradient_family": "shown",
                 }
                 for p in range(n_positions)
             ],
@@ -250,15 +281,17 @@ def test_job_page_shows_result_curves_and_insertion_chart(
     assert certified["customdata"] == [p["position"] for p in scanned]
     measured = {p["position"]: p for p in result["positions"]}
     assert realized["customdata"] == sorted(measured)
-    for position, y, minus in zip(
-        certified["customdata"], certified["y"], certified["error_y"]["arrayminus"], strict=True
+    for position, y, plus, minus in zip(
+        certified["customdata"],
+        certified["y"],
+        certified["error_y"]["array"],
+        certified["error_y"]["arrayminus"],
+        strict=True,
     ):
-        expected = measured.get(position) or {
-            "certified_gain": scanned[position]["grad_norm_sq_unbiased"],
-            "seeds_lcb": scanned[position]["grad_norm_sq_lcb"],
-        }
-        assert y == pytest.approx(expected["certified_gain"])
-        assert minus == pytest.approx(expected["certified_gain"] - expected["seeds_lcb"])
+        cert = scanned[position]["certificate"]
+        low, high = cert["risk_decrease_ci"]
+        assert y == pytest.approx(cert["risk_decrease"])
+        assert (y - minus, y + plus) == (pytest.approx(low), pytest.approx(high))
     for position, y, plus, minus in zip(
         realized["customdata"],
         realized["y"],
@@ -320,7 +353,7 @@ def test_results_page_scatter_rank_correlation_and_filters(
     assert page.status_code == 200
     points = [(job_id, p) for job_id, result in results for p in result["positions"]]
     scatter = chart_spec(page.text, "results-chart")["data"][0]
-    assert scatter["x"] == pytest.approx([p["certified_gain"] for _, p in points])
+    assert scatter["x"] == pytest.approx([p["certificate"]["risk_decrease"] for _, p in points])
     assert scatter["y"] == pytest.approx([p["gain_mean"] for _, p in points])
     rho = spearman(scatter["x"], scatter["y"])
     assert re.search(r'id="spearman-rho">([-\d.]+)<', page.text).group(1) == f"{rho:.3f}"
@@ -329,23 +362,26 @@ def test_results_page_scatter_rank_correlation_and_filters(
 
     for verdict in ("holds", "fails", "undecided"):
         filtered = client.get("/results", params={"verdict": verdict}).text
-        expected = [p for _, p in points if p["family_verdict"] == verdict]
+        expected = [p for _, p in points if p["certificate"]["family_verdict"] == verdict]
         table = re.search(r"id=\"results-table\".*?<tbody>(.*?)</tbody>", filtered, re.S)
         shown = re.findall(r'class="family-verdict">(\w+)<', table.group(1) if table else "")
         assert shown == [verdict] * len(expected)
     table = re.search(r"id=\"results-table\".*?<tbody>(.*?)</tbody>", page.text, re.S)
     assert table
     shown_verdicts = re.findall(r'class="verdict"[^>]*>(\w+)<', table.group(1))
-    assert shown_verdicts == [p["verdict"] for _, p in points]
-    shown_bounds = re.findall(r'class="num seeds-lcb">([^<]+)<', table.group(1))
-    assert [float(b) for b in shown_bounds] == pytest.approx(
-        [p["seeds_lcb"] for _, p in points], rel=1e-3
+    assert shown_verdicts == [p["certificate"]["verdict"] for _, p in points]
+    shown_certificates = re.findall(r'class="num certificate">([^<]+)<', table.group(1))
+    assert [float(b) for b in shown_certificates] == pytest.approx(
+        [p["certificate"]["risk_decrease"] for _, p in points], rel=1e-3, abs=1e-6
     )
-    assert table.group(1).count("two_level_paired_bootstrap(seeds, test_examples)") == len(points)
+    shown_tests = re.findall(r'class="nonzero-gradient"[^>]*>([\w ]+)<', table.group(1))
+    assert shown_tests == [p["nonzero_gradient"].replace("_", " ") for _, p in points]
+    method = "crossed_random_effects_t(seeds, test_examples)"
+    assert table.group(1).count(method) == len(points)
 
     one_job = client.get("/results", params={"job": str(results[1][0])}).text
     assert chart_spec(one_job, "results-chart")["data"][0]["x"] == pytest.approx(
-        [p["certified_gain"] for p in results[1][1]["positions"]]
+        [p["certificate"]["risk_decrease"] for p in results[1][1]["positions"]]
     )
     assert re.search(r'id="spearman-rho">undefined<', one_job), "2 points: rho undefined"
 
@@ -367,42 +403,47 @@ def test_spearman_matches_the_rank_difference_formula() -> None:
         spearman([1, 2, 3], [1, 2])
 
 
-def test_results_points_never_average_bounds_and_say_na_for_older_results() -> None:
-    def insertion(
-        seed: int, lcb: float | None, verdict: str | None, holds: bool | None
-    ) -> Insertion:
+def test_points_rebuilt_from_rows_and_older_results_say_na() -> None:
+    def insertion(seed: int, outcome: str | None, decrease: float | None) -> Insertion:
         return Insertion(
             position=1,
             seed=seed,
             grad_norm_sq_unbiased=0.5 + seed,
-            grad_norm_sq_lcb=lcb,
-            verdict=verdict,
-            condition_holds=holds,
+            grad_norm_sq_test_limit=0.1,
+            nonzero_gradient=outcome,
+            certificate_risk_decrease=decrease,
             gain_vs_control=0.01 * seed,
         )
 
     rebuilt = positions_from_insertions(
-        [insertion(0, 0.3, "holds", True), insertion(1, -0.2, "undecided", None)]
+        [insertion(0, "shown", 0.002), insertion(1, "not_shown", 0.004)]
     )
-    (point,) = points_from_positions(7, "old", {}, rebuilt)
-    assert point["seeds_lcb"] == pytest.approx(-0.2), "the minimum of the bounds, not the mean"
-    assert point["certified_gain"] == pytest.approx(1.0)
-    assert point["verdict"] == "undecided" and point["verdict_counts"]["holds"] == 1
+    (point,) = points_from_positions(7, "rows", {}, rebuilt)
+    # the seeds' mean decrease on the same certificate examples; no interval, no verdict
+    assert point["certificate_risk_decrease"] == pytest.approx(0.003)
+    assert point["certificate_ci"] == [None, None] and point["verdict"] == "n/a"
+    assert point["grad_norm_sq_unbiased"] == pytest.approx(1.0)
+    assert point["nonzero_gradient"] == "not_shown"  # every seed must show it
+    assert point["nonzero_gradient_counts"] == {"shown": 1, "not_shown": 1}
     assert point["family_verdict"] == "n/a" and point["gain_ci_method"] == "n/a"
     assert point["gain_ci"] == [None, None]
+    missing = positions_from_insertions([insertion(0, "shown", None), insertion(1, None, 0.1)])
+    assert missing[0]["certificate"]["risk_decrease"] is None
+    assert missing[0]["nonzero_gradient"] is None
 
-    both_hold = positions_from_insertions(
-        [insertion(0, 0.3, None, True), insertion(1, 0.1, "holds", None)]
-    )
-    assert both_hold[0]["verdict"] == "holds" and both_hold[0]["seeds_lcb"] == pytest.approx(0.1)
-    one_missing = positions_from_insertions(
-        [insertion(0, 0.3, "fails", None), insertion(1, None, None, None)]
-    )
-    assert one_missing[0]["seeds_lcb"] is None and one_missing[0]["verdict"] is None
-
-    old_row = {"position": 0, "n_seeds": 2, "certified_gain": 0.4, "certified_gain_lcb": 0.1}
+    old_row = {
+        "position": 0,
+        "n_seeds": 2,
+        "certified_gain": 0.4,
+        "certified_gain_lcb": 0.1,
+        "verdict": "holds",
+        "family_verdict": "holds",
+        "seeds_lcb": 0.2,
+    }
     (old,) = points_from_positions(8, "older", {}, [old_row])
-    assert (old["verdict"], old["family_verdict"], old["seeds_lcb"]) == ("n/a", "n/a", None)
+    assert (old["verdict"], old["family_verdict"]) == ("n/a", "n/a")  # no certificate in nats
+    assert old["certificate_risk_decrease"] is None
+    assert old["nonzero_gradient"] == "shown" and old["grad_norm_sq_unbiased"] == 0.4
 
 
 def test_submit_form_lists_every_problem_and_creates_a_valid_job(

@@ -1,4 +1,6 @@
-"""Descent certificate: the unbiased estimate, its bound, transfer and the jumpboard model."""
+"""The records of one candidate insertion: U and the |E g|^2 test, transfer, the jumpboard model
+and the certificate in nats, including where the inserted block provably helps and where it
+provably cannot."""
 
 from __future__ import annotations
 
@@ -6,39 +8,39 @@ import math
 
 import pytest
 import torch
-from design_fields import DESCENT_FIELDS, JUMPBOARD_FIELDS
+from design_fields import CERTIFICATE_FIELDS, DESCENT_FIELDS, JUMPBOARD_FIELDS
 from tiny_networks import KINDS, inputs, labels, tiny_model
 
 from expansion.insertion.bounds import numerical_floor
 from expansion.insertion.certificate import (
     CertificateBatches,
-    base_losses,
+    certificate_data,
     certify,
     descent_record,
-    gradient_bound,
-    jumpboard_model,
-    risk,
+    gradient_test,
     unbiased_norm_sq,
 )
+from expansion.insertion.jumpboard import base_losses, jumpboard_model, risk
 from expansion.insertion.scan import (
     PositionGradient,
     new_blocks,
     scan_positions,
     single_pass_gradients,
 )
-from expansion.results.records import CertificateSource, Verdict
+from expansion.models.network import PostNormResNet
+from expansion.results.records import CertificateSource, TestOutcome, Verdict
 
 NEW_FIELDS = {
     "grad_norm_sq_batch_mean",
     "certificate_source",
     "certificate_batches",
-    "bound_method",
+    "nonzero_gradient_method",
     "numerical_floor",
-    "verdict",
-    "verdict_reason",
+    "nonzero_gradient_reason",
     "grad_norm_sq_unbiased_train",
-    "grad_norm_sq_lcb_train",
+    "grad_norm_sq_test_limit_train",
     "train_batches",
+    "nonzero_gradient_train",
 }
 
 
@@ -49,11 +51,11 @@ def test_unbiased_estimate_matches_its_definition() -> None:
     mean = g.double().mean(dim=0)
     cov_trace = g.double().var(dim=0, unbiased=True).sum()
     expected = float(mean @ mean - cov_trace / n)
-    u, lcb = unbiased_norm_sq(g, 0.95)
+    u, limit = unbiased_norm_sq(g, 0.95)
     assert u == pytest.approx(expected, rel=1e-9)
-    assert math.isnan(unbiased_norm_sq(g[:2], 0.95)[1])  # no valid bound from 2 batches
-    assert lcb < u
-    assert unbiased_norm_sq(g, 0.99)[1] < lcb  # more confidence, lower bound
+    assert math.isnan(unbiased_norm_sq(g[:2], 0.95)[1])  # no limit from 2 batches
+    assert limit < u
+    assert unbiased_norm_sq(g, 0.99)[1] < limit  # more confidence, lower limit
 
 
 def test_unbiased_estimate_is_centred_on_the_true_norm() -> None:
@@ -74,7 +76,12 @@ def teacher_labels(x: torch.Tensor) -> torch.Tensor:
     return (x.flatten(1) @ w).argmax(dim=1)
 
 
-def _scan_one(model, position: int, seed: int = 2):
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def _scan_one(
+    model: PostNormResNet, position: int, seed: int = 2
+) -> tuple[PositionGradient, Split, Split]:
     x = inputs(model, 96)
     vx = inputs(model, 64, seed=7)
     y, vy = teacher_labels(x), teacher_labels(vx)
@@ -82,12 +89,16 @@ def _scan_one(model, position: int, seed: int = 2):
     return scan.gradients[(position, seed)], (vx, vy), (x, y)
 
 
-def _certificate(model, position: int, seed: int = 2) -> CertificateBatches:
-    """8 batches of fresh teacher-labelled inputs (never seen by `_scan_one`'s data)."""
-    cx = inputs(model, 128, seed=11)
+def _certificate(
+    model: PostNormResNet, position: int, seed: int = 2, examples: int = 128
+) -> tuple[CertificateBatches, Split]:
+    """Batches of 16 fresh teacher-labelled inputs (never seen by `_scan_one`'s data), and the
+    examples themselves."""
+    cx = inputs(model, examples, seed=11)
     cy = teacher_labels(cx)
     scan = scan_positions(model, (cx, cy), (cx, cy), [position], [seed], batch_size=16)
-    return CertificateBatches(scan.gradients[(position, seed)].batches, CertificateSource.FRESH)
+    batches = scan.gradients[(position, seed)].batches
+    return CertificateBatches(batches, CertificateSource.FRESH), (cx, cy)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -105,29 +116,31 @@ def test_predicted_change_agrees_with_finite_difference(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_certificate_has_every_field_and_consistent_values(kind: str) -> None:
+def test_records_have_every_field_and_consistent_values(kind: str) -> None:
     model = tiny_model(kind).eval()
     grad, val, test = _scan_one(model, 0)
-    cert = _certificate(model, 0)
-    descent, jump = certify(model, grad, cert, val, test, confidence=0.9, line_search_points=5)
+    batches, (cx, cy) = _certificate(model, 0)
+    data = certificate_data(model, cx, cy, CertificateSource.FRESH)
+    out = certify(model, grad, batches, data, val, test, confidence=0.9, line_search_points=5)
+    descent, certificate, jump = out.descent, out.certificate, out.jumpboard
     assert set(descent) >= DESCENT_FIELDS | NEW_FIELDS
+    assert set(certificate) >= CERTIFICATE_FIELDS
     assert set(jump) >= JUMPBOARD_FIELDS
-    assert descent["condition_holds"] == (descent["verdict"] == "holds")
+    assert descent["nonzero_gradient"] in set(TestOutcome)
     assert descent["certificate_source"] == "fresh" and descent["certificate_batches"] == 8
     assert descent["train_batches"] == 6
-    # U and the bound come from the certificate batches, the *_train values from training
-    on_cert = gradient_bound(cert.batches, 0.9)
-    on_train = gradient_bound(grad.batches, 0.9)
+    # U and the limit come from the certificate batches, the *_train values from training
+    on_cert = gradient_test(batches.batches, 0.9)
+    on_train = gradient_test(grad.batches, 0.9)
     assert descent["grad_norm_sq_unbiased"] == pytest.approx(on_cert.u)
-    assert descent["grad_norm_sq_lcb"] == pytest.approx(on_cert.lcb)
+    assert descent["grad_norm_sq_test_limit"] == pytest.approx(on_cert.limit)
     assert descent["grad_norm_sq_unbiased_train"] == pytest.approx(on_train.u)
     assert descent["grad_norm_sq_unbiased"] != descent["grad_norm_sq_unbiased_train"]
     floor = numerical_floor(descent["grad_norm_sq_batch_mean"])
     assert descent["numerical_floor"] == pytest.approx(floor)
-    if descent["verdict"] == "holds":
-        assert descent["grad_norm_sq_lcb"] > floor
-    elif descent["verdict"] == "fails":
-        assert descent["grad_norm_sq_lcb"] < -floor
+    if descent["nonzero_gradient"] == "shown":
+        limit = descent["grad_norm_sq_test_limit"]
+        assert limit is not None and limit > floor
     assert descent["grad_norm_sq_train"] == pytest.approx(float(grad.train.norm() ** 2), rel=1e-5)
     assert -1.0 <= descent["cosine_train_val"] <= 1.0
     assert descent["step"] == jump["step"] > 0
@@ -137,29 +150,42 @@ def test_certificate_has_every_field_and_consistent_values(kind: str) -> None:
     assert len(steps) == 5 and jump["step"] in steps
     best = min(jump["line_search"], key=lambda pair: pair[1])
     assert jump["val_risk_delta"] == pytest.approx(best[1])
+    # the certificate: the chosen model on the certificate examples, against the base
+    chosen = jumpboard_model(model, 0, grad.seed, grad.train, jump["step"])
+    expected = risk(model, cx, cy) - risk(chosen, cx, cy)
+    assert certificate["risk_decrease"] == pytest.approx(expected, rel=1e-4, abs=1e-7)
+    assert certificate["examples"] == 128 and certificate["source"] == "fresh"
+    assert certificate["base_risk"] == pytest.approx(risk(model, cx, cy), rel=1e-6)
+    low, high = certificate["risk_decrease_ci"]
+    assert low is not None and high is not None and low <= certificate["risk_decrease"] <= high
     # the base's losses computed once by the caller give the same records
     shared = base_losses(model, val, test)
-    again = certify(model, grad, cert, val, test, confidence=0.9, line_search_points=5, base=shared)
-    assert again == (descent, jump)
+    again = certify(
+        model, grad, batches, data, val, test, confidence=0.9, line_search_points=5, base=shared
+    )
+    assert (again.descent, again.certificate, again.jumpboard) == (descent, certificate, jump)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_condition_fails_where_the_downstream_gradient_vanishes(kind: str) -> None:
+def test_nothing_is_shown_where_the_downstream_gradient_vanishes(kind: str) -> None:
     model = tiny_model(kind).eval()
     with torch.no_grad():  # constant logits: dL/dh_p = 0 at every boundary
         model.head.weight.zero_()
     for position in range(model.num_positions):
         grad, val, test = _scan_one(model, position)
-        cert = _certificate(model, position)
-        descent, jump = certify(model, grad, cert, val, test, confidence=0.95, line_search_points=4)
-        assert descent["grad_norm_sq_unbiased"] == 0.0
-        # exactly zero gradients sit inside the numerical floor: never `holds`
-        assert descent["verdict"] == Verdict.UNDECIDED
-        assert descent["condition_holds"] is False
-        assert jump["test_risk_delta"] == 0.0
+        batches, (cx, cy) = _certificate(model, position)
+        data = certificate_data(model, cx, cy, CertificateSource.FRESH)
+        out = certify(model, grad, batches, data, val, test, confidence=0.95, line_search_points=4)
+        assert out.descent["grad_norm_sq_unbiased"] == 0.0
+        # exactly zero gradients sit inside the numerical floor: never shown
+        assert out.descent["nonzero_gradient"] == TestOutcome.NOT_SHOWN
+        # the jumpboard model is the base: a decrease of exactly 0, never a verdict
+        assert out.certificate["risk_decrease"] == 0.0
+        assert out.certificate["verdict"] == Verdict.UNDECIDED
+        assert out.jumpboard["test_risk_delta"] == 0.0
 
 
-def test_condition_fails_where_the_branch_input_is_zero() -> None:
+def test_nothing_is_shown_where_the_branch_input_is_zero() -> None:
     model = tiny_model("mlp").eval()
     blocks = new_blocks(model, [1], [5])
     with torch.no_grad():  # act(W1 h) = relu(-1) = 0 for every input
@@ -177,7 +203,7 @@ def test_condition_fails_where_the_branch_input_is_zero() -> None:
     grad = PositionGradient(1, 5, w2_grads.mean(0), w2_grads.mean(0), w2_grads)
     record = descent_record(grad, CertificateBatches(w2_grads, CertificateSource.HOLDOUT), 0.95)
     assert record["grad_norm_sq_unbiased"] == 0.0
-    assert record["condition_holds"] is False and record["verdict"] != "holds"
+    assert record["nonzero_gradient"] == TestOutcome.NOT_SHOWN
     # the same position with its usual W1 has a non-zero W2 gradient
     normal = single_pass_gradients(
         model, inputs(model, 16), labels(16), new_blocks(model, [1], [5])
@@ -186,13 +212,14 @@ def test_condition_fails_where_the_branch_input_is_zero() -> None:
 
 
 def test_certificate_and_training_batches_are_told_apart() -> None:
-    """A mean that only the training batches have (an overfitted base) certifies nothing."""
+    """A mean that only the training batches have (an overfitted base) shows nothing."""
     gen = torch.Generator().manual_seed(4)
     train = torch.randn(16, 40, generator=gen) + 1.0
     held_out = torch.randn(16, 40, generator=gen)
     grad = PositionGradient(0, 0, train.mean(0), held_out.mean(0), train)
     record = descent_record(grad, CertificateBatches(held_out, CertificateSource.HOLDOUT), 0.95)
-    assert record["grad_norm_sq_lcb_train"] > 0  # optimization: a descent direction on train
-    assert record["verdict_train"] == "holds"
-    assert record["grad_norm_sq_lcb"] < 0 and record["verdict"] == "fails"
+    train_limit, limit = record["grad_norm_sq_test_limit_train"], record["grad_norm_sq_test_limit"]
+    assert train_limit is not None and train_limit > 0  # a descent direction on train
+    assert record["nonzero_gradient_train"] == "shown"
+    assert limit is not None and limit < 0 and record["nonzero_gradient"] == "not_shown"
     assert record["certificate_source"] == "holdout" and record["certificate_batches"] == 16

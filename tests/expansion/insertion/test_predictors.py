@@ -213,7 +213,9 @@ def test_every_insertion_record_carries_every_predictor() -> None:
         assert set(rec["predictors"]) == set(PREDICTOR_NAMES)
         for name, value in rec["predictors"].items():
             assert value is not None and math.isfinite(value), name
-        assert rec["predictors"]["jumpboard_val_gain"] == -rec["jumpboard"]["val_risk_delta"]
+        # measured on the certificate split, which chose neither the direction nor the step
+        certified = rec["certificate"]["risk_decrease"]
+        assert rec["predictors"]["jumpboard_certificate_gain"] == certified
     assert result["timings"]["predictors_s"] >= 0
     # `by: probe_val_gain` chose the two positions with the largest seed-mean probe gain
     bundle = load_dataset(parse_spec(spec).data, "mlp")  # the run's splits (certificate too)

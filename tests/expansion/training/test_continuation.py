@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from expansion.data.datasets import load_dataset
+from expansion.insertion.bounds import gain_interval
 from expansion.insertion.insert import insert_block
 from expansion.models.evaluate import evaluate
 from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
@@ -91,13 +92,14 @@ def test_controlled_continuation_records(trained) -> None:
         assert float(diffs.mean()) == pytest.approx(rec["gain_vs_control"], abs=1e-9)
         low, high = rec["gain_ci"]
         assert low <= rec["gain_vs_control"] <= high
-        assert rec["gain_ci_method"] == "paired_bootstrap(test_examples)"
+        assert rec["gain_ci_method"] == "test_examples_only(one seed)"
+        assert (low, high) == pytest.approx(gain_interval(diffs[None, :], 0.95))
     # one control per seed, shared by the positions
     assert records[(0, 0)]["control_test_risk"] == records[(2, 0)]["control_test_risk"]
     assert records[(0, 0)]["control_test_risk"] != records[(0, 1)]["control_test_risk"]
 
 
-def test_paired_summary_is_a_two_level_bootstrap() -> None:
+def test_paired_summary_is_the_gain_interval() -> None:
     rng = np.random.default_rng(0)
     per_example = rng.normal(0.0, 0.2, size=500)
     diffs = [per_example + shift for shift in (0.01, -0.002, 0.004, 0.007)]
@@ -105,8 +107,9 @@ def test_paired_summary_is_a_two_level_bootstrap() -> None:
     gains = np.array([d.mean() for d in diffs])
     assert s["gain_mean"] == pytest.approx(gains.mean())
     assert s["gain_std"] == pytest.approx(gains.std(ddof=1))
-    assert s["gain_ci_method"] == "two_level_paired_bootstrap(seeds, test_examples)"
+    assert s["gain_ci_method"] == "crossed_random_effects_t(seeds, test_examples)"
     low, high = s["gain_ci"]
+    assert (low, high) == pytest.approx(gain_interval(np.stack(diffs), 0.9))
     assert low < s["gain_mean"] < high
     # the test examples' noise dominates here: the interval is far wider than the seeds-only
     # t-interval, and about as wide as the example-level one
@@ -115,4 +118,4 @@ def test_paired_summary_is_a_two_level_bootstrap() -> None:
     assert high - low > 2 * t_half
     assert high - low == pytest.approx(2 * example_half, rel=0.35)
     one = paired_summary(diffs[:1], 0.9)
-    assert one["gain_std"] is None and one["gain_ci_method"] == "paired_bootstrap(test_examples)"
+    assert one["gain_std"] is None and one["gain_ci_method"] == "test_examples_only(one seed)"

@@ -58,7 +58,9 @@ def test_new_blocks_join_the_optimizer_the_trainer_steps(digits, tmp_path: Path)
     model = outcome.model
     assert model.arch.depths == [4] and model.total_blocks == 4
     assert [e["position"] for e in growth.inserted] == [2, 3]
-    assert all(e["certified_gain"] is None for e in growth.inserted)  # no scan for stack
+    assert all(
+        e["grad_norm_sq_unbiased_train"] is None for e in growth.inserted
+    )  # no scan for stack
     assert all(ok for _, ok, _ in probe.checks), probe.checks
     for event in growth.inserted:  # W2 started at zero; only optimizer steps move it
         block = model.stages[0][event["position"]]
@@ -85,7 +87,7 @@ def test_best_policy_scans_and_needs_data(digits, tmp_path: Path) -> None:
     assert outcome.model.total_blocks == 3
     event = growth.inserted[0]
     assert 0 <= event["position"] <= 2
-    assert isinstance(event["certified_gain"], float)  # the scan ranked this position
+    assert isinstance(event["grad_norm_sq_unbiased_train"], float)  # the scan ranked this position
 
 
 def test_fixed_policies_choose_sensible_positions() -> None:
