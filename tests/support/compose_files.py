@@ -73,7 +73,7 @@ def _tagged(remove: bool) -> Any:
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_scalar(node)  # type: ignore[arg-type]
+            value = loader.construct_scalar(node)  # type: ignore[arg-type]  # the last kind: scalar
         return ComposeTag(value, remove)
 
     return construct
@@ -261,4 +261,4 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         for key, value in env.items()
         if key.startswith(ENV_PREFIX)
     }
-    return Settings(**fields)  # type: ignore[arg-type]
+    return Settings(**fields)  # type: ignore[arg-type]  # strings: pydantic parses the types

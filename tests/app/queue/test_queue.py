@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 from app import queue
 from app.db.enums import JobStatus
@@ -26,9 +27,9 @@ from expansion.specs.problems import SpecError
 SPEC = {"kind": "train", "data": {"name": "digits"}, "model": {"kind": "mlp", "width": 8}}
 
 
-def _enqueue(url: str, n: int = 1, **kwargs: object) -> list[int]:
+def _enqueue(url: str, n: int = 1, **kwargs: Any) -> list[int]:
     with session_factory(url)() as session:
-        return [queue.enqueue_job(session, dict(SPEC), **kwargs).id for _ in range(n)]  # type: ignore[arg-type]
+        return [queue.enqueue_job(session, dict(SPEC), **kwargs).id for _ in range(n)]
 
 
 def _job(url: str, job_id: int) -> Job:
@@ -522,9 +523,11 @@ def test_claim_is_one_round_trip_on_the_worker_engine(postgres_url: str, tmp_pat
     sessions = session_factory(postgres_url, pre_ping=False)
     assert queue.claim_next_job(sessions, "warm-up", 30) is not None  # opens the connection
     engine = claim_engine(sessions.kw["bind"])
-    assert engine.pool.checkedin() == 1
+    assert isinstance(engine.pool, QueuePool) and engine.pool.checkedin() == 1
     with engine.connect() as conn:
-        pgconn = conn.connection.dbapi_connection.pgconn
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        pgconn = dbapi_connection.pgconn
     trace = tmp_path / "trace"
     with trace.open("wb") as handle:
         pgconn.trace(handle.fileno())
@@ -551,7 +554,7 @@ def test_prepared_claim_keeps_the_partial_index_in_its_generic_plan(postgres_url
     for _ in range(8):  # past psycopg's prepare threshold (5), on the pool's one connection
         assert queue.claim_next_job(sessions, "w", 30) is not None
     engine = claim_engine(sessions.kw["bind"])
-    assert engine.pool.checkedin() == 1
+    assert isinstance(engine.pool, QueuePool) and engine.pool.checkedin() == 1
     with engine.connect() as conn:
         name = conn.scalar(
             text("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%SKIP LOCKED%'")
@@ -580,7 +583,7 @@ def test_claim_commits_asynchronously_and_only_itself(postgres_url: str) -> None
     )
     assert row is not None and row[-1] == "off"
     claims = claim_engine(engine)
-    assert claims.pool.checkedin() == 1
+    assert isinstance(claims.pool, QueuePool) and claims.pool.checkedin() == 1
     with claims.connect() as conn:  # the claim's own connection, after its transaction
         assert conn.scalar(text("SHOW synchronous_commit")) == "on"
     with sessions() as session:  # a transaction of the worker's, as a heartbeat runs it
