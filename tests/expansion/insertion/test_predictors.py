@@ -75,7 +75,7 @@ def test_scale_free_gradients_match_an_independent_computation(trained: Trained)
         )
         # stage W2 norm: by hand over the (single) stage's blocks
         w2 = [b.w2 for b in base.stage_blocks(0)]
-        w2_sq = sum(float(p.pow(2).sum()) for m in w2 for p in m.parameters()) / len(w2)
+        w2_sq = sum(float(p.detach().pow(2).sum()) for m in w2 for p in m.parameters()) / len(w2)
         assert stage_w2_norm_sq(base, position) == pytest.approx(w2_sq, rel=1e-6)
         val_sq = float(grad.val.double().pow(2).sum())
         assert values["grad_rel_w2"] == pytest.approx(val_sq / w2_sq, rel=1e-6)
