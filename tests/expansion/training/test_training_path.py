@@ -14,6 +14,7 @@ from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.evaluate import evaluate
 from expansion.models.network import build_model
 from expansion.models.norms import is_channels_last
+from expansion.specs.experiments import TrainExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.specs.problems import SpecError
 from expansion.specs.sections import TrainSpec
@@ -21,14 +22,16 @@ from expansion.training.trainer import DeviceDataModule, ResNetModule, build_tra
 from expansion.training.training_path import use_channels_last
 
 
-def conv2d_spec(**train: object) -> Any:
-    return parse_spec(
+def conv2d_spec(**train: object) -> TrainExperiment:
+    spec = parse_spec(
         {
             "data": {"name": "digits", "augment": True},
             "model": {"kind": "conv2d", "width": 16, "depth": 2, "kernel_size": 3},
             "train": {"epochs": 1, "batch_size": 64, "lr": 3e-3, "accelerator": "cpu", **train},
         }
     )
+    assert isinstance(spec, TrainExperiment)
+    return spec
 
 
 @pytest.fixture(scope="module")
