@@ -27,6 +27,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from app.db.session import reset_pools
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -58,9 +60,11 @@ class OutageLog:
     """This process's view of the database: up, or down since a moment. Logs one line when an
     outage begins (the first failed call, whichever it was) and one when it ends (the first
     call that worked again), however many calls and tries fall in between. Thread-safe: the
-    embedded worker shares the process with the API."""
+    embedded worker shares the process with the API. `on_recovery` runs when an outage ends
+    (closing the pooled connections that died with it, so none fails once more later)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_recovery: Callable[[], None] | None = None) -> None:
+        self._on_recovery = on_recovery
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._failed_tries = 0
@@ -98,9 +102,11 @@ class OutageLog:
             tries, self._failed_tries = self._failed_tries, 0
             self._down_since = None
         log.warning("database reachable again after %.1f s (%d failed tries)", lasted, tries)
+        if self._on_recovery is not None:
+            self._on_recovery()
 
 
-DATABASE = OutageLog()
+DATABASE = OutageLog(on_recovery=reset_pools)
 """The process-wide outage log every retried call reports to."""
 
 
@@ -156,7 +162,9 @@ def call_with_retry(
 
     retrying = Retrying(
         retry=retry_if_exception(is_connection_error),
-        wait=wait_exponential_jitter(initial=first_delay_s, max=max_delay_s, jitter=first_delay_s),
+        wait=wait_exponential_jitter(
+            multiplier=first_delay_s, max=max_delay_s, jitter=first_delay_s
+        ),
         stop=stop_never if give_up is None else _StopWhen(give_up),
         after=note_failure,
         sleep=sleep,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Engine,
     and_,
     delete,
     func,
@@ -32,6 +33,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import affected_rows, begin_write
+from app.queue.finish_statement import EndKind, end_attempt, end_attempt_params
 from app.queue.lease import (
     RECLAIM_EXHAUSTED_MESSAGE,
     ClaimedJob,
@@ -208,8 +210,22 @@ def complete_job(
     lease holds (then the connection error is raised: see `store_pending_result`). False when
     the lease is lost."""
     final, points, insertions, artifacts = _success_rows(claim, result, job_dir, metrics)
+    engine = _postgresql_engine(session_factory)
 
     def write(retried: bool) -> bool:
+        if engine is not None:
+            params = end_attempt_params(
+                claim,
+                JobStatus.SUCCEEDED,
+                final,
+                points,
+                utcnow(),
+                insertions=insertions,
+                artifacts=artifacts,
+            )
+            if end_attempt(engine, EndKind.SUCCESS, params):
+                return True
+            return retried and _ended_by_this_claim(session_factory, claim, JobStatus.SUCCEEDED)
         with session_factory() as session:
             begin_write(session)
             if not _end_attempt(session, claim, JobStatus.SUCCEEDED, final):
@@ -336,6 +352,26 @@ def _end_attempt(
     )
 
 
+def _postgresql_engine(session_factory: sessionmaker[Session]) -> Engine | None:
+    """The factory's engine when it is PostgreSQL's (the one-statement finish), else None."""
+    engine: Engine = session_factory.kw["bind"]
+    return engine if engine.dialect.name == "postgresql" else None
+
+
+def _ended_by_this_claim(
+    session_factory: sessionmaker[Session], claim: ClaimedJob, status: JobStatus
+) -> bool:
+    with session_factory() as session:
+        return _already_ended(session, claim, status)
+
+
+_END_KINDS = {
+    JobStatus.SUCCEEDED: EndKind.SUCCESS,
+    JobStatus.FAILED: EndKind.FAILURE,
+    JobStatus.CANCELLED: EndKind.CANCELLED,
+}
+
+
 def _finish(
     session_factory: sessionmaker[Session],
     claim: ClaimedJob,
@@ -343,7 +379,14 @@ def _finish(
     values: dict[str, Any],
     metrics: Sequence[MetricPoint],
 ) -> bool:
+    engine = _postgresql_engine(session_factory)
+
     def write(retried: bool) -> bool:
+        if engine is not None:  # one round trip (app.queue.finish_statement)
+            params = end_attempt_params(claim, status, values, metrics, utcnow())
+            if end_attempt(engine, _END_KINDS[status], params):
+                return True
+            return retried and _ended_by_this_claim(session_factory, claim, status)
         with session_factory() as session:
             begin_write(session)
             if not _end_attempt(session, claim, status, values):

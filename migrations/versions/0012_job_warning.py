@@ -19,13 +19,15 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE, not a batch: on SQLite a batch copies `jobs` and drops the old table,
+# and with foreign keys on, dropping it deletes every job's rows in the child tables.
+
+
 def upgrade() -> None:
     """Apply this revision."""
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("warning", sa.Text(), nullable=True))
+    op.add_column("jobs", sa.Column("warning", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    """Revert this revision."""
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("warning")
+    """Revert this revision (SQLite 3.35 or later drops the column in place)."""
+    op.drop_column("jobs", "warning")
