@@ -25,8 +25,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import queue
 from app.db.migrate import upgrade
@@ -57,6 +58,11 @@ def _admin(url: str, statement: str) -> None:
     engine.dispose()
 
 
+def _no_postgresql_engine(session_factory: sessionmaker[Session]) -> Engine | None:
+    """Stand-in for `app.queue.finish._postgresql_engine` that picks the ORM path."""
+    return None
+
+
 @contextlib.contextmanager
 def finish_path(path: str) -> Iterator[None]:
     """Finish through `path`: "statement" (the default on PostgreSQL) or "orm" (the
@@ -65,7 +71,7 @@ def finish_path(path: str) -> Iterator[None]:
         yield
         return
     original = queue_finish._postgresql_engine
-    queue_finish._postgresql_engine = lambda _factory: None
+    queue_finish._postgresql_engine = _no_postgresql_engine
     try:
         yield
     finally:
@@ -140,9 +146,7 @@ def main() -> None:
                 f"(mean {figures['cpu_mean_ms']:.3f}), wall {figures['wall_ms']:.3f} ms "
                 f"(p90 {figures['wall_p90_ms']:.3f}), {figures['per_s']:.0f} finishes/s"
             )
-    medians = {
-        p: {k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]} for p in PATHS
-    }
+    medians = {p: {k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]} for p in PATHS}
     for path in PATHS:
         m = medians[path]
         print(

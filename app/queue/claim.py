@@ -135,7 +135,15 @@ def execute_autocommitted(engine: Engine, sql: str, params: dict[str, Any]) -> S
     relies on."""
     claims = claim_engine(engine)
     dbapi_error: type[DBAPIModule.Error] = claims.dialect.loaded_dbapi.Error
-    pooled = claims.raw_connection()
+    try:
+        pooled = claims.raw_connection()
+    except dbapi_error as exc:
+        # `raw_connection` passes the driver's error through as is (connection refused while
+        # the server is down): wrap it like `Engine.connect` does, so the retry policy sees a
+        # connection error.
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, connection_invalidated=True, dialect=claims.dialect
+        ) from exc
     try:
         driver_connection = pooled.dbapi_connection
         if driver_connection is None:  # only after invalidation, never on a fresh checkout

@@ -3,11 +3,13 @@ success or failure, which also clears an earlier attempt's rows, as the ORM path
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
 
 from app import queue
 from app.db.enums import JobStatus
@@ -147,3 +149,28 @@ def test_lost_lease_writes_nothing(postgres_url: str) -> None:
         job = session.get(Job, claim.job_id)
         assert job is not None and job.status == JobStatus.RUNNING and job.result is None
         assert session.scalars(select(Metric)).all() == []
+
+
+@pytest.mark.parametrize("call", ["claim", "finish"])
+def test_a_refused_connection_is_a_sqlalchemy_connection_error(call: str) -> None:
+    """With the server down, opening a connection for the claim or the one-statement finish
+    fails with SQLAlchemy's OperationalError (the driver's own error escaped before), which the
+    worker's retry policy retries."""
+    url = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere?connect_timeout=2"
+    sessions = session_factory(url, pre_ping=False)
+    claim = queue.ClaimedJob(
+        job_id=1,
+        lease_token="t",
+        worker_id="w",
+        spec={},
+        attempt=1,
+        max_attempts=1,
+        lease_seconds=30,
+        lease_expires_at=dt.datetime.now(dt.UTC),  # over: the write is tried once
+    )
+    with pytest.raises(OperationalError) as caught:
+        if call == "claim":
+            queue.claim_next_job(sessions, "w", 30)
+        else:
+            queue.fail_job(sessions, claim, "boom")
+    assert queue.is_connection_error(caught.value)
