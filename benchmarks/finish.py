@@ -16,6 +16,14 @@ Usage: .venv/bin/python benchmarks/finish.py [--jobs 600] [--rounds 3] [--fail]
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# benchmarks/queue.py is named like the standard library's `queue`, which psycopg imports:
+# keep this folder off the import path.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
 import argparse
 import contextlib
 import os
