@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from local_server import free_port
 from sqlalchemy import create_engine, text
 
 START_LIMIT_S = 60.0
@@ -56,14 +56,6 @@ def available() -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PrivatePostgres:

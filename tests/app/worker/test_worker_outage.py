@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from private_postgres import PrivatePostgres, available, wait_until
 from sqlalchemy import select
 
 from app import queue
@@ -34,7 +35,6 @@ from app.db.migrate import upgrade
 from app.db.models import Artifact, Job, Metric
 from app.db.session import forget_engine, session_factory
 from app.worker.loop import PENDING_RESULT_FILE
-from tests.support.private_postgres import PrivatePostgres, available, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
