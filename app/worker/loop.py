@@ -298,10 +298,11 @@ class Worker:
             call_with_retry(
                 lambda _retried: sweeps.refresh_parent_of(self.sessions, job_id),
                 "refreshing a sweep",
-                give_up=_one_try,
+                give_up=_one_try,  # housekeeping refreshes every open sweep later anyway
             )
-        except SQLAlchemyError:
-            log.warning("could not refresh the sweep of job %s", job_id)
+        except SQLAlchemyError as exc:
+            if not is_connection_error(exc):  # an outage is logged once, by the retry policy
+                log.warning("could not refresh the sweep of job %s", job_id)
 
     def _housekeeping(self) -> None:
         """Settle expired leases and drop dead workers' rows, at most every quarter lease (5 s
@@ -581,9 +582,10 @@ SUPERVISOR_STABLE_S = 300.0
 
 class InProcessWorker:
     """A worker loop in a background thread of this process, supervised: a loop that dies of
-    an unexpected error (database down at start, a bug) is logged and restarted as a new worker
-    after a backoff, so the jobs it held are reclaimed when their leases expire and new jobs
-    keep running. `worker` is the current loop's Worker; `restarts` counts the restarts."""
+    an unexpected error (a bug; a database that is down is waited for instead) is logged and
+    restarted as a new worker after a backoff, so the jobs it held are reclaimed when their
+    leases expire and new jobs keep running. `worker` is the current loop's Worker;
+    `restarts` counts the restarts."""
 
     def __init__(
         self,
