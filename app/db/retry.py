@@ -40,11 +40,24 @@ MAX_DELAY_S = 5.0
 """Longest wait between two tries: how late a worker notices that the database is back."""
 
 
+PERMANENT_CONNECT_FAILURES = (
+    "does not exist",  # database or role
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+"""Phrases of a refused connection that waiting does not cure (the server answered: wrong
+database, role or password). The driver gives no SQLSTATE for a failed connect, only text."""
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when `exc` says the database connection failed (dropped, refused, server restarting,
     SQLite busy): the write did not happen, or did not certainly happen, and may be tried again.
-    A refused statement (constraint, bad data) is not one."""
+    A refused statement (constraint, bad data) is not one, nor a connection the server refused
+    for good (`PERMANENT_CONNECT_FAILURES`)."""
     if not isinstance(exc, DBAPIError):
+        return False
+    if any(phrase in str(exc.orig or exc) for phrase in PERMANENT_CONNECT_FAILURES):
         return False
     return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
 
