@@ -73,6 +73,12 @@ class JobOut(BaseModel):
     parent_id: int | None = Field(
         None, description="The sweep this job is a grid point of (kind sweep_point)."
     )
+    warning: str | None = Field(
+        None,
+        description="What the reader should know that is neither error nor progress: a queued "
+        "job that no live worker can run (it needs more devices than any offers), a result "
+        "discarded because another attempt had started.",
+    )
 
     @field_validator("summary", mode="before")
     @classmethod

@@ -26,6 +26,8 @@ def describe_job(job: dict[str, Any]) -> str:
         parts.append("cancel requested")
     if job.get("error"):
         parts.append(f"error: {str(job['error']).strip().splitlines()[-1][:200]}")
+    if job.get("warning"):
+        parts.append(f"warning: {job['warning']}")
     return ", ".join(parts)
 
 

@@ -112,6 +112,9 @@ class Job(Base):
     devices: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     """Devices the job needs (its spec's `train.devices`); only a worker offering at least
     this many claims it."""
+    warning: Mapped[str | None] = mapped_column(Text)
+    """A note for the job's reader that is neither its error nor its progress: a finished
+    result discarded because another attempt had started (app.queue.store_pending_result)."""
 
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True

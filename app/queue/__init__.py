@@ -17,12 +17,14 @@ from app.queue.claim import claim_next_job
 from app.queue.enqueue import cancel_job, enqueue_job
 from app.queue.finish import (
     SUMMARY_DROPPED_KEYS,
+    PendingResultOutcome,
     complete_job,
     describe_artifacts,
     fail_job,
     insertion_row,
     mark_cancelled,
     result_summary,
+    store_pending_result,
 )
 from app.queue.lease import (
     RETRY_FIRST_DELAY_S,
@@ -45,6 +47,7 @@ __all__ = [
     "ClaimedJob",
     "JobNotFound",
     "MetricPoint",
+    "PendingResultOutcome",
     "QueueError",
     "cancel_job",
     "claim_next_job",
@@ -60,4 +63,5 @@ __all__ = [
     "release_job",
     "result_summary",
     "retry_while_leased",
+    "store_pending_result",
 ]

@@ -10,10 +10,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
@@ -362,32 +361,30 @@ def _metric_keys(url: str, job_id: int) -> list[tuple[int, int, str, str]]:
 
 
 @contextlib.contextmanager
-def _drop_connection_at(engine: Engine, statement_start: str, times: int = 1) -> Iterator[None]:
-    """Terminate the server backend of the connection about to run a statement that starts
-    with `statement_start` (as a PostgreSQL restart or a network cut would), `times` times."""
-    left = [times]
-    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
-
-    def kill(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if left[0] and statement.startswith(statement_start):
-            left[0] -= 1
-            pid = conn.connection.dbapi_connection.info.backend_pid
-            with admin.connect() as admin_conn:
-                admin_conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-                deadline = time.monotonic() + 10
-                gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-                while admin_conn.execute(gone, {"pid": pid}).scalar() and (
-                    time.monotonic() < deadline
-                ):
-                    time.sleep(0.01)
-
-    event.listen(engine, "before_cursor_execute", kill)
+def _drop_outcome_connection(engine: Engine) -> Iterator[None]:
+    """Terminate the server backend of the pooled connection the next outcome write will use
+    (on PostgreSQL it is one statement on the queue's autocommit engine, `claim_engine`, run on
+    the driver's cursor, which SQLAlchemy's events do not see), as a restart would."""
+    queue_engine = claim_engine(engine)
+    pooled = queue_engine.raw_connection()
     try:
-        yield
+        driver = pooled.dbapi_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
     finally:
-        event.remove(engine, "before_cursor_execute", kill)
+        pooled.close()
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as admin_conn:
+            admin_conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            deadline = time.monotonic() + 10
+            gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            while admin_conn.execute(gone, {"pid": pid}).scalar() and (time.monotonic() < deadline):
+                time.sleep(0.01)
+    finally:
         admin.dispose()
-    assert left[0] == 0, "the statement to cut off never ran"
+    assert queue_engine.pool.checkedin() == 1  # the dead connection is the one used next
+    yield
 
 
 @pytest.mark.postgres
@@ -400,7 +397,7 @@ def test_outcome_write_survives_a_dropped_connection(postgres_url: str, outcome:
     claim = queue.claim_next_job(sessions, "w", 30)
     assert claim is not None
     points = [(1, "train", "loss", 2.0), (2, "train", "loss", 1.0)]
-    with _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"):
+    with _drop_outcome_connection(sessions.kw["bind"]):
         if outcome == "complete":
             assert queue.complete_job(sessions, claim, {"test_risk": 0.3}, metrics=points)
         elif outcome == "fail":
@@ -420,7 +417,7 @@ def test_outcome_write_is_not_retried_after_the_lease_ended(postgres_url: str) -
     assert claim is not None
     claim.lease_expires_at = dt.datetime.now(dt.UTC)  # as if it ended during the outage
     with (
-        _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"),
+        _drop_outcome_connection(sessions.kw["bind"]),
         pytest.raises(OperationalError),
     ):
         queue.complete_job(sessions, claim, {"test_risk": 0.3})
