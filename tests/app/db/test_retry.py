@@ -6,13 +6,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TypedDict
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.db.retry import OutageLog, call_with_retry, is_connection_error
 
-FAST = {"first_delay_s": 0.001, "max_delay_s": 0.002}
+
+class Delays(TypedDict):
+    """The backoff keywords of `call_with_retry`."""
+
+    first_delay_s: float
+    max_delay_s: float
+
+
+FAST: Delays = {"first_delay_s": 0.001, "max_delay_s": 0.002}
 
 
 def _refused(text: str = "connection refused") -> OperationalError:

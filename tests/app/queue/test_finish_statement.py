@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 from app import queue
 from app.db.enums import JobStatus
@@ -37,6 +38,7 @@ def _round_trips(url: str, tmp_path: Path, finish: Any) -> int:
     from psycopg import pq
 
     engine = claim_engine(session_factory(url, pre_ping=False).kw["bind"])
+    assert isinstance(engine.pool, QueuePool)
     assert engine.pool.checkedin() == 1
     with engine.connect() as conn:
         pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[union-attr]  # open

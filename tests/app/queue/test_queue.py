@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, select, text, update
@@ -383,6 +384,7 @@ def _drop_outcome_connection(engine: Engine) -> Iterator[None]:
                 time.sleep(0.01)
     finally:
         admin.dispose()
+    assert isinstance(queue_engine.pool, QueuePool)
     assert queue_engine.pool.checkedin() == 1  # the dead connection is the one used next
     yield
 
