@@ -186,15 +186,11 @@ def list_datasets(session: Session, limit: int, before_id: int | None) -> list[D
 
 def jobs_using(session: Session, sha256: str) -> list[int]:
     """Ids of queued or running jobs whose spec reads the data set `sha256`."""
-    rows = session.execute(
-        select(Job.id, Job.spec).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-    ).tuples()
+    active = select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
     return [
-        job_id
-        for job_id, spec in rows
-        if isinstance(spec, dict)
-        and isinstance(spec.get("data"), dict)
-        and spec["data"].get("sha256") == sha256
+        job.id
+        for job in session.scalars(active)
+        if isinstance(job.spec.get("data"), dict) and job.spec["data"].get("sha256") == sha256
     ]
 
 

@@ -160,6 +160,17 @@ class ExpandExperiment(_ExperimentBase):
                     "trained on); use a value > 0",
                 )
             )
+        certificate = self.data.certificate_examples()
+        if certificate is not None and certificate < 2 * self.expand.grad_batch_size:
+            problems.append(
+                (
+                    "data.certify_fraction",
+                    f"the certificate split would hold {certificate} of your "
+                    f"{self.data.train_size} training examples, fewer than 2 batches of "
+                    f"expand.grad_batch_size={self.expand.grad_batch_size}: raise "
+                    "data.certify_fraction or lower expand.grad_batch_size",
+                )
+            )
         if self.expand.batch_arms == "on" and self.model.norm == "batch":
             problems.append(
                 (

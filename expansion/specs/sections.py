@@ -146,6 +146,13 @@ class DataSpec(StrictModel):
             )
         return problems or self._split_problems()
 
+    def certificate_examples(self) -> int | None:
+        """Examples of the certificate split of your own data (None for built-in data)."""
+        if self.train_size is None or self.name not in USER_DATASETS:
+            return None
+        n = min(self.train_size, self.max_train_samples or self.train_size)
+        return round(n * (self.certify_fraction or 0.0))
+
     def _split_problems(self) -> list[tuple[str, str]]:
         """Too few examples of your own data for the splits this spec asks for."""
         if self.train_size is None:
