@@ -28,6 +28,7 @@ JOB_SUMMARY_KEYS = (
     "train_error",
     "parameters",
     "device",
+    "warnings",
 )
 """The headline numbers of a finished job's result that its API view carries."""
 

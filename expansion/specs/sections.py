@@ -41,6 +41,9 @@ NormKind = Literal["layer", "rms", "group", "batch"]
 ScalingRule = Literal["constant", "inv_sqrt_depth", "inv_depth", "learnable"]
 
 
+TrackerName = Literal["csv", "tensorboard", "mlflow", "wandb"]
+
+
 MAX_SEED = 2**31 - 1
 
 
@@ -289,6 +292,20 @@ class TrainSpec(StrictModel):
     compile: bool = False
     """Compile the network's training forward with `torch.compile`; the first steps pay the
     compilation (seconds on a GPU, a minute or more on a small CPU)."""
+    loggers: list[TrackerName] = Field(default_factory=list, max_length=4)
+    """Experiment trackers that also get the job's curves and numbers, through Lightning's
+    loggers, when the job ends: `csv` and `tensorboard` (folders under the job's artifacts,
+    packed as `trackers.tar.gz`), `mlflow` (`JUMPBOARD_MLFLOW_TRACKING_URI`, else a file store
+    under the artifacts), `wandb` (offline, where installed). The base run and every
+    continuation arm are one run each, tagged `arm` (base / control / position), `position` and
+    `seed`. A tracker that fails adds a warning to the job and fails nothing."""
+
+    @field_validator("loggers")
+    @classmethod
+    def _distinct_loggers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each logger at most once")
+        return value
 
     @model_validator(mode="after")
     def _batch_splits_across_devices(self) -> TrainSpec:
