@@ -13,6 +13,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from expansion.specs.predictor_names import (
     DEFAULT_SELECTION_PREDICTOR,
@@ -73,22 +74,22 @@ class DataSpec(StrictModel):
     path: str | None = Field(None, min_length=1, max_length=4096)
     """`npz`/`folder`: the file or folder to read; `uploaded`: filled in by the service with the
     stored file the workers read."""
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    sha256: SkipJsonSchema[str | None] = Field(None, pattern=r"^[0-9a-f]{64}$")
     """`uploaded` only: filled in by the service, the content address of the stored file."""
-    input_shape: list[Annotated[int, Field(ge=1, le=1_000_000)]] | None = Field(
+    input_shape: SkipJsonSchema[list[Annotated[int, Field(ge=1, le=1_000_000)]] | None] = Field(
         None, min_length=1, max_length=3
     )
     """Your own data only, inferred from it: one sample's raw shape, (features,),
     (channels, length) or (channels, height, width)."""
-    classes: int | None = Field(None, ge=2, le=100_000)
+    classes: SkipJsonSchema[int | None] = Field(None, ge=2, le=100_000)
     """Your own data only, inferred from it: the number of classes."""
-    train_size: int | None = Field(None, ge=1, le=100_000_000)
+    train_size: SkipJsonSchema[int | None] = Field(None, ge=1, le=100_000_000)
     """Your own data only, inferred from it: training examples (its own validation split not
     included)."""
-    val_size: int | None = Field(None, ge=0, le=100_000_000)
+    val_size: SkipJsonSchema[int | None] = Field(None, ge=0, le=100_000_000)
     """Your own data only, inferred from it: examples of its own validation split (`x_val`,
     `val/`); when there are some, `val_fraction` does not apply."""
-    test_size: int | None = Field(None, ge=1, le=100_000_000)
+    test_size: SkipJsonSchema[int | None] = Field(None, ge=1, le=100_000_000)
     """Your own data only, inferred from it: test examples."""
     seed: int = Field(0, ge=0, le=MAX_SEED)
     """Seed of the train/validation split (and of the teacher network)."""
