@@ -56,6 +56,11 @@ def _error_message(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {detail}"
 
 
+UPLOAD_TIMEOUT_S = 600.0
+"""How long an upload may take between two bytes (the server checks the whole file before it
+answers)."""
+
+
 class JumpboardClient:
     """Talks to one Jumpboard server; use as a context manager or call `close()`."""
 
@@ -117,7 +122,7 @@ class JumpboardClient:
         """Upload a data set file (streamed from disk); returns the stored data set."""
         with path.open("rb") as handle:
             dataset: dict[str, Any] = self._request(
-                "POST", "/datasets", files={"file": (path.name, handle)}
+                "POST", "/datasets", files={"file": (path.name, handle)}, timeout=UPLOAD_TIMEOUT_S
             )
         return dataset
 

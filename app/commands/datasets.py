@@ -49,7 +49,7 @@ def _with_client(args: argparse.Namespace, action: Callable[[Any], Any]) -> Any:
     server = resolve_server(args.server)
     token = resolve_token(args.token, server)
     try:
-        with JumpboardClient(server, token, timeout=600.0) as client:
+        with JumpboardClient(server, token) as client:
             return action(client)
     except ClientError as exc:
         raise client_failure(exc) from None

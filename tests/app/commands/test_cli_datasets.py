@@ -92,3 +92,20 @@ def test_validate_and_run_on_a_local_npz_and_image_folder(
     broken.write_text(_spec("train", "{name: npz, path: nan.npz}", MODELS["npz"]))
     assert main(["validate", str(broken)]) == 1
     assert "data.path: x_test holds 384 NaN or infinite values" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_submit_uploads_a_local_image_folder_first(
+    cli_env: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_folder(tmp_path / "mine", image_members(20, 4))
+    spec = tmp_path / "local.yaml"
+    spec.write_text(_spec("train", f"{{name: folder, path: {folder.name}}}", MODELS["images"]))
+    (tmp_path / folder.name).symlink_to(folder)  # relative to the spec file's folder
+    assert main(["submit", str(spec), "--json"]) == 0
+    captured = capsys.readouterr()
+    job = json.loads(captured.out)
+    assert "uploaded" in captured.err
+    assert job["spec"]["data"]["name"] == "uploaded"
+    assert job["spec"]["data"]["input_shape"] == [3, 8, 8]
+    assert main(["jobs", "cancel", str(job["id"])]) == 0
