@@ -162,6 +162,7 @@ def archive_members(path: Path, limits: ArchiveLimits) -> Iterator[list[Member]]
 def _decode(name: str, data: bytes, limits: ArchiveLimits) -> tuple[np.ndarray, bool]:
     """(H, W, 3) or (H, W) uint8 pixels of one image, and whether it is grayscale."""
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -175,6 +176,10 @@ def _decode(name: str, data: bytes, limits: ArchiveLimits) -> tuple[np.ndarray, 
             pixels = np.asarray(image.convert("L" if gray else "RGB"))
     except DataProblem:
         raise
+    except DecompressionBombError:
+        raise DataProblem(
+            f"image {name!r} is over the limit of {limits.max_image_pixels} pixels"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataProblem(f"image {name!r} does not decode: {exc}") from None
     return pixels, gray

@@ -261,3 +261,59 @@ def test_tar_members_are_never_extracted(api: Api, tmp_path: Path) -> None:
     response = upload(api, tmp_path / "e.tar")
     assert response.status_code == 422
     assert not target.exists()
+
+
+def test_an_upload_streamed_without_a_length_is_cut_off_at_the_limit(api: Api) -> None:
+    # A real server (uvicorn in a thread): the test client would buffer the body first.
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from local_server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.npz"\r\n\r\n'
+        for _ in range(200):  # 200 x 1 MiB: far past the 200 kB limit
+            sent += 1
+            yield b"\0" * (1 << 20)
+        yield b"\r\n--b--\r\n"
+
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/datasets",
+            content=body(),
+            headers={**api.auth, "content-type": "multipart/form-data; boundary=b"},
+            timeout=60,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    # The server's memory while it refuses is measured by benchmarks/upload_memory.py (the
+    # client may go on sending after the answer: uvicorn drains the rest unread).
+    assert response.status_code == 413, response.text
+    assert "larger than the upload limit of 200000 bytes" in response.text
+    assert sent >= 1
+    assert stored_files(api) == [] and dataset_rows(api) == 0
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(api: Api, tmp_path: Path) -> None:
+    from PIL import Image
+
+    huge = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(huge, format="PNG")  # 25 Mpx, ~25 kB packed
+    members = {**image_members(2, 1), "shapes/train/red/huge.png": huge.getvalue()}
+    response = upload(api, write_tar(tmp_path / "huge.tar.gz", members))
+    assert response.status_code == 422
+    assert "over the limit of 16777216" in response.json()["detail"]
