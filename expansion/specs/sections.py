@@ -117,6 +117,14 @@ class DataSpec(StrictModel):
     teacher_test_size: int = Field(1000, ge=16, le=10_000_000)
     """`teacher` only: test samples drawn."""
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        # `id: 3` in YAML or JSON names the same data set as `id: "3"`.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataSpec:
         if self.val_fraction + (self.certify_fraction or 0.0) > 0.8:
