@@ -131,3 +131,17 @@ def test_specs_naming_unusable_data_are_refused(api: Api, tmp_path: Path) -> Non
         },
     )
     assert "fewer than 2 batches of expand.grad_batch_size=8" in batches
+
+
+def test_a_worker_reads_the_data_set_from_its_own_mount(tmp_path: Path) -> None:
+    from app.worker.loop import local_dataset_path
+
+    sha = "a" * 64
+    mount = tmp_path / "worker-artifacts" / "datasets"
+    mount.mkdir(parents=True)
+    (mount / f"{sha}.npz").write_bytes(b"stored")
+    spec = {"data": {"name": "uploaded", "sha256": sha, "path": f"/srv/api/datasets/{sha}.npz"}}
+    assert local_dataset_path(spec, mount)["data"]["path"] == str(mount / f"{sha}.npz")
+    assert local_dataset_path(spec, tmp_path / "elsewhere") == spec  # not there: unchanged
+    builtin = {"data": {"name": "digits"}}
+    assert local_dataset_path(builtin, mount) == builtin
