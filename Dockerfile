@@ -37,9 +37,9 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi
 
 # The remaining dependencies, from pyproject.toml alone, so that editing the code does not
-# reinstall them.
+# reinstall them; with the `trackers` extra (TensorBoard, MLflow) that `train.loggers` uses.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['trackers']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

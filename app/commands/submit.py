@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,40 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise CliError(f"{path}: {exc}") from None
 
 
+def upload_local_data(client: Any, spec: dict[str, Any], spec_path: Path) -> dict[str, Any]:
+    """`spec` with `data: {name: npz|folder, path}` replaced by the uploaded data set (a folder
+    is packed as a `.tar.gz` first; a relative path is read from the spec file's folder): a
+    server cannot read a path on this machine. Other specs come back unchanged."""
+    import tarfile
+    import tempfile
+
+    data = spec.get("data")
+    if not isinstance(data, dict) or data.get("name") not in ("npz", "folder"):
+        return spec
+    if not isinstance(data.get("path"), str):
+        return spec  # the server names the missing path
+    path = Path(data["path"]).expanduser()
+    if not path.is_absolute():
+        path = spec_path.parent / path
+    if not path.exists():
+        raise CliError(f"{spec_path}: data.path: {path} does not exist")
+    path = path.resolve()  # a link to the data is packed as the data, not as a link
+    rest = {k: v for k, v in data.items() if k not in ("name", "path")}
+    if path.is_dir():
+        with tempfile.TemporaryDirectory(prefix="jumpboard-upload-") as tmp:
+            packed = Path(tmp) / f"{path.name or 'images'}.tar.gz"
+            with tarfile.open(packed, "w:gz") as archive:
+                archive.add(path, arcname=path.name or "images")
+            dataset = client.upload_dataset(packed)
+    else:
+        dataset = client.upload_dataset(path)
+    print(f"uploaded {path} as data set {dataset['id']}", file=sys.stderr)
+    return {**spec, "data": {**rest, "name": "uploaded", "id": str(dataset["id"])}}
+
+
 def handle(args: argparse.Namespace) -> int:
-    """Submit the spec; with --wait, follow it to the end."""
+    """Submit the spec; with --wait, follow it to the end. Local `npz`/`folder` data is
+    uploaded first and the spec names the uploaded data set."""
     from app.client import ClientError, JumpboardClient
     from app.commands.job_display import describe_job, wait_for_job
     from app.commands.server_discovery import (
@@ -76,6 +109,7 @@ def handle(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         with JumpboardClient(server, token) as client:
+            spec = upload_local_data(client, spec, args.spec)
             job = client.submit(spec, priority=args.priority)
             if not args.json:
                 print(f"job {job['id']} queued: {server}{job['links']['page']}", flush=True)

@@ -25,18 +25,33 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
+def read_resolved_spec(path: Path) -> Any:
+    """The raw spec in a file, with `data: {name: npz|folder, path}` filled from the data (its
+    shape, classes and sizes; a relative path is read from the spec file's folder); the data's
+    problem becomes one `data.path: reason` line and a CliError (status 1)."""
+    from app.commands.submit import read_spec_file
+    from expansion.userdata.arrays import DataProblem
+    from expansion.userdata.reading import resolve_local_data
+
+    raw = read_spec_file(path)
+    try:
+        return resolve_local_data(raw, base_dir=path.parent)
+    except DataProblem as exc:
+        print(f"{path}: data.path: {exc.reason}")
+        raise CliError(f"{path}: the data cannot be used", code=1) from None
+
+
 def load_spec_file(path: Path) -> Any:
     """The validated experiment spec in a YAML/JSON file.
 
     Raises CliError for an unreadable file or bad YAML/JSON; for an invalid spec, prints each
     problem as `path: field: reason` and raises CliError (status 1) counting them.
     """
-    from app.commands.submit import read_spec_file
     from expansion.specs.parsing import parse_spec
     from expansion.specs.problems import SpecError
 
     try:
-        return parse_spec(read_spec_file(path))
+        return parse_spec(read_resolved_spec(path))
     except SpecError as exc:
         for problem in exc.problems:
             print(f"{path}: {problem}")
@@ -61,13 +76,12 @@ def describe_cost(spec: Any) -> list[str]:
 def _handle_json(path: Path) -> int:
     import json
 
-    from app.commands.submit import read_spec_file
     from expansion.specs.cost import estimate_cost
     from expansion.specs.parsing import parse_spec
     from expansion.specs.problems import SpecError
 
     try:
-        spec = parse_spec(read_spec_file(path))
+        spec = parse_spec(read_resolved_spec(path))
     except SpecError as exc:
         print(json.dumps({"valid": False, "problems": exc.problems}, indent=2))
         return 1

@@ -163,6 +163,8 @@ class JobView:
     progress: StageProgress | None
     grow: GrowView | None
     drift_warnings: list[str] = field(default_factory=list)
+    job_warnings: list[str] = field(default_factory=list)
+    """The result's warnings (a tracker that failed): the job itself succeeded."""
 
     @property
     def live(self) -> bool:
@@ -666,4 +668,5 @@ def build_job_view(session: Session, job: Job) -> JobView:
         progress=stage_progress(job),
         grow=grow,
         drift_warnings=_drift_warnings(insertions),
+        job_warnings=[str(w) for w in (result.get("warnings") or []) if w],
     )

@@ -100,6 +100,21 @@ class _Supervision:
     stop_cause: str | None = None
 
 
+def local_dataset_path(spec: dict[str, Any], dataset_dir: Path) -> dict[str, Any]:
+    """`spec` reading an uploaded data set from this worker's own data set folder, where the
+    stored file is (the API resolved the path on its host; a worker may mount the shared
+    artifact folder elsewhere). Unchanged when the file is not there."""
+    data = spec.get("data")
+    if not isinstance(data, dict) or data.get("name") != "uploaded":
+        return spec
+    if not isinstance(data.get("path"), str) or not isinstance(data.get("sha256"), str):
+        return spec
+    local = dataset_dir / Path(data["path"]).name
+    if not local.name.startswith(data["sha256"]) or not local.is_file():
+        return spec
+    return {**spec, "data": {**data, "path": str(local)}}
+
+
 def _signal_name(exitcode: int) -> str:
     try:
         return signal.Signals(-exitcode).name
@@ -368,7 +383,7 @@ class Worker:
             args=(
                 child_conn,
                 self.runner,
-                claim.spec,
+                local_dataset_path(claim.spec, self.settings.dataset_dir),
                 out_dir,
                 self.settings.data_dir,
                 self.offer.cuda_visible_devices,

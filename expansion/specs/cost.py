@@ -23,8 +23,8 @@ from expansion.specs.grid import expand_sweep
 from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
 
 # Training-set sizes before the validation split (docs/design.md 2).
-_TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000}
-_TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10_000}
+_TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000, "cifar100": 50_000}
+_TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10_000, "cifar100": 10_000}
 _BYTES_PER_FLOAT = 4
 _BYTES_PER_LABEL = 8
 
@@ -126,7 +126,10 @@ def _data_cost(data: DataSpec) -> tuple[int, int, int]:
         teacher_params, teacher_flops = _teacher_cost(data)
         data_flops = teacher_flops * samples
     else:
-        samples = _TRAIN_SIZES[data.name] + _TEST_SIZES[data.name]
+        if data.train_size is not None and data.test_size is not None:  # your own data
+            samples = data.train_size + data.test_size
+        else:
+            samples = _TRAIN_SIZES[data.name] + _TEST_SIZES[data.name]
         features = input_shape(data, "mlp")[0]  # the flattened sample
         teacher_params = data_flops = 0
     data_bytes = samples * (features * _BYTES_PER_FLOAT + _BYTES_PER_LABEL)
@@ -158,7 +161,10 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
             activation_bytes_per_step=base.activation_bytes_per_step,
         )
     d = spec.data
-    samples = d.teacher_train_size if d.name == "teacher" else _TRAIN_SIZES[d.name]
+    if d.name == "teacher":
+        samples = d.teacher_train_size
+    else:
+        samples = d.train_size if d.train_size is not None else _TRAIN_SIZES[d.name]
     if d.max_train_samples is not None:
         samples = min(samples, d.max_train_samples)
     samples = int(samples * (1 - d.val_fraction - (d.certify_fraction or 0.0)))

@@ -16,6 +16,7 @@ from expansion.specs.problems import raise_problems
 from expansion.specs.sections import (
     DEFAULT_CERTIFY_FRACTION,
     IMAGE_DATASETS,
+    USER_DATASETS,
     DataSpec,
     ExpandSpec,
     GrowSpec,
@@ -24,6 +25,7 @@ from expansion.specs.sections import (
     StrictModel,
     TrainSpec,
     input_shape,
+    is_image_data,
 )
 
 ExperimentKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
@@ -51,12 +53,28 @@ class _ExperimentBase(StrictModel):
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             return raw
         model = raw.get("model", {})
+        shape = raw["data"].get("input_shape")
         if (
-            raw["data"].get("name") in IMAGE_DATASETS
+            (
+                raw["data"].get("name") in IMAGE_DATASETS
+                or (
+                    raw["data"].get("name") in USER_DATASETS
+                    and isinstance(shape, list)
+                    and len(shape) == 3
+                )
+            )
             and isinstance(model, dict)
             and "kind" not in model
         ):
             return {**raw, "model": {"kernel_size": 3, **model, "kind": "conv2d"}}
+        if (
+            raw["data"].get("name") in USER_DATASETS
+            and isinstance(shape, list)
+            and len(shape) == 1
+            and isinstance(model, dict)
+            and "kind" not in model
+        ):  # flat feature vectors: an mlp, not a convolution over unordered features
+            return {**raw, "model": {**model, "kind": "mlp"}}
         return raw
 
     @model_validator(mode="after")
@@ -74,7 +92,7 @@ class _ExperimentBase(StrictModel):
                     f"{self.model.kind}",
                 )
             )
-        if self.model.kind == "conv2d" and self.data.name in ("mnist1d", "teacher"):
+        if self.model.kind == "conv2d" and not is_image_data(self.data):
             problems.append(
                 (
                     "model.kind",
@@ -140,6 +158,17 @@ class ExpandExperiment(_ExperimentBase):
                     "data.certify_fraction",
                     "an expand experiment needs a certificate split (examples the base never "
                     "trained on); use a value > 0",
+                )
+            )
+        certificate = self.data.certificate_examples()
+        if certificate is not None and certificate < 2 * self.expand.grad_batch_size:
+            problems.append(
+                (
+                    "data.certify_fraction",
+                    f"the certificate split would hold {certificate} of your "
+                    f"{self.data.train_size} training examples, fewer than 2 batches of "
+                    f"expand.grad_batch_size={self.expand.grad_batch_size}: raise "
+                    "data.certify_fraction or lower expand.grad_batch_size",
                 )
             )
         if self.expand.batch_arms == "on" and self.model.norm == "batch":
