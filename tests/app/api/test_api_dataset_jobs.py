@@ -52,7 +52,7 @@ def _upload(api: Api, path: Path) -> dict[str, Any]:
 def _refused(api: Api, spec: dict[str, Any]) -> str:
     response = api.client.post("/api/v1/jobs", json=spec, headers=api.auth)
     assert response.status_code == 422, response.text
-    return response.text
+    return str(response.text)
 
 
 @pytest.mark.timeout(600)

@@ -155,6 +155,11 @@ def _many_members(path: Path) -> Path:
     return write_tar(path, image_members(200, 1))
 
 
+def _missing_arrays(path: Path) -> Path:
+    np.savez(path, x=np.zeros(3))
+    return path
+
+
 def _undecodable(path: Path) -> Path:
     return write_tar(path, {**image_members(4, 1), "shapes/train/red/broken.png": b"not a png"})
 
@@ -204,7 +209,7 @@ HOSTILE: list[tuple[str, str, Callable[[Path], Path], int, str]] = [
     (
         "missing arrays",
         "missing.npz",
-        lambda p: (np.savez(p, x=np.zeros(3)), p)[1],
+        _missing_arrays,
         422,
         "lacks x_train",
     ),
