@@ -84,9 +84,13 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
         f"(val risk {fmt('val_risk')}, train risk {fmt('train_risk')})"
     )
     if result.get("kind") == "expand":
+        from expansion.results.answer import answer_line
         from expansion.results.report import position_table
 
         print(position_table(result))
+        print(f"results in {out / 'result.json'}")
+        print(answer_line(result.get("answer")))
+        return
     print(f"results in {out / 'result.json'}")
 
 

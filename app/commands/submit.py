@@ -57,7 +57,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
 def handle(args: argparse.Namespace) -> int:
     """Submit the spec; with --wait, follow it to the end."""
     from app.client import ClientError, JumpboardClient
-    from app.commands.job_display import describe_job, wait_for_job
+    from app.commands.job_display import describe_job, final_lines, wait_for_job
     from app.commands.server_discovery import (
         EXIT_JOB_UNSUCCESSFUL,
         client_failure,
@@ -87,6 +87,8 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps(job, indent=2))
     elif args.wait:
         print(f"{describe_job(job)} (waited {time.monotonic() - started:.1f}s)")
+        for line in final_lines(job):
+            print(line)
     if not args.wait:
         return 0
     return 0 if job["status"] == "succeeded" else EXIT_JOB_UNSUCCESSFUL

@@ -338,10 +338,55 @@ def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]
     return f"the certificate's verdict is {NOT_AVAILABLE}"
 
 
+def _gain_phrase(gain: float, ci: Sequence[float | None]) -> str:
+    """ "lowered test risk by 0.04 nats [0.01, 0.09]" (or raised, the interval flipped)."""
+    lo, hi = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
+    shown = [lo, hi] if gain >= 0 else [None if hi is None else -hi, None if lo is None else -lo]
+    magnitude, interval = format_interval(abs(gain), shown)
+    return f"{'lowered' if gain >= 0 else 'raised'} test risk by {magnitude} nats {interval}"
+
+
+def answer_headline(answer: Mapping[str, Any], held: str) -> tuple[str, str]:
+    """The stored answer (expansion.results.answer) as the page's headline and its note."""
+    n = len(answer.get("positions_continued") or [])
+    seeds = int(answer.get("seeds") or 0)
+    level = f"{100 * float(answer.get('confidence') or 0.95):g}%"
+    best, gain = answer.get("best_position"), answer.get("best_gain")
+    if best is None or gain is None:
+        return f"No position was continued; {held}.", ""
+    phrase = _gain_phrase(float(gain), answer.get("best_gain_ci") or [None, None])
+    adjusted = f"{level}, adjusted for choosing among {n} positions, over {seeds} seeds"
+    if answer.get("recommended_position") is not None:
+        first = f"Insert at position {best}: it {phrase} against the control ({adjusted})"
+    else:
+        first = f"No position beats the control: the best, position {best}, {phrase} ({adjusted})"
+    parts = [first]
+    pooled = answer.get("pooled_gain")
+    if pooled is not None and n > 1:
+        pooled_phrase = _gain_phrase(float(pooled), answer.get("pooled_gain_ci") or [None, None])
+        parts.append(f"averaged over the {n} positions continued, inserting {pooled_phrase}")
+    differ = answer.get("positions_differ")
+    if differ is not None:
+        parts.append(
+            "the positions differ"
+            if differ == "shown"
+            else "no difference between positions was shown"
+        )
+    parts.append(held)
+    note = ""
+    if answer.get("recommended_position") is None:
+        note = "No adjusted interval lies above 0: this run cannot tell any insertion from the "
+        note += "control."
+    return "; ".join(parts) + ".", note
+
+
 def expand_headline(
     result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]
 ) -> tuple[str, str]:
-    """The expand job's answer in one sentence, with its interval, and a note on its reading."""
+    """The expand job's answer in one sentence, with its interval, and a note on its reading:
+    the stored answer where there is one, else (older results) the best continued position."""
+    if isinstance(result.get("answer"), dict):
+        return answer_headline(result["answer"], _count_held(result, positions))
     measured = [p for p in positions if p.get("gain_mean") is not None]
     held = _count_held(result, positions)
     if not measured:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.experiments.expand_answer import expand_answer
 from expansion.experiments.expand_base import BaseNetwork, obtain_base
 from expansion.experiments.expand_certificates import (
     certificate_examples,
@@ -168,7 +169,7 @@ def scan_stage(
         (bundle.x_val, bundle.y_val),
         list(range(model.num_positions)),
         e.seeds,
-        batch_size=e.grad_batch_size,
+        batch_size=spec.grad_batch_size,
         max_batches=e.grad_batches,
         shuffle_seed=spec.train.seed,
         on_batch=on_batch,
@@ -361,7 +362,7 @@ def run_expand(
 
     Stages, in order: data, the base (trained, or loaded from `base_checkpoint` with its
     optimizer state), scan and choice of positions, certificate, continuation, predictors,
-    per-position summary, the base's own risks.
+    per-position summary, the base's own risks, the answer (`expansion.results.answer`).
     """
     reporter = reporter or NullReporter()
     out_dir = Path(out_dir)
@@ -401,6 +402,14 @@ def run_expand(
     t0 = time.perf_counter()
     risks = base_risks(base.model, bundle)
     timings["evaluate_s"] = time.perf_counter() - t0
+    answer = expand_answer(
+        continued.continuation.differences,
+        scanned.chosen,
+        e.seeds,
+        scanned.summary["positions"],
+        confidence=e.confidence,
+        min_effect=e.min_effect,
+    )
     timings["total_s"] = time.perf_counter() - started
     keys = [(p, s) for p in scanned.chosen for s in e.seeds]
     result = json_safe_record(
@@ -418,6 +427,7 @@ def run_expand(
             "continue_lr": scanned.lr,
             "continuation_curves": continued.curves,
             "continuation_batched": continued.batched,
+            "answer": answer,
         }
     )
     write_result(out_dir, result)

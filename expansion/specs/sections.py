@@ -90,6 +90,8 @@ class DataSpec(StrictModel):
 
 DEFAULT_CERTIFY_FRACTION = 0.2
 """Certificate split of an `expand` experiment when `data.certify_fraction` is not given."""
+MAX_GRAD_BATCH_SIZE = 256
+"""Largest derived `expand.grad_batch_size` (and the teacher task's)."""
 
 
 class ModelSpec(StrictModel):
@@ -258,8 +260,11 @@ class ExpandSpec(StrictModel):
     """The certificate's minimum effect, in nats of cross-entropy: the certificate `holds` when
     the interval of the jumpboard model's population risk decrease lies above it, `fails` when
     the interval lies below it, and is `undecided` otherwise. 0 asks only for a decrease."""
-    grad_batch_size: int = Field(256, ge=2, le=65_536)
-    """Batch size of the per-batch gradients behind the unbiased estimate."""
+    grad_batch_size: int | None = Field(None, ge=2, le=65_536)
+    """Batch size of the per-batch gradients behind the unbiased estimate. None = derived
+    from the certificate split: the largest size (at most 256) that gives it
+    `min_certificate_batches` batches (256 for `teacher`, whose certificate samples are
+    fresh)."""
     grad_batches: int | None = Field(None, ge=2, le=100_000)
     """At most this many batches, on the training set (for g_train) and on the certificate
     split (n of the certificate); None = all of each (`teacher`: 16 fresh certificate
