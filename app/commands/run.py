@@ -104,6 +104,11 @@ def handle(args: argparse.Namespace) -> int:
             f"{args.out} already holds a result (result.json): choose another --out, "
             "or pass --force to overwrite it"
         )
+    if spec.kind == "expand" and spec.expand.base_job is not None:
+        raise CliError(
+            "expand.base_job names a job of the service: submit it (jumpboard submit), or run "
+            "here with --base CKPT (that job's base.ckpt) instead"
+        )
     if args.base is not None:
         if spec.kind != "expand":
             raise CliError(f"--base applies to kind expand, not {spec.kind}")

@@ -30,7 +30,30 @@ def register(subparsers: Any) -> None:
         "--wait", action="store_true", help="show progress until the job ends; exit 0 on success"
     )
     parser.add_argument("--json", action="store_true", help="print the job as JSON")
+    parser.add_argument(
+        "--base-job",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="kind expand: expand the trained network of this finished job (train, expand or "
+        "grow) instead of training a base; model, data and train default to that job's",
+    )
     parser.set_defaults(handler=handle)
+
+
+def with_base_job(spec: dict[str, Any], base_job: int | None) -> dict[str, Any]:
+    """The spec with `expand.base_job` set from `--base-job`; CliError for another kind."""
+    if base_job is None:
+        return spec
+    if spec.get("kind") != "expand":
+        raise CliError(f"--base-job applies to kind expand, not {spec.get('kind', 'train')}")
+    if base_job < 1:
+        raise CliError("--base-job: a job id is a positive integer")
+    expand = spec.get("expand")
+    return {
+        **spec,
+        "expand": {**(expand if isinstance(expand, dict) else {}), "base_job": base_job},
+    }
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -65,7 +88,7 @@ def handle(args: argparse.Namespace) -> int:
         resolve_token,
     )
 
-    spec = read_spec_file(args.spec)
+    spec = with_base_job(read_spec_file(args.spec), args.base_job)
     server = resolve_server(args.server)
     token = resolve_token(args.token, server)
     if token is None:

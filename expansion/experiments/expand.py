@@ -31,6 +31,7 @@ from expansion.experiments.expand_certificates import (
     certificate_gradients,
     seed_certificates,
 )
+from expansion.experiments.expand_keep import keep_expanded
 from expansion.experiments.position_choice import (
     choose_positions,
     selection_record,
@@ -410,6 +411,9 @@ def run_expand(
         confidence=e.confidence,
         min_effect=e.min_effect,
     )
+    t0 = time.perf_counter()
+    expanded = keep_expanded(spec, base, bundle, answer, scanned.lr, out_dir)
+    timings["keep_expanded_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     keys = [(p, s) for p in scanned.chosen for s in e.seeds]
     result = json_safe_record(
@@ -419,7 +423,8 @@ def run_expand(
             "parameters": count_parameters(base.model),
             "curves": base.curves,
             "timings": timings,
-            "artifacts": base.artifacts,
+            "artifacts": [*base.artifacts, *([expanded["file"]] if expanded else [])],
+            "expanded_checkpoint": expanded,
             "scan": scanned.summary,
             "insertions": [records[k] for k in keys],
             "positions": position_rows(spec, scanned, records, continued),

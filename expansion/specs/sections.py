@@ -274,6 +274,11 @@ class ExpandSpec(StrictModel):
     nothing (`not_shown`). The certificate in nats uses every certificate example instead."""
     line_search_points: int = Field(8, ge=2, le=64)
     """Step sizes tried on validation data for the jumpboard model."""
+    base_job: int | None = Field(None, ge=1, le=2**31 - 1)
+    """Expand the base network of this finished job (train, expand or grow) instead of
+    training one; the service resolves it when the job is submitted (its model, data and train
+    sections are taken from that job where this spec leaves them out, and must match).
+    `jumpboard run` takes a checkpoint file instead (`--base`)."""
 
     @field_validator("by")
     @classmethod

@@ -125,7 +125,7 @@ def submit_job(
     """Queue an experiment: the body is a spec, or `{"spec": ..., "priority": n}`."""
     raw, priority = _split_submission(body)
     try:
-        spec = accept_spec(raw, settings)
+        spec = accept_spec(raw, settings, session)
     except SpecError as exc:
         raise _spec_problems(exc.problems) from None
     job = enqueue_job(
