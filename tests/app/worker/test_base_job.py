@@ -19,6 +19,7 @@ from app.db.session import session_factory
 from app.settings import Settings
 from app.tokens import create_token
 from app.worker.loop import Worker
+from expansion.progress import ProgressReporter
 
 TRAIN_SPEC: dict[str, Any] = {
     "kind": "train",
@@ -121,3 +122,21 @@ def test_an_expand_job_expands_a_finished_train_job(api: Api, tmp_path: Path) ->
     rerun = yaml.safe_load((out / "result.json").read_text())
     assert rerun["timings"]["train_s"] == 0.0
     assert len(rerun["scan"]["positions"]) == 4
+
+
+def base_then_failure(
+    spec: dict[str, Any], out_dir: Path, reporter: ProgressReporter, *, data_dir: Path | None
+) -> dict[str, Any]:
+    """Trains a 'base' (writes base.ckpt), then fails as a late problem would."""
+    (out_dir / "base.ckpt").write_bytes(b"trained weights")
+    raise ValueError("failed after training")
+
+
+def test_a_job_failing_after_training_keeps_its_base(api: Api) -> None:
+    client, auth, settings = api
+    job_id = submit(api, {"kind": "expand", "data": {"name": "digits"}}).json()["id"]
+    assert Worker(settings, runner=base_then_failure, poll_seconds=0.1).run(max_jobs=1) == 1
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
+    assert job["status"] == "failed" and "failed after training" in job["error"]
+    listed = client.get(f"/api/v1/jobs/{job_id}/artifacts", headers=auth).json()["items"]
+    assert [a["name"] for a in listed] == ["base.ckpt"]
