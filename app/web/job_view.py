@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -33,6 +34,7 @@ from app.web.charts import (
 )
 from app.web.results import positions_from_insertions
 from expansion.results.older_results import current_record, current_result
+from expansion.results.result_file import PARTIAL_RESULT_FILE
 from expansion.results.result_file import finite_or_none as _num
 
 HEADLINE_RESAMPLES = 200
@@ -610,9 +612,23 @@ def _drift_warnings(rows: Sequence[InsertionRow]) -> list[str]:
     ]
 
 
-def build_job_view(session: Session, job: Job) -> JobView:
-    """Assemble the job page for `job`."""
-    result: dict[str, Any] = current_result(job.result or {})
+def partial_result(job: Job, job_dir: Path | None) -> dict[str, Any]:
+    """What a running expand job has finished so far (its scan, then its certificate records),
+    from the partial result file in its folder; {} when there is none or it is unreadable."""
+    if job_dir is None or job.kind != "expand" or job.status != "running":
+        return {}
+    try:
+        loaded = json.loads((job_dir / PARTIAL_RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def build_job_view(session: Session, job: Job, job_dir: Path | None = None) -> JobView:
+    """Assemble the job page for `job` (a running expand job's finished stages from the
+    partial result in `job_dir`)."""
+    finished = bool(job.result)
+    result: dict[str, Any] = current_result(job.result or partial_result(job, job_dir))
     stored_points: Sequence[tuple[int, str, str, float]] = [
         (step, split, name, value)
         for step, split, name, value in session.execute(
@@ -649,10 +665,10 @@ def build_job_view(session: Session, job: Job) -> JobView:
     else:
         headline, note = train_headline(job, result)
     selection = ""
-    if job.kind == "expand" and result:
+    if job.kind == "expand" and finished:
         calibration = calibration_for_job(session, job, resamples=HEADLINE_RESAMPLES)
         selection = selection_sentence(job, result, calibration)
-    if not result:  # queued, running or failed: no answer to state
+    if not finished:  # queued, running or failed: no answer to state
         headline, note = "", ""
     continuation = _continuation_series(result, stored_points) if job.kind == "expand" else {}
     grow_curves: dict[str, list[tuple[float, float]]] = {}

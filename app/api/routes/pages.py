@@ -151,12 +151,15 @@ def _not_found(request: Request, message: str) -> HTMLResponse:
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse:
-    """One job: spec, state, summary, curves, insertion chart and records, artifacts."""
+def job_page(
+    job_id: int, request: Request, session: SessionDep, settings: SettingsDep
+) -> HTMLResponse:
+    """One job: spec, state, summary, curves, insertion chart and records, artifacts (a running
+    expand job's finished stages included)."""
     job = session.get(Job, job_id)
     if job is None:
         return _not_found(request, f"There is no job {job_id}.")
-    view = build_job_view(session, job)
+    view = build_job_view(session, job, settings.job_dir(job.id))
     return templates.TemplateResponse(
         request,
         "job.html",
