@@ -29,6 +29,7 @@ from app.web.charts import (
     curve_chart,
     curves_from_result,
     depth_chart,
+    heldout_gain_chart,
     insertion_chart,
     split_curves,
 )
@@ -151,6 +152,8 @@ class JobView:
     loss_chart: Chart
     accuracy_chart: Chart
     continuation_chart: Chart | None
+    heldout_chart: Chart | None
+    """Control minus expanded held-out risk per position with a band over seeds (expand)."""
     insertion_chart: Chart | None
     depth_chart: Chart | None
     grow_curves_chart: Chart | None
@@ -700,6 +703,11 @@ def build_job_view(session: Session, job: Job, job_dir: Path | None = None) -> J
         ),
         continuation_chart=(
             continuation_chart("continuation-chart", continuation) if job.kind == "expand" else None
+        ),
+        heldout_chart=(
+            heldout_gain_chart("heldout-chart", [r.record for r in stored_insertions])
+            if job.kind == "expand" and stored_insertions
+            else None
         ),
         insertion_chart=insertion_chart("insertion-chart", positions) if positions else None,
         depth_chart=depth_chart("depth-chart", grow.events, job.spec) if grow else None,
