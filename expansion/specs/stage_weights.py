@@ -26,6 +26,12 @@ TRAINING_OVERHEAD = 2.0
 """Base training's time per FLOP relative to the continuation's: Lightning's per-step work,
 validation every epoch and augmentation (the default job's base took 7% of its time where
 FLOPs say 3%, the converged example's 28% where they say 18%: docs/benchmarks.md)."""
+SCAN_OVERHEAD = 3.0
+"""The scan's time per FLOP relative to the continuation's: many small evaluations (every
+(position, seed)'s line search and certificate); the default job's scan took 6-12% of its
+time where FLOPs say 2.5% (docs/benchmarks.md, issue 21: fitted on those two runs)."""
+CERTIFY_OVERHEAD = 1.5
+"""The certificate stage's, likewise (3-4% measured where FLOPs say 2.3%)."""
 EXPAND_STAGES = ("train", "scan", "certify", "continue", "predictors", "keep")
 """The stages weighed, in the order they run."""
 
@@ -61,9 +67,12 @@ def stage_weights(spec: ExpandExperiment, base_given: bool = False) -> dict[str,
         "train": 0.0
         if base_given
         else TRAINING_OVERHEAD * 3.0 * base_f * sizes.train * spec.train.epochs,
-        "scan": 3.0 * base_f * (sizes.train + certify)
-        + scanned * base_f * (e.line_search_points * sizes.val + certify),
-        "certify": chosen * seeds * 3.0 * expanded_f * test,
+        "scan": SCAN_OVERHEAD
+        * (
+            3.0 * base_f * (sizes.train + certify)
+            + scanned * base_f * (e.line_search_points * sizes.val + certify)
+        ),
+        "certify": CERTIFY_OVERHEAD * chosen * seeds * 3.0 * expanded_f * test,
         "continue": (chosen + 1) * seeds * (3.0 * expanded_f * steps * batch + expanded_f * test),
         "predictors": chosen * seeds * 3.0 * expanded_f * probe * batch,
         "keep": 3.0 * expanded_f * steps * batch,
