@@ -273,10 +273,18 @@ def results_page(
     )
 
 
+MAX_JOB_ID = 2**31 - 1
+
+
 @router.get("/submit", response_class=HTMLResponse)
-def submit_form(request: Request) -> HTMLResponse:
-    """The spec submission form."""
-    return templates.TemplateResponse(request, "submit.html", {"spec": "", "problems": []})
+def submit_form(request: Request, base_job: str | None = None) -> HTMLResponse:
+    """The spec submission form; `?base_job=ID` fills in an expand spec of that job's network
+    (its model, data and train sections are taken from the job when the spec leaves them out)."""
+    spec = ""
+    job_id = int(base_job) if base_job is not None and base_job.isdigit() else 0
+    if 1 <= job_id <= MAX_JOB_ID:
+        spec = f"kind: expand\nname: expand job {job_id}\nexpand:\n  base_job: {job_id}\n"
+    return templates.TemplateResponse(request, "submit.html", {"spec": spec, "problems": []})
 
 
 @router.post("/submit", response_class=HTMLResponse)
