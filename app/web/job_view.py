@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,13 @@ from app.web.charts import (
     curve_chart,
     curves_from_result,
     depth_chart,
-    heldout_gain_chart,
     insertion_chart,
     split_curves,
 )
+from app.web.expand_answer_view import answer_headline, format_interval, partial_result
+from app.web.heldout_chart import heldout_gain_chart
 from app.web.results import positions_from_insertions
 from expansion.results.older_results import current_record, current_result
-from expansion.results.result_file import PARTIAL_RESULT_FILE
 from expansion.results.result_file import finite_or_none as _num
 
 HEADLINE_RESAMPLES = 200
@@ -297,21 +296,6 @@ def _insertion_rows(result: Mapping[str, Any], stored: Sequence[Insertion]) -> l
     return sorted(rows, key=lambda r: (r.position, r.seed))
 
 
-def format_interval(
-    value: float | None, ci: Sequence[float | None], unit: str = ""
-) -> tuple[str, str]:
-    """("0.012", "[0.004, 0.020]") with decimals set by the interval's width; n/a parts."""
-    lo, hi = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
-    if value is None:
-        return NOT_AVAILABLE, ""
-    if lo is not None and hi is not None and hi > lo:
-        # The interval's half-width sets the last shown decimal: 0.012 [0.004, 0.020].
-        digits = max(1, min(8, -math.floor(math.log10((hi - lo) / 2))))
-        shown = f"{value:.{digits}f}{unit}"
-        return shown, f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-    return f"{value:.3g}{unit}", f"[{NOT_AVAILABLE}]"
-
-
 def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]) -> str:
     """ "the certificate held at 1 of 5 positions (Holm)" from the family-wise verdicts of the
     scanned positions, else from the per-position verdicts (said to be uncorrected); for older
@@ -341,48 +325,6 @@ def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]
             f"{len(rows)} positions"
         )
     return f"the certificate's verdict is {NOT_AVAILABLE}"
-
-
-def _gain_phrase(gain: float, ci: Sequence[float | None]) -> str:
-    """ "lowered test risk by 0.04 nats [0.01, 0.09]" (or raised, the interval flipped)."""
-    lo, hi = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
-    shown = [lo, hi] if gain >= 0 else [None if hi is None else -hi, None if lo is None else -lo]
-    magnitude, interval = format_interval(abs(gain), shown)
-    return f"{'lowered' if gain >= 0 else 'raised'} test risk by {magnitude} nats {interval}"
-
-
-def answer_headline(answer: Mapping[str, Any], held: str) -> tuple[str, str]:
-    """The stored answer (expansion.results.answer) as the page's headline and its note."""
-    n = len(answer.get("positions_continued") or [])
-    seeds = int(answer.get("seeds") or 0)
-    level = f"{100 * float(answer.get('confidence') or 0.95):g}%"
-    best, gain = answer.get("best_position"), answer.get("best_gain")
-    if best is None or gain is None:
-        return f"No position was continued; {held}.", ""
-    phrase = _gain_phrase(float(gain), answer.get("best_gain_ci") or [None, None])
-    adjusted = f"{level}, adjusted for choosing among {n} positions, over {seeds} seeds"
-    if answer.get("recommended_position") is not None:
-        first = f"Insert at position {best}: it {phrase} against the control ({adjusted})"
-    else:
-        first = f"No position beats the control: the best, position {best}, {phrase} ({adjusted})"
-    parts = [first]
-    pooled = answer.get("pooled_gain")
-    if pooled is not None and n > 1:
-        pooled_phrase = _gain_phrase(float(pooled), answer.get("pooled_gain_ci") or [None, None])
-        parts.append(f"averaged over the {n} positions continued, inserting {pooled_phrase}")
-    differ = answer.get("positions_differ")
-    if differ is not None:
-        parts.append(
-            "the positions differ"
-            if differ == "shown"
-            else "no difference between positions was shown"
-        )
-    parts.append(held)
-    note = ""
-    if answer.get("recommended_position") is None:
-        note = "No adjusted interval lies above 0: this run cannot tell any insertion from the "
-        note += "control."
-    return "; ".join(parts) + ".", note
 
 
 def expand_headline(
@@ -613,18 +555,6 @@ def _drift_warnings(rows: Sequence[InsertionRow]) -> list[str]:
         f"(> {DRIFT_LIMIT:g}): it is not function-preserving, so the certificate's premise fails"
         for p, d in sorted(by_position.items())
     ]
-
-
-def partial_result(job: Job, job_dir: Path | None) -> dict[str, Any]:
-    """What a running expand job has finished so far (its scan, then its certificate records),
-    from the partial result file in its folder; {} when there is none or it is unreadable."""
-    if job_dir is None or job.kind != "expand" or job.status != "running":
-        return {}
-    try:
-        loaded = json.loads((job_dir / PARTIAL_RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def build_job_view(session: Session, job: Job, job_dir: Path | None = None) -> JobView:
