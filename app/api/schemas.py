@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from app.db.enums import JobKind, JobStatus
 from app.tokens import TokenScope, parse_expiry
@@ -70,6 +70,12 @@ class JobOut(BaseModel):
         None,
         validation_alias="result",
         description="Headline numbers of a finished job (test risk/error, parameters...).",
+    )
+    answer: dict[str, Any] | None = Field(
+        None,
+        validation_alias=AliasPath("result", "answer"),
+        description="An expand job's answer (expansion.results.answer.Answer): where to insert "
+        "and what it buys, with selection-adjusted intervals, and the certificate's counts.",
     )
     parent_id: int | None = Field(
         None, description="The sweep this job is a grid point of (kind sweep_point)."

@@ -31,7 +31,30 @@ def register(subparsers: Any) -> None:
         "--wait", action="store_true", help="show progress until the job ends; exit 0 on success"
     )
     parser.add_argument("--json", action="store_true", help="print the job as JSON")
+    parser.add_argument(
+        "--base-job",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="kind expand: expand the trained network of this finished job (train, expand or "
+        "grow) instead of training a base; model, data and train default to that job's",
+    )
     parser.set_defaults(handler=handle)
+
+
+def with_base_job(spec: dict[str, Any], base_job: int | None) -> dict[str, Any]:
+    """The spec with `expand.base_job` set from `--base-job`; CliError for another kind."""
+    if base_job is None:
+        return spec
+    if spec.get("kind") != "expand":
+        raise CliError(f"--base-job applies to kind expand, not {spec.get('kind', 'train')}")
+    if base_job < 1:
+        raise CliError("--base-job: a job id is a positive integer")
+    expand = spec.get("expand")
+    return {
+        **spec,
+        "expand": {**(expand if isinstance(expand, dict) else {}), "base_job": base_job},
+    }
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -90,7 +113,7 @@ def handle(args: argparse.Namespace) -> int:
     """Submit the spec; with --wait, follow it to the end. Local `npz`/`folder` data is
     uploaded first and the spec names the uploaded data set."""
     from app.client import ClientError, JumpboardClient
-    from app.commands.job_display import describe_job, wait_for_job
+    from app.commands.job_display import describe_job, final_lines, wait_for_job
     from app.commands.server_discovery import (
         EXIT_JOB_UNSUCCESSFUL,
         client_failure,
@@ -98,7 +121,7 @@ def handle(args: argparse.Namespace) -> int:
         resolve_token,
     )
 
-    spec = read_spec_file(args.spec)
+    spec = with_base_job(read_spec_file(args.spec), args.base_job)
     server = resolve_server(args.server)
     token = resolve_token(args.token, server)
     if token is None:
@@ -121,6 +144,8 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps(job, indent=2))
     elif args.wait:
         print(f"{describe_job(job)} (waited {time.monotonic() - started:.1f}s)")
+        for line in final_lines(job):
+            print(line)
     if not args.wait:
         return 0
     return 0 if job["status"] == "succeeded" else EXIT_JOB_UNSUCCESSFUL

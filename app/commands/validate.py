@@ -22,6 +22,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help='print {"valid", "problems", "spec", "cost"} as JSON (exit 1 when invalid)',
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="kind expand: also check this base checkpoint against the spec (model and data "
+        "splits, as `run --base` would) without training anything",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -39,6 +47,24 @@ def read_resolved_spec(path: Path) -> Any:
     except DataProblem as exc:
         print(f"{path}: data.path: {exc.reason}")
         raise CliError(f"{path}: the data cannot be used", code=1) from None
+
+
+def check_base(spec: Any, path: Path) -> None:
+    """CliError naming what differs when the checkpoint at `path` cannot serve as the spec's
+    base (the checks `run --base` makes when it loads it)."""
+    if spec.kind != "expand":
+        raise CliError(f"--base applies to kind expand, not {spec.kind}")
+    if not path.is_file():
+        raise CliError(f"--base: no checkpoint file {path}")
+    import torch
+
+    from expansion.experiments.expand_base import load_base
+    from expansion.models.checkpoint import CheckpointError
+
+    try:
+        load_base(path, spec, torch.device("cpu"))
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
 
 
 def load_spec_file(path: Path) -> Any:
@@ -100,6 +126,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         return _handle_json(args.spec)
     spec = load_spec_file(args.spec)
+    if getattr(args, "base", None) is not None:
+        check_base(spec, args.base)
     m = spec.model
     print(
         f"{args.spec}: valid {spec.kind} spec: {m.kind} width {m.width} depth {m.depth}"

@@ -352,6 +352,10 @@ def _end_attempt(
     )
 
 
+KEPT_ON_FAILURE = ("base.ckpt",)
+"""Files a failed job keeps as artifacts: a base trained before the failure is not lost."""
+
+
 def _postgresql_engine(session_factory: sessionmaker[Session]) -> Engine | None:
     """The factory's engine when it is PostgreSQL's (the one-statement finish), else None."""
     engine: Engine = session_factory.kw["bind"]
@@ -378,13 +382,19 @@ def _finish(
     status: JobStatus,
     values: dict[str, Any],
     metrics: Sequence[MetricPoint],
+    artifacts: Sequence[dict[str, Any]] = (),
 ) -> bool:
     engine = _postgresql_engine(session_factory)
 
     def write(retried: bool) -> bool:
         if engine is not None:  # one round trip (app.queue.finish_statement)
-            params = end_attempt_params(claim, status, values, metrics, utcnow())
-            if end_attempt(engine, _END_KINDS[status], params):
+            params = end_attempt_params(
+                claim, status, values, metrics, utcnow(), artifacts=artifacts
+            )
+            kind = _END_KINDS[status]
+            if kind is EndKind.FAILURE and artifacts:
+                kind = EndKind.FAILURE_KEEPING_ARTIFACTS
+            if end_attempt(engine, kind, params):
                 return True
             return retried and _ended_by_this_claim(session_factory, claim, status)
         with session_factory() as session:
@@ -393,6 +403,11 @@ def _finish(
                 session.rollback()
                 return retried and _already_ended(session, claim, status)
             _store_attempt_metrics(session, claim, metrics)
+            if artifacts:
+                session.execute(delete(Artifact).where(Artifact.job_id == claim.job_id))
+                session.execute(
+                    insert(Artifact), [{"job_id": claim.job_id, **a} for a in artifacts]
+                )
             session.commit()
         return True
 
@@ -408,15 +423,20 @@ def fail_job(
     error: str,
     *,
     metrics: Sequence[MetricPoint] = (),
+    job_dir: Path | None = None,
 ) -> bool:
-    """Mark the job failed for good with `error` as the reason; False when the lease is lost."""
+    """Mark the job failed for good with `error` as the reason, keeping as artifacts the files
+    of KEPT_ON_FAILURE found in `job_dir` (a trained base); False when the lease is lost."""
     first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
+    present = [n for n in KEPT_ON_FAILURE if job_dir is not None and (job_dir / n).is_file()]
+    kept = describe_artifacts(job_dir, present) if job_dir is not None else []
     return _finish(
         session_factory,
         claim,
         JobStatus.FAILED,
         {"error": error, "stage": "failed", "message": first_line[:500]},
         metrics,
+        kept,
     )
 
 

@@ -1,6 +1,7 @@
 """Ending an attempt on PostgreSQL in one round trip: one autocommitted statement that sets the
 job's final status under its lease and, in the same atomic statement, drops an earlier
-attempt's rows and stores this attempt's metrics (and, on success, insertion and artifact rows).
+attempt's rows and stores this attempt's metrics (and, on success, insertion and artifact rows;
+on a failure that keeps a trained base, its artifact rows).
 
 The ORM path (`app.queue.finish`) took seven round trips per finish (BEGIN, the guarded UPDATE,
 four DELETEs, COMMIT), each statement built afresh. Here the statement text is built once per
@@ -35,6 +36,8 @@ class EndKind(enum.Enum):
 
     SUCCESS = "success"
     FAILURE = "failure"
+    FAILURE_KEEPING_ARTIFACTS = "failure_keeping_artifacts"
+    """A failure that keeps files as artifacts (a base trained before it: KEPT_ON_FAILURE)."""
     CANCELLED = "cancelled"
 
 
@@ -45,6 +48,7 @@ _COMMON_SET = (
 _KIND_SET = {
     EndKind.SUCCESS: ", result = CAST(%(result)s AS jsonb), progress = 1.0",
     EndKind.FAILURE: ", error = %(error)s",
+    EndKind.FAILURE_KEEPING_ARTIFACTS: ", error = %(error)s",
     EndKind.CANCELLED: "",
 }
 
@@ -98,14 +102,17 @@ def end_attempt_sql(kind: EndKind) -> str:
             """old_insertions AS (
     DELETE FROM insertions i USING ended WHERE i.job_id = ended.id RETURNING 1
 )""",
-            """old_artifacts AS (
-    DELETE FROM artifacts a USING ended WHERE a.job_id = ended.id RETURNING 1
-)""",
             f"""added_insertions AS (
     INSERT INTO insertions ({columns})
     SELECT {row_columns}
     FROM ended, jsonb_populate_recordset(NULL::insertions, CAST(%(insertions)s AS jsonb)) r
     WHERE (SELECT count(*) FROM old_insertions) >= 0
+)""",
+        ]
+    if kind in (EndKind.SUCCESS, EndKind.FAILURE_KEEPING_ARTIFACTS):
+        parts += [
+            """old_artifacts AS (
+    DELETE FROM artifacts a USING ended WHERE a.job_id = ended.id RETURNING 1
 )""",
             """added_artifacts AS (
     INSERT INTO artifacts (job_id, name, path, size, sha256)
@@ -163,6 +170,7 @@ def end_attempt_params(
         params["insertions"] = _json(list(insertions))
         params["artifacts"] = _json(list(artifacts))
     if "error" in values:
+        params["artifacts"] = _json(list(artifacts))
         params["error"] = values["error"]
     return params
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.services.base_job import base_job_problems, with_base_job
 from app.services.datasets import UploadedDataProblem, resolve_uploaded
 from app.settings import Settings
 from expansion.specs.budget import budget_problems
@@ -29,7 +30,10 @@ def accept_spec(raw: Any, settings: Settings, session: Session | None = None) ->
     `SpecError` listing every problem, one `field: reason` line each.
 
     A spec naming an uploaded data set needs `session`: the data set's row is share-locked
-    (PostgreSQL) until the caller commits the job, so it cannot be deleted in between."""
+    (PostgreSQL) until the caller commits the job, so it cannot be deleted in between. With a
+    `session`, an `expand.base_job` is resolved and checked too (`app.services.base_job`)."""
+    if session is not None:
+        raw = with_base_job(session, raw)
     data = raw.get("data") if isinstance(raw, dict) else None
     if isinstance(data, dict) and data.get("name") in LOCAL_ONLY_DATA:
         raise SpecError(
@@ -45,6 +49,8 @@ def accept_spec(raw: Any, settings: Settings, session: Session | None = None) ->
         raise SpecError([str(exc)]) from None
     spec = parse_spec(raw)
     problems = budget_problems(spec, settings.compute_limits())
+    if session is not None:
+        problems += base_job_problems(session, spec, settings.artifact_dir)
     if problems:
         raise SpecError(problems)
     return spec

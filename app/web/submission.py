@@ -47,7 +47,8 @@ def parse_spec_text(text: str) -> dict[str, Any]:
 def validated_spec(
     raw: dict[str, Any], settings: Settings, session: Session | None = None
 ) -> AnyExperiment:
-    """The experiment the form describes, after the spec and compute-budget checks."""
+    """The experiment the form describes, after the spec and compute-budget checks (and, with
+    a session, the base job's)."""
     try:
         return accept_spec(raw, settings, session)
     except SpecError as exc:

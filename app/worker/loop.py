@@ -583,7 +583,7 @@ class Worker:
         else:
             reason = error = crash_reason(exitcode)
         log.warning("job %s failed: %s", claim.job_id, reason)
-        ok = queue.fail_job(self.sessions, claim, error, metrics=state.metrics)
+        ok = queue.fail_job(self.sessions, claim, error, metrics=state.metrics, job_dir=out_dir)
         return JobOutcome(OutcomeStatus.FAILED, reason, recorded=ok)
 
 

@@ -21,10 +21,9 @@ from expansion.specs.experiments import (
 )
 from expansion.specs.grid import expand_sweep
 from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
+from expansion.specs.split_sizes import TEST_SIZES as _TEST_SIZES
+from expansion.specs.split_sizes import TRAIN_POOL_SIZES as _TRAIN_SIZES
 
-# Training-set sizes before the validation split (docs/design.md 2).
-_TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000, "cifar100": 50_000}
-_TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10_000, "cifar100": 10_000}
 _BYTES_PER_FLOAT = 4
 _BYTES_PER_LABEL = 8
 
@@ -186,7 +185,7 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
             2 * len(e.seeds) * n_pos * e.continue_steps * spec.train.batch_size * (train_step_flops)
         )
         _, _, expanded_act = _network_cost(spec, spec.model.total_blocks + 1)
-        step_act, step_batch = expanded_act, max(step_batch, e.grad_batch_size)
+        step_act, step_batch = expanded_act, max(step_batch, spec.grad_batch_size)
     if isinstance(spec, GrowExperiment):
         _, grown_flops, grown_act = _network_cost(spec, spec.grow.target_depth)
         # grown network for the whole run is an upper bound; controls add two more runs

@@ -16,6 +16,7 @@ from expansion.specs.problems import raise_problems
 from expansion.specs.sections import (
     DEFAULT_CERTIFY_FRACTION,
     IMAGE_DATASETS,
+    MAX_GRAD_BATCH_SIZE,
     USER_DATASETS,
     DataSpec,
     ExpandSpec,
@@ -27,6 +28,7 @@ from expansion.specs.sections import (
     input_shape,
     is_image_data,
 )
+from expansion.specs.split_sizes import split_sizes
 
 ExperimentKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
 
@@ -142,8 +144,53 @@ class ExpandExperiment(_ExperimentBase):
             return {**raw, "data": {**data, "certify_fraction": DEFAULT_CERTIFY_FRACTION}}
         return raw
 
+    @model_validator(mode="after")
+    def _derive_grad_batch_size(self) -> ExpandExperiment:
+        # Filled in, so that the stored spec says which batch size the job used.
+        if self.expand.grad_batch_size is None:
+            self.expand.grad_batch_size = self.grad_batch_size
+        return self
+
+    @property
+    def grad_batch_size(self) -> int:
+        """`expand.grad_batch_size`, or, unset, the largest size up to MAX_GRAD_BATCH_SIZE
+        that gives the certificate split `expand.min_certificate_batches` batches (at least
+        2; a split too small for that is a problem `validate` names)."""
+        if self.expand.grad_batch_size is not None:
+            return self.expand.grad_batch_size
+        if self.data.name == "teacher":
+            return MAX_GRAD_BATCH_SIZE
+        certify = split_sizes(self.data).certify
+        return max(2, min(MAX_GRAD_BATCH_SIZE, certify // self.expand.min_certificate_batches))
+
+    def _certificate_split_problems(self) -> list[tuple[str, str]]:
+        if self.data.name == "teacher" or not self.data.certify_fraction:
+            return []
+        certify = split_sizes(self.data).certify
+        size = self.grad_batch_size
+        if certify // size >= 2:
+            return []
+        field = "expand.grad_batch_size" if self.expand.grad_batch_size else "data.certify_fraction"
+        return [
+            (
+                field,
+                f"the certificate split has {certify} samples, fewer than 2 batches of "
+                f"expand.grad_batch_size={size}: raise data.certify_fraction or lower "
+                "expand.grad_batch_size",
+            )
+        ]
+
     def _cross_section_problems(self) -> list[tuple[str, str]]:
         problems = super()._cross_section_problems()
+        problems += self._certificate_split_problems()
+        if self.expand.select == "top_k" and self.expand.top_k > self.model.num_positions:
+            problems.append(
+                (
+                    "expand.top_k",
+                    f"top_k {self.expand.top_k} is more than the {self.model.num_positions} "
+                    "positions model.depth and model.stages give",
+                )
+            )
         if self.data.name == "teacher":
             if self.data.certify_fraction:
                 problems.append(
@@ -158,17 +205,6 @@ class ExpandExperiment(_ExperimentBase):
                     "data.certify_fraction",
                     "an expand experiment needs a certificate split (examples the base never "
                     "trained on); use a value > 0",
-                )
-            )
-        certificate = self.data.certificate_examples()
-        if certificate is not None and certificate < 2 * self.expand.grad_batch_size:
-            problems.append(
-                (
-                    "data.certify_fraction",
-                    f"the certificate split would hold {certificate} of your "
-                    f"{self.data.train_size} training examples, fewer than 2 batches of "
-                    f"expand.grad_batch_size={self.expand.grad_batch_size}: raise "
-                    "data.certify_fraction or lower expand.grad_batch_size",
                 )
             )
         if self.expand.batch_arms == "on" and self.model.norm == "batch":

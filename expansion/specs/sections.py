@@ -158,13 +158,6 @@ class DataSpec(StrictModel):
             )
         return problems or self._split_problems()
 
-    def certificate_examples(self) -> int | None:
-        """Examples of the certificate split of your own data (None for built-in data)."""
-        if self.train_size is None or self.name not in USER_DATASETS:
-            return None
-        n = min(self.train_size, self.max_train_samples or self.train_size)
-        return round(n * (self.certify_fraction or 0.0))
-
     def _split_problems(self) -> list[tuple[str, str]]:
         """Too few examples of your own data for the splits this spec asks for."""
         if self.train_size is None:
@@ -196,6 +189,8 @@ class DataSpec(StrictModel):
 
 DEFAULT_CERTIFY_FRACTION = 0.2
 """Certificate split of an `expand` experiment when `data.certify_fraction` is not given."""
+MAX_GRAD_BATCH_SIZE = 256
+"""Largest derived `expand.grad_batch_size` (and the teacher task's)."""
 
 
 class ModelSpec(StrictModel):
@@ -378,8 +373,11 @@ class ExpandSpec(StrictModel):
     """The certificate's minimum effect, in nats of cross-entropy: the certificate `holds` when
     the interval of the jumpboard model's population risk decrease lies above it, `fails` when
     the interval lies below it, and is `undecided` otherwise. 0 asks only for a decrease."""
-    grad_batch_size: int = Field(256, ge=2, le=65_536)
-    """Batch size of the per-batch gradients behind the unbiased estimate."""
+    grad_batch_size: int | None = Field(None, ge=2, le=65_536)
+    """Batch size of the per-batch gradients behind the unbiased estimate. None = derived
+    from the certificate split: the largest size (at most 256) that gives it
+    `min_certificate_batches` batches (256 for `teacher`, whose certificate samples are
+    fresh)."""
     grad_batches: int | None = Field(None, ge=2, le=100_000)
     """At most this many batches, on the training set (for g_train) and on the certificate
     split (n of the certificate); None = all of each (`teacher`: 16 fresh certificate
@@ -389,6 +387,11 @@ class ExpandSpec(StrictModel):
     nothing (`not_shown`). The certificate in nats uses every certificate example instead."""
     line_search_points: int = Field(8, ge=2, le=64)
     """Step sizes tried on validation data for the jumpboard model."""
+    base_job: int | None = Field(None, ge=1, le=2**31 - 1)
+    """Expand the base network of this finished job (train, expand or grow) instead of
+    training one; the service resolves it when the job is submitted (its model, data and train
+    sections are taken from that job where this spec leaves them out, and must match).
+    `jumpboard run` takes a checkpoint file instead (`--base`)."""
 
     @field_validator("by")
     @classmethod

@@ -159,11 +159,12 @@ def _not_found(request: Request, message: str) -> HTMLResponse:
 def job_page(
     job_id: int, request: Request, session: SessionDep, settings: SettingsDep
 ) -> HTMLResponse:
-    """One job: spec, state, summary, curves, insertion chart and records, artifacts."""
+    """One job: spec, state, summary, curves, insertion chart and records, artifacts (a running
+    expand job's finished stages included)."""
     job = session.get(Job, job_id)
     if job is None:
         return _not_found(request, f"There is no job {job_id}.")
-    view = build_job_view(session, job)
+    view = build_job_view(session, job, settings.job_dir(job.id))
     return templates.TemplateResponse(
         request,
         "job.html",
@@ -278,10 +279,18 @@ def results_page(
     )
 
 
+MAX_JOB_ID = 2**31 - 1
+
+
 @router.get("/submit", response_class=HTMLResponse)
-def submit_form(request: Request) -> HTMLResponse:
-    """The spec submission form."""
-    return templates.TemplateResponse(request, "submit.html", {"spec": "", "problems": []})
+def submit_form(request: Request, base_job: str | None = None) -> HTMLResponse:
+    """The spec submission form; `?base_job=ID` fills in an expand spec of that job's network
+    (its model, data and train sections are taken from the job when the spec leaves them out)."""
+    spec = ""
+    job_id = int(base_job) if base_job is not None and base_job.isdigit() else 0
+    if 1 <= job_id <= MAX_JOB_ID:
+        spec = f"kind: expand\nname: expand job {job_id}\nexpand:\n  base_job: {job_id}\n"
+    return templates.TemplateResponse(request, "submit.html", {"spec": spec, "problems": []})
 
 
 @router.post("/submit", response_class=HTMLResponse)

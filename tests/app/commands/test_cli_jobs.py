@@ -94,6 +94,12 @@ def test_submit_list_show_results_download_wait(served: Served, tmp_path: Path) 
     assert shown["summary"]["test_error"] is not None
     text = cli(served, "jobs", "show", str(job_id))
     assert f"{served.url}/jobs/{job_id}" in text.stdout
+    answer = shown["answer"]
+    assert answer["positions_continued"] == [0, 1]
+    assert text.stdout.strip().splitlines()[-1].startswith("answer: ")
+    table_text = cli(served, "jobs", "results", str(job_id)).stdout
+    assert "adjusted CI" in table_text and "per seed:" in table_text
+    assert table_text.strip().splitlines()[-1].startswith("answer: ")
 
     results = as_json(cli(served, "jobs", "results", str(job_id), "--format", "json"))
     rows = results["items"]
@@ -119,6 +125,8 @@ def test_submit_list_show_results_download_wait(served: Served, tmp_path: Path) 
 
     waited = cli(served, "jobs", "wait", str(job_id), "--json")
     assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
+    waited_text = cli(served, "jobs", "wait", str(job_id)).stdout.strip().splitlines()
+    assert waited_text[-1].startswith("answer: ") and "succeeded" in waited_text[-2]
 
 
 def test_cancel_and_wait_report_through_exit_codes(served: Served, tmp_path: Path) -> None:

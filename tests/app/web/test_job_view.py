@@ -20,9 +20,9 @@ from app.settings import Settings
 from app.web.calibration import JobCalibration
 from app.web.charts import value_tick_format
 from app.web.compare import CompareError, parse_job_ids, spec_diff
+from app.web.expand_answer_view import format_interval
 from app.web.job_view import (
     expand_headline,
-    format_interval,
     format_timing,
     selection_sentence,
     stage_progress,

@@ -536,3 +536,14 @@ def test_pages_never_import_torch(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_finished_jobs_page_offers_to_expand_its_network(
+    client: TestClient, factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    job_id, _ = finished_expand_job(factory, tmp_path)
+    page = client.get(f"/jobs/{job_id}")
+    assert f'href="/submit?base_job={job_id}"' in page.text
+    form = client.get("/submit", params={"base_job": str(job_id)})
+    assert f"base_job: {job_id}" in unescape(form.text)
+    assert "base_job:" not in client.get("/submit", params={"base_job": "x; drop"}).text

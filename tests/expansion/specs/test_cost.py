@@ -38,7 +38,9 @@ def test_flops_scale_with_depth_and_expand_adds_continuation() -> None:
     assert deep.flops_per_sample > 3 * shallow.flops_per_sample
     assert deep.activation_bytes_per_sample > shallow.activation_bytes_per_sample
     train = estimate_cost(parse_spec({"kind": "train", "model": {"depth": 2}}))
-    expand = estimate_cost(parse_spec({"kind": "expand", "model": {"depth": 2}}))
+    expand = estimate_cost(
+        parse_spec({"kind": "expand", "model": {"depth": 2}, "expand": {"grad_batch_size": 256}})
+    )
     assert expand.train_flops > train.train_flops
 
 
@@ -155,7 +157,9 @@ def test_activation_memory_scales_with_batch_width_length_and_depth() -> None:
     assert step_bytes(width=16, depth=4, batch=128) == 2 * base
     assert 1.9 * base < step_bytes(width=32, depth=4) <= 2 * base
     assert step_bytes(width=16, depth=8) > 1.8 * base
-    expand = estimate_cost(parse_spec({"kind": "expand", "model": {"depth": 2}}))
+    expand = estimate_cost(
+        parse_spec({"kind": "expand", "model": {"depth": 2}, "expand": {"grad_batch_size": 256}})
+    )
     train = estimate_cost(parse_spec({"kind": "train", "model": {"depth": 2}}))
     # Expand runs the deeper network and the larger gradient batch (256 > 128).
     assert expand.activation_bytes_per_step > 2 * train.activation_bytes_per_step
