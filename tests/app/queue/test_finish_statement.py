@@ -153,6 +153,29 @@ def test_lost_lease_writes_nothing(postgres_url: str) -> None:
         assert session.scalars(select(Metric)).all() == []
 
 
+def test_a_failure_keeps_the_trained_base_in_the_same_statement(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A job failing after training keeps base.ckpt as its one artifact (issue 21); a failure
+    with nothing to keep writes no artifact row."""
+    import hashlib
+
+    sessions = session_factory(postgres_url, pre_ping=False)
+    claim = _claim(postgres_url)
+    (tmp_path / "base.ckpt").write_bytes(b"trained weights")
+    (tmp_path / "scratch.bin").write_bytes(b"not kept")
+    assert queue.fail_job(sessions, claim, "boom after training", job_dir=tmp_path)
+    bare = _claim(postgres_url)
+    assert queue.fail_job(sessions, bare, "boom before training", job_dir=tmp_path / "none")
+    with sessions() as session:
+        job = session.get(Job, claim.job_id)
+        assert job is not None and job.status == JobStatus.FAILED
+        kept = session.scalars(select(Artifact).where(Artifact.job_id == claim.job_id)).all()
+        assert [a.name for a in kept] == ["base.ckpt"]
+        assert kept[0].sha256 == hashlib.sha256(b"trained weights").hexdigest()
+        assert session.scalars(select(Artifact).where(Artifact.job_id == bare.job_id)).all() == []
+
+
 @pytest.mark.parametrize("call", ["claim", "finish"])
 def test_a_refused_connection_is_a_sqlalchemy_connection_error(call: str) -> None:
     """With the server down, opening a connection for the claim or the one-statement finish
