@@ -21,8 +21,7 @@ from expansion.specs.experiments import (
 )
 from expansion.specs.grid import expand_sweep
 from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
-from expansion.specs.split_sizes import TEST_SIZES as _TEST_SIZES
-from expansion.specs.split_sizes import TRAIN_POOL_SIZES as _TRAIN_SIZES
+from expansion.specs.split_sizes import size_of_test_set, training_pool_size
 
 _BYTES_PER_FLOAT = 4
 _BYTES_PER_LABEL = 8
@@ -125,10 +124,7 @@ def _data_cost(data: DataSpec) -> tuple[int, int, int]:
         teacher_params, teacher_flops = _teacher_cost(data)
         data_flops = teacher_flops * samples
     else:
-        if data.train_size is not None and data.test_size is not None:  # your own data
-            samples = data.train_size + data.test_size
-        else:
-            samples = _TRAIN_SIZES[data.name] + _TEST_SIZES[data.name]
+        samples = training_pool_size(data) + size_of_test_set(data)
         features = input_shape(data, "mlp")[0]  # the flattened sample
         teacher_params = data_flops = 0
     data_bytes = samples * (features * _BYTES_PER_FLOAT + _BYTES_PER_LABEL)
@@ -160,10 +156,7 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
             activation_bytes_per_step=base.activation_bytes_per_step,
         )
     d = spec.data
-    if d.name == "teacher":
-        samples = d.teacher_train_size
-    else:
-        samples = d.train_size if d.train_size is not None else _TRAIN_SIZES[d.name]
+    samples = training_pool_size(d)
     if d.max_train_samples is not None:
         samples = min(samples, d.max_train_samples)
     samples = int(samples * (1 - d.val_fraction - (d.certify_fraction or 0.0)))

@@ -37,9 +37,23 @@ def split_sizes(data: DataSpec) -> SplitSizes:
             return SplitSizes(train=pool - n_cert, val=data.val_size, certify=n_cert)
         n_val = max(1, round(pool * data.val_fraction))
         return SplitSizes(train=pool - n_val - n_cert, val=n_val, certify=n_cert)
-    pool = data.teacher_train_size if data.name == "teacher" else TRAIN_POOL_SIZES[data.name]
+    pool = training_pool_size(data)
     if data.max_train_samples is not None:
         pool = min(pool, data.max_train_samples)
     n_val = max(1, round(pool * data.val_fraction))
     n_cert = round(pool * (data.certify_fraction or 0.0))
     return SplitSizes(train=pool - n_val - n_cert, val=n_val, certify=n_cert)
+
+
+def training_pool_size(data: DataSpec) -> int:
+    """Examples of the training set before any split (your own data: its `train_size`)."""
+    if data.train_size is not None:
+        return data.train_size
+    return data.teacher_train_size if data.name == "teacher" else TRAIN_POOL_SIZES[data.name]
+
+
+def size_of_test_set(data: DataSpec) -> int:
+    """Examples of the test set (your own data: its `test_size`)."""
+    if data.test_size is not None:
+        return data.test_size
+    return data.teacher_test_size if data.name == "teacher" else TEST_SIZES[data.name]

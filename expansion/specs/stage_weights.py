@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from expansion.specs.cost import _network_cost
 from expansion.specs.experiments import ExpandExperiment
-from expansion.specs.split_sizes import TEST_SIZES, split_sizes
+from expansion.specs.split_sizes import size_of_test_set, split_sizes
 
 PROBE_FRACTION = 0.1
 """The probe predictor's steps as a fraction of the continuation's (its default)."""
@@ -56,9 +56,7 @@ def stage_weights(spec: ExpandExperiment, base_given: bool = False) -> dict[str,
     certify = sizes.certify
     if spec.data.name == "teacher":
         certify = (e.grad_batches or FRESH_CERTIFICATE_BATCHES) * spec.grad_batch_size
-    test = (
-        spec.data.teacher_test_size if spec.data.name == "teacher" else TEST_SIZES[spec.data.name]
-    )
+    test = size_of_test_set(spec.data)
     seeds, chosen = len(e.seeds), continued_positions(spec)
     scanned = spec.model.num_positions * seeds
     batch, steps = spec.train.batch_size, e.continue_steps
