@@ -157,6 +157,7 @@ def complete_job(
     *,
     job_dir: Path | None = None,
     metrics: Sequence[MetricPoint] = (),
+    artifacts: Sequence[dict[str, Any]] | None = None,
 ) -> bool:
     """Mark the job succeeded and store its summary, insertion rows, artifact rows and final
     metrics in one lease-guarded transaction that first deletes rows an earlier attempt left.
@@ -164,11 +165,16 @@ def complete_job(
     The job's metrics are every point this attempt reported (stored by heartbeats, or still
     buffered in `metrics`) plus the result's curves, one row per (step, split, name): final
     test-set figures reported after training are kept. Retried on connection errors while the
-    lease holds. False when the lease is lost."""
-    names = list(result.get("artifacts") or [])
-    if job_dir is not None and (job_dir / "result.json").is_file():
-        names.append("result.json")
-    artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
+    lease holds. False when the lease is lost.
+
+    `artifacts` are the rows of files already kept by the artifact store (`app.artifacts`);
+    without them, the files named by the result (and `result.json`) in `job_dir` are
+    described in place."""
+    if artifacts is None:
+        names = list(result.get("artifacts") or [])
+        if job_dir is not None and (job_dir / "result.json").is_file():
+            names.append("result.json")
+        artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
     points = [*metrics, *_curve_points(result)]
     insertions = [insertion_row(claim.job_id, r) for r in result.get("insertions") or []]
     final = {"result": result_summary(result), "progress": 1.0, "stage": "done", "message": ""}

@@ -36,13 +36,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import queue
+from app.artifacts import ArtifactStoreError, artifact_store
 from app.db.enums import JobStatus
 from app.db.session import session_factory
 from app.devices import DeviceLocks, parse_devices
 from app.queue import sweeps
+from app.queue.wakeups import Wakeups
 from app.settings import Settings
 from app.worker import registry
 from app.worker.child import child_main, run_experiment_runner
+from app.worker.publishing import publish_attempt
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +173,9 @@ class Worker:
         self.outcomes: list[tuple[int, JobOutcome]] = []
         self._next_housekeeping = 0.0
         self._device_locks = DeviceLocks(self.offer, settings.device_lock_dir)
+        self.artifacts = artifact_store(settings)
+        self.wakeups = Wakeups(settings.database_url)
+        """Ends an idle wait when a job is queued (PostgreSQL's NOTIFY); polls otherwise."""
 
     # ------------------------------------------------------------------ control
 
@@ -211,6 +217,7 @@ class Worker:
             self._device_locks.release()
 
     def _run_owning_devices(self, max_jobs: int | None, exit_when_idle: bool) -> int:
+        self.artifacts.check()  # a store it cannot use stops the worker, not its jobs
         waited = wait_for_fork_server()  # pay for the imports before the first claim
         log.info("worker %s: job fork server ready after %.2f s", self.worker_id, waited)
         # Listed only once it can run jobs: a live worker is one that claims.
@@ -236,7 +243,7 @@ class Worker:
                     if exit_when_idle:
                         break
                     self._touch(None)
-                    self._stop_claiming.wait(self.poll_seconds)
+                    self.wakeups.wait(self.poll_seconds, self._stop_claiming)
                     continue
                 ran += 1
                 self._touch(claim.job_id)
@@ -245,6 +252,7 @@ class Worker:
                 self.outcomes.append((claim.job_id, outcome))
                 self._touch(None)
         finally:
+            self.wakeups.close()
             try:
                 registry.unregister_worker(self.sessions, self.worker_id)
             except SQLAlchemyError:
@@ -281,7 +289,13 @@ class Worker:
     def run_claimed(self, claim: queue.ClaimedJob) -> JobOutcome:
         """Run one claimed job in a forked child and record how it ended. Never raises: a job
         that cannot even be started (job folder not writable, disk full, no process) fails."""
-        out_dir = self.settings.job_dir(claim.job_id)
+        out_dir = self.artifacts.scratch_dir(claim.job_id, claim.attempt)
+        try:
+            return self._run_in(claim, out_dir)
+        finally:
+            self.artifacts.release_scratch(out_dir)
+
+    def _run_in(self, claim: queue.ClaimedJob, out_dir: Path) -> JobOutcome:
         try:
             process, parent_conn = self._start_child(claim, out_dir)
         except Exception as exc:  # outside the child: the job fails, the worker goes on
@@ -439,8 +453,24 @@ class Worker:
             return JobOutcome(OutcomeStatus.LOST, "lease lost", recorded=False)
         tag = final[0]
         if tag == "done":
+            try:
+                rows = publish_attempt(
+                    self.artifacts,
+                    self.sessions,
+                    claim,
+                    out_dir,
+                    final[1],
+                    patience_s=self.settings.artifact_upload_patience_seconds,
+                    max_delay_s=self.settings.heartbeat_seconds,
+                )
+            except ArtifactStoreError as exc:  # the run is fine: run it again later
+                log.error("job %s: %s; handing it back", claim.job_id, exc)
+                ok = queue.release_job(self.sessions, claim)
+                return JobOutcome(OutcomeStatus.RELEASED, f"artifact store: {exc}", recorded=ok)
+            if rows is None:
+                return JobOutcome(OutcomeStatus.LOST, "lease lost waiting for the store", False)
             ok = queue.complete_job(
-                self.sessions, claim, final[1], job_dir=out_dir, metrics=state.metrics
+                self.sessions, claim, final[1], metrics=state.metrics, artifacts=rows
             )
             if not ok:
                 log.warning("job %s: lease lost before its result was stored", claim.job_id)
