@@ -60,12 +60,18 @@ class Wakeups:
             return False
         return True
 
-    def wait(self, seconds: float, stop: threading.Event) -> bool:
-        """Wait up to `seconds`, or until a job is queued or `stop` is set; True when woken by a
-        queued job (or just after listening again, when one may have been missed)."""
+    def wait(
+        self, seconds: float, stop: threading.Event, *, listening_seconds: float | None = None
+    ) -> bool:
+        """Wait up to `seconds` (`listening_seconds` instead while listening: a notification
+        ends the wait, so the fallback poll can be rarer), or until a job is queued or `stop`
+        is set; True when woken by a queued job (or just after listening again, when one may
+        have been missed)."""
         if self.conninfo is None:
             stop.wait(seconds)
             return False
+        if self._conn is not None and listening_seconds is not None:
+            seconds = listening_seconds
         deadline = time.monotonic() + seconds
         if self._conn is None:
             if time.monotonic() < self._next_connect or not self._listen():

@@ -243,7 +243,7 @@ class Worker:
                     if exit_when_idle:
                         break
                     self._touch(None)
-                    self.wakeups.wait(self.poll_seconds, self._stop_claiming)
+                    self._idle_wait()
                     continue
                 ran += 1
                 self._touch(claim.job_id)
@@ -259,6 +259,13 @@ class Worker:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
         return ran
+
+    def _idle_wait(self) -> None:
+        # Listening, a queued job ends the wait: poll only as often as housekeeping needs
+        # (expired leases, dead workers), a quarter lease, so idle workers cost the database
+        # little. Otherwise poll every `poll_seconds`.
+        listening = max(self.poll_seconds, self.settings.lease_seconds / 4)
+        self.wakeups.wait(self.poll_seconds, self._stop_claiming, listening_seconds=listening)
 
     def _refresh_sweep_of(self, job_id: int) -> None:
         # A sweep's status follows its points; a point just ended.
