@@ -129,6 +129,11 @@ class Settings(BaseSettings):
             raise ValueError("must name a bucket: s3://bucket/prefix")
         return value.rstrip("/")
 
+    @field_validator("artifact_endpoint", "scratch_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("worker_devices")
     @classmethod
     def _device_list(cls, value: str) -> str:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SINGLE_PUT_BYTES = 64 << 20
+"""Files up to this size are uploaded in one request; larger ones in parts (boto3's transfer)."""
 PRESIGNED_SECONDS = 300
 """Lifetime of a presigned download URL."""
 
@@ -112,12 +114,19 @@ class S3ArtifactStore(ArtifactStore):
                 "ContentType": "application/octet-stream",
             }
             try:
-                self.client.upload_file(str(path), self.bucket, self._key(stored_path), extra)
+                self._upload(path, size, self._key(stored_path), extra)
             except Exception as exc:  # boto3 and s3transfer raise several unrelated types
                 raise self._failed(f"uploading {stored_path}", exc) from exc
             records.append(StoredArtifact(name, stored_path, size, sha256))
         log.info("job %s attempt %s: %d file(s) in %s", job_id, attempt, len(records), self.url)
         return records
+
+    def _upload(self, path: Path, size: int, key: str, extra: dict[str, Any]) -> None:
+        if size > SINGLE_PUT_BYTES:  # multipart, in parallel parts
+            self.client.upload_file(str(path), self.bucket, key, extra)
+            return
+        with path.open("rb") as body:  # one request: most result files and small checkpoints
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
 
     def release_scratch(self, folder: Path) -> None:
         """Remove the attempt's scratch folder."""
