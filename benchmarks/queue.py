@@ -54,6 +54,7 @@ from app.db.migrate import upgrade
 from app.db.models import Job, utcnow
 from app.db.session import forget_engine, session_factory
 from app.settings import Settings
+from benchmarks.queue_lifecycle import bench_lifecycle
 from benchmarks.queue_wakeups import bench_wakeups
 from expansion.progress import ProgressReporter, StopRequested
 
@@ -355,6 +356,14 @@ def main() -> None:
     parser.add_argument("--skip-start", action="store_true", help="skip the job start part")
     parser.add_argument("--skip-wakeups", action="store_true", help="skip submit-to-start")
     parser.add_argument(
+        "--skip-lifecycle", action="store_true", help="skip claim-then-finish of the three queues"
+    )
+    parser.add_argument(
+        "--lifecycle-jobs", type=int, default=3000, help="no-op jobs per claim-then-finish round"
+    )
+    parser.add_argument("--lifecycle-workers", type=int, default=16, help="draining processes")
+    parser.add_argument("--lifecycle-rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument(
         "--idle-workers", default="1,16,64", help="idle workers of the submit-to-start part"
     )
     parser.add_argument("--submits", type=int, default=15, help="submissions per wake-up setting")
@@ -399,6 +408,11 @@ def main() -> None:
                         flush=True,
                     )
         print(f"load average {os.getloadavg()[0]:.2f} after the claims")
+    if not args.skip_lifecycle:
+        bench_lifecycle(
+            args.postgres_url, args.lifecycle_jobs, args.lifecycle_workers, args.lifecycle_rounds
+        )
+        print(f"load average {os.getloadavg()[0]:.2f} after claim then finish")
     if not args.skip_wakeups:
         counts = [int(n) for n in args.idle_workers.split(",") if n.strip()]
         bench_wakeups(args.postgres_url, counts, args.submits, args.idle_seconds)
