@@ -11,7 +11,6 @@ from app.artifacts.store import (
     CHUNK_BYTES,
     ArtifactMissing,
     ArtifactStore,
-    ArtifactStoreError,
     StoredArtifact,
     existing_files,
     file_digest,
@@ -33,11 +32,8 @@ class LocalArtifactStore(ArtifactStore):
         return str(self.artifact_dir)
 
     def check(self) -> None:
-        """The artifact folder exists (or can be made) and is a folder."""
-        try:
-            self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ArtifactStoreError(f"artifact folder {self.artifact_dir}: {exc}") from exc
+        """Nothing to check up front: a folder that cannot be written fails the job that
+        tries (its worker goes on), as it always did."""
 
     def scratch_dir(self, job_id: int, attempt: int) -> Path:
         """The job's own folder: its files are kept where they were written."""
