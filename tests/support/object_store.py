@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import httpx
 from local_server import free_port
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "jumpboard-test",
@@ -47,18 +51,19 @@ class ObjectStore:
             "JUMPBOARD_ARTIFACT_ENDPOINT": self.endpoint,
         }
 
-    def client(self) -> object:
+    def client(self) -> S3Client:
         """A plain boto3 client of the server (to look at or tamper with objects)."""
-        return boto3.session.Session(
+        client: S3Client = boto3.session.Session(
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
         ).client("s3", endpoint_url=self.endpoint)
+        return client
 
     def keys(self) -> list[str]:
         """Every object key in the bucket."""
         client = self.client()
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)  # type: ignore[attr-defined]
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
@@ -98,5 +103,5 @@ def moto_server(log_path: Path) -> Iterator[str]:
 def new_bucket(endpoint: str) -> ObjectStore:
     """A fresh bucket on the server at `endpoint`."""
     store = ObjectStore(endpoint=endpoint, bucket=f"jb-{uuid.uuid4().hex[:12]}")
-    store.client().create_bucket(Bucket=store.bucket)  # type: ignore[attr-defined]
+    store.client().create_bucket(Bucket=store.bucket)
     return store

@@ -75,7 +75,7 @@ def test_a_tampered_object_ends_short_and_a_missing_one_is_missing(
     _write_job_files(folder)
     (record,) = store.publish(8, 1, folder, ["base.ckpt"])
     client = object_store.client()
-    client.put_object(  # type: ignore[attr-defined]
+    client.put_object(
         Bucket=object_store.bucket, Key=f"runs/{record.path}", Body=b"not the weights" * 100_000
     )
     received: list[bytes] = []

@@ -56,14 +56,14 @@ def test_a_store_outage_hands_the_job_back_and_it_succeeds_later(
         pause = threading.Event()
         while not worker.wakeups.listening and thread.is_alive():
             pause.wait(0.05)  # started: the store was checked
-        client.delete_bucket(Bucket=object_store.bucket)  # type: ignore[attr-defined]
+        client.delete_bucket(Bucket=object_store.bucket)
         with session_factory(postgres_url)() as session:
             job_id = queue.enqueue_job(session, {"kind": "train", "model": {"kind": "mlp"}}).id
         while not any(o.status is OutcomeStatus.RELEASED for _, o in worker.outcomes):
             assert thread.is_alive() and pause.wait(0.05) is False
         handed_back = next(o for _, o in worker.outcomes if o.status is OutcomeStatus.RELEASED)
         assert "artifact store" in handed_back.reason and "NoSuchBucket" in handed_back.reason
-        client.create_bucket(Bucket=object_store.bucket)  # type: ignore[attr-defined]
+        client.create_bucket(Bucket=object_store.bucket)
         job = wait_for_job(postgres_url, job_id, lambda j: j.status == "succeeded", LIMIT_S)
     finally:
         worker.request_stop()
