@@ -5,11 +5,14 @@ short, a missing one and an unreachable store reported as such."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from local_server import free_port
-from object_store import ObjectStore
+from object_store import CREDENTIALS, ObjectStore
 
 from app.artifacts import (
     ArtifactCorrupt,
@@ -123,3 +126,28 @@ def test_settings_name_the_bad_artifact_url() -> None:
         load_settings(artifact_url="gs://bucket/x")
     with pytest.raises(SettingsError, match="must name a bucket"):
         load_settings(artifact_url="s3:///x")
+
+
+def test_a_worker_that_cannot_reach_its_store_says_so_and_exits(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUMPBOARD_")}
+    env.update(
+        CREDENTIALS,
+        JUMPBOARD_DATABASE_URL=sqlite_url,
+        JUMPBOARD_ARTIFACT_DIR=str(tmp_path / "artifacts"),
+        JUMPBOARD_DATA_DIR=str(tmp_path / "data"),
+        JUMPBOARD_DEVICE_LOCK_DIR=str(tmp_path / "locks"),
+        JUMPBOARD_ARTIFACT_URL="s3://jumpboard/runs",
+        JUMPBOARD_ARTIFACT_ENDPOINT=f"http://127.0.0.1:{free_port()}",  # nobody listens
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr  # a configuration error (README's exit codes)
+    assert "JUMPBOARD_ARTIFACT_URL: object store s3://jumpboard/runs" in done.stderr
+    assert "Traceback" not in done.stderr
