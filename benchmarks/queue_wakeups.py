@@ -2,7 +2,8 @@
 database's work meanwhile (part of `benchmarks/queue.py`).
 
 Each idle worker is a thread running the worker's idle loop (`app.worker.loop.Worker`): claim
-(`app.queue.claim_next_job`), and when the queue is empty touch its registry row and wait, either
+(`app.queue.claim_next_job`), and when the queue is empty touch its registry row (at most once
+per heartbeat interval) and wait, either
 on its own listening connection (`app.queue.wakeups.Wakeups`, the fallback poll a quarter lease)
 or for the poll interval. With 1, 16 and 64 such workers idle, the benchmark first measures the
 database's transactions per second while nothing is submitted (`pg_stat_database`, read from
@@ -37,6 +38,8 @@ LEASE_S = 60.0
 """The default lease; a listening worker's fallback poll is a quarter of it."""
 POLL_S = 2.0
 """`jumpboard worker`'s default poll interval."""
+HEARTBEAT_S = 10.0
+"""The default heartbeat interval: an idle worker touches its registry row at most this often."""
 SETTLE_S = POLL_S + 0.5
 """Idle time after the workers start, before anything is measured."""
 
@@ -92,6 +95,7 @@ class IdleWorkers:
         self.listening.wait(60)
         # Workers started at different moments: their polls are not in step.
         self.stop.wait(random.uniform(0.0, POLL_S))
+        touched_at = -float("inf")
         try:
             while not self.stop.is_set():
                 claim = queue.claim_next_job(self.sessions, worker_id, LEASE_S)
@@ -100,7 +104,9 @@ class IdleWorkers:
                         self.claimed[claim.job_id] = time.perf_counter()
                         self.changed.notify_all()
                     continue
-                registry.touch_worker(self.sessions, worker_id, None)
+                if time.monotonic() - touched_at >= HEARTBEAT_S:  # as the worker does
+                    registry.touch_worker(self.sessions, worker_id, None)
+                    touched_at = time.monotonic()
                 if wakeups is None:
                     self.stop.wait(POLL_S)
                 else:

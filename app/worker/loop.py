@@ -174,6 +174,7 @@ class Worker:
         self._next_housekeeping = 0.0
         self._device_locks = DeviceLocks(self.offer, settings.device_lock_dir)
         self.artifacts = artifact_store(settings)
+        self._idle_touched_at = -float("inf")
         self.wakeups = Wakeups(settings.database_url)
         """Ends an idle wait when a job is queued (PostgreSQL's NOTIFY); polls otherwise."""
 
@@ -242,7 +243,6 @@ class Worker:
                 if claim is None:
                     if exit_when_idle:
                         break
-                    self._touch(None)
                     self._idle_wait()
                     continue
                 ran += 1
@@ -261,6 +261,13 @@ class Worker:
         return ran
 
     def _idle_wait(self) -> None:
+        # The registry row says the worker is alive; an idle worker refreshes it once per
+        # heartbeat interval, not after every claim that found nothing: a NOTIFY wakes every
+        # listening worker at once, and all but one find nothing.
+        now = time.monotonic()
+        if now - self._idle_touched_at >= self.settings.heartbeat_seconds:
+            self._touch(None)
+            self._idle_touched_at = now
         # Listening, a queued job ends the wait: poll only as often as housekeeping needs
         # (expired leases, dead workers), a quarter lease, so idle workers cost the database
         # little. Otherwise poll every `poll_seconds`.
