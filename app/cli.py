@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "app.commands.status",
     "app.commands.jobs",
     "app.commands.token",
+    "app.commands.datasets",
 )
 
 

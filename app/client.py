@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -53,6 +54,11 @@ def _error_message(response: httpx.Response) -> str:
                 parts.append(str(item))
         detail = "; ".join(parts)
     return f"HTTP {response.status_code}: {detail}"
+
+
+UPLOAD_TIMEOUT_S = 600.0
+"""How long an upload may take between two bytes (the server checks the whole file before it
+answers)."""
 
 
 class JumpboardClient:
@@ -111,6 +117,30 @@ class JumpboardClient:
             "POST", "/jobs", content=json.dumps(body), headers={"Content-Type": "application/json"}
         )
         return job
+
+    def upload_dataset(self, path: Path) -> dict[str, Any]:
+        """Upload a data set file (streamed from disk); returns the stored data set."""
+        with path.open("rb") as handle:
+            dataset: dict[str, Any] = self._request(
+                "POST", "/datasets", files={"file": (path.name, handle)}, timeout=UPLOAD_TIMEOUT_S
+            )
+        return dataset
+
+    def datasets(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Uploaded data sets, newest first (at most `limit`)."""
+        page: dict[str, Any] = self._request("GET", "/datasets", params={"limit": limit})
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def dataset(self, ref: str) -> dict[str, Any]:
+        """One data set by id or sha256."""
+        dataset: dict[str, Any] = self._request("GET", f"/datasets/{quote(ref, safe='')}")
+        return dataset
+
+    def delete_dataset(self, ref: str) -> dict[str, Any]:
+        """Delete a data set; returns what was deleted."""
+        dataset: dict[str, Any] = self._request("DELETE", f"/datasets/{quote(ref, safe='')}")
+        return dataset
 
     def job(self, job_id: int) -> dict[str, Any]:
         """The job with id `job_id`."""

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     """Folder of this host's GPU lock files: workers sharing a host must share it."""
     metrics_flush_seconds: float = Field(2.0, gt=0.0, le=600.0)
     """How often a worker writes buffered metrics and progress."""
+    max_upload_bytes: int = Field(2 << 30, ge=1_024, le=1 << 40)
+    """Largest uploaded data set file (`POST /api/v1/datasets`), counted while it streams in."""
+    max_archive_members: int = Field(200_000, ge=1, le=100_000_000)
+    """Most files an uploaded archive (image folder, `.npz`) may hold."""
+    max_unpacked_bytes: int = Field(8 << 30, ge=1_024, le=1 << 44)
+    """Most bytes an uploaded archive may unpack to (zip bombs are refused before unpacking)."""
+    mlflow_tracking_uri: str = ""
+    """Where jobs with `train.loggers: [mlflow]` log (an MLflow tracking URI); empty = a file
+    store under the job's artifacts. Jobs read it from `JUMPBOARD_MLFLOW_TRACKING_URI`."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """Logging level of the service processes."""
 
@@ -170,6 +179,11 @@ class Settings(BaseSettings):
     def job_dir(self, job_id: int) -> Path:
         """The folder a job writes its files into."""
         return self.artifact_dir / str(job_id)
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where uploaded data sets are stored, content-addressed: `<sha256>.<npz|tar|zip>`."""
+        return self.artifact_dir / "datasets"
 
     def ensure_dirs(self) -> None:
         """Create the artifact and data folders, and the SQLite file's folder."""

@@ -16,3 +16,12 @@ def job_path(job_id: int) -> str:
 def artifact_path(job_id: int, name: str) -> str:
     """The API path that downloads one artifact of a job (the name URL-quoted)."""
     return f"{job_path(job_id)}/artifacts/{quote(name, safe='')}"
+
+
+DATASETS_PATH = f"{API_PREFIX}/datasets"
+"""The data set collection: uploads stream in here (multipart, field `file`)."""
+
+
+def dataset_path(dataset_id: int) -> str:
+    """The API path of one uploaded data set."""
+    return f"{DATASETS_PATH}/{dataset_id}"

@@ -86,7 +86,8 @@ def _start_server(args: list[str], env: dict[str, str], port: int) -> subprocess
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            assert proc.stderr is not None  # stderr=PIPE above
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return proc
@@ -217,7 +218,7 @@ def main() -> int:
         import uvicorn
 
         uvicorn.run(
-            bare_app(),  # type: ignore[arg-type]
+            bare_app(),  # type: ignore[arg-type]  # typed object: fastapi is imported lazily
             host="127.0.0.1",
             port=args.serve_bare,
             log_level="warning",

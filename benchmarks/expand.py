@@ -38,6 +38,7 @@ from expansion.data.datasets import load_dataset  # noqa: E402
 from expansion.experiments.expand import run_expand  # noqa: E402
 from expansion.insertion.predictors import early_steps_for  # noqa: E402
 from expansion.models.checkpoint import load_base_checkpoint  # noqa: E402
+from expansion.results.answer import answer_line  # noqa: E402
 from expansion.specs.experiments import ExpandExperiment  # noqa: E402
 from expansion.specs.parsing import parse_spec  # noqa: E402
 from expansion.training.continuation import Continuation, controlled_continuation  # noqa: E402
@@ -51,6 +52,7 @@ STAGES = (
     ("continuation_s", "continuation (control + expanded arms)"),
     ("predictors_s", "predictors (probes)"),
     ("evaluate_s", "final evaluation"),
+    ("keep_expanded_s", "expanded.ckpt (the answer's arm trained again)"),
 )
 
 
@@ -124,9 +126,9 @@ def main() -> None:
     spec = job_spec(args.spec, args.quick, args.batch_arms)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = run_expand(spec, Path(tmp))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         compare = None
         if not args.no_compare:
             compare = continuation_both_ways(spec, result, Path(tmp), args.repeats)
@@ -152,7 +154,11 @@ def main() -> None:
     print(
         f"  {'other (setup, summaries, result file)':<52} {timings['total_s'] - accounted:7.1f} s"
     )
-    print(f"  {'total (run_expand)':<52} {timings['total_s']:7.1f} s  (wall {wall:.1f} s)")
+    print(
+        f"  {'total (run_expand)':<52} {timings['total_s']:7.1f} s  (wall {wall:.1f} s, "
+        f"CPU {cpu:.1f} s over {args.threads} threads)"
+    )
+    print(answer_line(result.get("answer")))
     if compare is not None:
         print(
             f"continuation of {compare['arms']} arms: one by one {compare['one_by_one_s']:.1f} s, "
@@ -162,7 +168,10 @@ def main() -> None:
         )
     if args.json is not None:
         args.json.write_text(
-            json.dumps({"timings": timings, "wall_s": wall, "continuation": compare}, indent=1)
+            json.dumps(
+                {"timings": timings, "wall_s": wall, "cpu_s": cpu, "continuation": compare},
+                indent=1,
+            )
         )
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 # Run as a script, this folder comes first on sys.path, and its queue.py (the queue
@@ -86,7 +87,7 @@ FULL = Sizes(64, 2, 3, 256, 256 * 100, 10, 64, 16, 256, (4, 8, 16), 20)
 SMOKE = Sizes(8, 1, 2, 32, 32 * 4, 1, 8, 4, 16, (4,), 1)
 
 
-def load_scan_module() -> Any:
+def load_scan_module() -> ModuleType:
     """benchmarks/scan.py as a module (benchmarks/ is a folder of scripts, not a package)."""
     spec = importlib.util.spec_from_file_location("benchmark_scan", _HERE / "scan.py")
     if spec is None or spec.loader is None:

@@ -21,7 +21,7 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy                      # [tool.mypy] in pyproject.toml: app/ and expansion/
+.venv/bin/mypy                      # [tool.mypy] in pyproject.toml: app, expansion, tests, benchmarks
 .venv/bin/lint-imports              # [tool.importlinter] contracts in pyproject.toml
 bash scripts/check_wheel.sh         # the built wheel installs, migrates and serves on its own
 exec .venv/bin/python -m pytest "$@"

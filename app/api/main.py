@@ -19,11 +19,22 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes import calibration, events, health, jobs, pages, results, sweeps, tokens
+from app.api.routes import (
+    calibration,
+    datasets,
+    events,
+    health,
+    jobs,
+    pages,
+    results,
+    sweeps,
+    tokens,
+)
 from app.api.schemas import MAX_ERROR_TEXT, bounded_text
 from app.db.session import session_factory
+from app.services.datasets import UploadTooLarge
 from app.settings import Settings, get_settings
-from app.urls import API_PREFIX
+from app.urls import API_PREFIX, DATASETS_PATH
 from app.web.api_docs import install_offline_docs
 from expansion.specs.parsing import spec_json_schema
 
@@ -70,6 +81,10 @@ async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_MULTIPART_OVERHEAD = 64 << 10
+"""Bytes of multipart framing allowed on top of an upload's file size."""
+
+
 class RequestLimitsMiddleware:
     """Refuses oversized bodies (413) and non-JSON API bodies (415) before any route runs.
 
@@ -77,10 +92,51 @@ class RequestLimitsMiddleware:
     stream chunks without one), and replayed to the application when it is within the cap.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, api_prefix: str = API_PREFIX) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        api_prefix: str = API_PREFIX,
+        max_upload_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_prefix = api_prefix
+        self.max_upload_bytes = max_upload_bytes
+
+    async def _stream_upload(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        """A data set upload streams through unbuffered: multipart only, counted as it arrives
+        (`UploadTooLarge` from the receive channel once over the limit, which the route answers
+        with 413), never held in memory whole."""
+        assert self.max_upload_bytes is not None
+        limit = self.max_upload_bytes + _MULTIPART_OVERHEAD
+        content_type = headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            await _send_error(
+                send,
+                415,
+                f"a data set upload is multipart/form-data (field `file`), not {content_type!r}",
+            )
+            return
+        declared = headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            await _send_error(
+                send, 413, f"file: larger than the upload limit of {self.max_upload_bytes} bytes"
+            )
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise UploadTooLarge(self.max_upload_bytes or 0)
+            return message
+
+        await self.app(scope, counted, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then pass it on with its (buffered) body."""
@@ -107,6 +163,13 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if (
+            self.max_upload_bytes is not None
+            and scope["method"] == "POST"
+            and scope["path"].rstrip("/") == DATASETS_PATH
+        ):
+            await self._stream_upload(scope, receive, send, headers)
+            return
         limit = self.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None:
@@ -320,7 +383,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = session_factory(settings.database_url)
     app.state.sse_poll_seconds = 0.5
     app.state.sse_max_seconds = 900.0
-    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DataError, _database_refused_value)
@@ -332,6 +399,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(calibration.router, prefix=API_PREFIX)
+    app.include_router(datasets.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(pages.router)
     # After the pages' router, whose versioned plotly bundle lives under /static/vendor/.

@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from app.db.enums import JobKind, JobStatus
 from app.tokens import TokenScope, parse_expiry
@@ -28,6 +28,7 @@ JOB_SUMMARY_KEYS = (
     "train_error",
     "parameters",
     "device",
+    "warnings",
 )
 """The headline numbers of a finished job's result that its API view carries."""
 
@@ -70,8 +71,20 @@ class JobOut(BaseModel):
         validation_alias="result",
         description="Headline numbers of a finished job (test risk/error, parameters...).",
     )
+    answer: dict[str, Any] | None = Field(
+        None,
+        validation_alias=AliasPath("result", "answer"),
+        description="An expand job's answer (expansion.results.answer.Answer): where to insert "
+        "and what it buys, with selection-adjusted intervals, and the certificate's counts.",
+    )
     parent_id: int | None = Field(
         None, description="The sweep this job is a grid point of (kind sweep_point)."
+    )
+    warning: str | None = Field(
+        None,
+        description="What the reader should know that is neither error nor progress: a queued "
+        "job that no live worker can run (it needs more devices than any offers), a result "
+        "discarded because another attempt had started.",
     )
 
     @field_validator("summary", mode="before")
@@ -374,3 +387,51 @@ class TokenList(BaseModel):
     """Every token, oldest first."""
 
     items: list[TokenOut]
+
+
+DatasetRef = Annotated[
+    str,
+    PathParam(
+        pattern=r"^([0-9]{1,10}|[0-9a-fA-F]{64})$",
+        description="The data set's id or its sha256.",
+    ),
+]
+
+
+class DatasetOut(BaseModel):
+    """An uploaded data set: what a spec needs to know about it, inferred from the data."""
+
+    id: int
+    name: str
+    """The uploaded file's name."""
+    sha256: str
+    """Content address of the stored file; a spec may name the data set by it."""
+    format: Literal["npz", "image_archive"]
+    size_bytes: int
+    input_shape: list[int]
+    """One sample's raw shape: (features,), (channels, length) or (channels, height, width)."""
+    num_classes: int
+    train_size: int
+    val_size: int
+    """Examples of the data set's own validation split (0: carved from training by
+    `data.val_fraction`)."""
+    test_size: int
+    model_kind: Literal["mlp", "conv1d", "conv2d"]
+    """The network a spec gets when it names no `model.kind`."""
+    created_at: dt.datetime | None
+    spec_data: dict[str, Any]
+    """The `data` section that trains on it."""
+
+
+class DatasetList(BaseModel):
+    """Data sets, newest first, one page at a time."""
+
+    items: list[DatasetOut]
+    next_cursor: str | None = None
+
+
+DATASET_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid bearer token."},
+    404: {"model": ErrorOut, "description": "No such data set."},
+}
+"""Answers of any operation on one data set."""

@@ -6,7 +6,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from expansion.results.answer import answer_line
+
 POLL_SECONDS = 1.0
+
+
+def final_lines(job: dict[str, Any]) -> list[str]:
+    """What follows a job's summary line: an expand job's answer, always the last line."""
+    if job.get("kind") != "expand" or job.get("status") != "succeeded":
+        return []
+    return [answer_line(job.get("answer"))]
 
 
 def describe_job(job: dict[str, Any]) -> str:
@@ -26,6 +35,8 @@ def describe_job(job: dict[str, Any]) -> str:
         parts.append("cancel requested")
     if job.get("error"):
         parts.append(f"error: {str(job['error']).strip().splitlines()[-1][:200]}")
+    if job.get("warning"):
+        parts.append(f"warning: {job['warning']}")
     return ", ".join(parts)
 
 
@@ -53,7 +64,7 @@ def job_details(job: dict[str, Any], server: str) -> list[str]:
     if job.get("error"):
         lines.append("  error:")
         lines.extend(f"    {line}" for line in str(job["error"]).strip().splitlines()[-5:])
-    return lines
+    return [*lines, *final_lines(job)]
 
 
 def wait_for_job(

@@ -175,15 +175,28 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _positions_text(job: dict[str, Any]) -> str:
+    """An expand job's per-position rows (gain, its interval and the selection-adjusted one,
+    certificate verdicts), then a blank line; empty for other jobs."""
+    from expansion.results.answer import POSITION_HEADER, position_rows
+
+    rows = position_rows(job.get("answer"))
+    if not rows:
+        return ""
+    return _table(list(POSITION_HEADER), [list(r) for r in rows]) + "\n\nper seed:\n"
+
+
 def handle_results(args: argparse.Namespace) -> int:
     """Print or save the job's result rows (one per insertion record)."""
+    from app.commands.job_display import final_lines
+
     fmt = "json" if args.json and args.format == "table" else args.format
 
     def action(client: Any, _server: str) -> int:
         if fmt == "csv":
             text = client.results_csv(args.job_id)
         else:
-            client.job(args.job_id)  # a 404 names the job rather than printing nothing
+            job = client.job(args.job_id)  # a 404 names the job rather than printing nothing
             rows = client.results(args.job_id)
             if fmt == "json":
                 text = json.dumps({"job_id": args.job_id, "items": rows}, indent=2) + "\n"
@@ -193,7 +206,8 @@ def handle_results(args: argparse.Namespace) -> int:
                 keys = ["position", "seed", "certificate_verdict", "certificate_risk_decrease"]
                 keys += ["nonzero_gradient", "gain_vs_control", "function_drift_eval"]
                 table = [[_fmt(r.get(k)) for k in keys] for r in rows]
-                text = _table(keys, table) + "\n"
+                text = _positions_text(job) + _table(keys, table) + "\n"
+                text += "".join(f"{line}\n" for line in final_lines(job))
         if args.output is not None:
             try:
                 args.output.write_text(text, encoding="utf-8")
@@ -245,7 +259,7 @@ def handle_download(args: argparse.Namespace) -> int:
 def handle_wait(args: argparse.Namespace) -> int:
     """Follow the job until it ends: 0 succeeded, 1 failed or cancelled, 4 timed out."""
     from app.client import TERMINAL_STATUSES
-    from app.commands.job_display import describe_job, wait_for_job
+    from app.commands.job_display import describe_job, final_lines, wait_for_job
     from app.commands.server_discovery import EXIT_JOB_UNSUCCESSFUL, EXIT_TIMEOUT
 
     def action(client: Any, _server: str) -> int:
@@ -255,7 +269,7 @@ def handle_wait(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(job)
         else:
-            print(describe_job(job))
+            print("\n".join([describe_job(job), *final_lines(job)]))
         if job["status"] not in TERMINAL_STATUSES:
             return EXIT_TIMEOUT
         return 0 if job["status"] == "succeeded" else EXIT_JOB_UNSUCCESSFUL

@@ -84,9 +84,13 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
         f"(val risk {fmt('val_risk')}, train risk {fmt('train_risk')})"
     )
     if result.get("kind") == "expand":
+        from expansion.results.answer import answer_line
         from expansion.results.report import position_table
 
         print(position_table(result))
+        print(f"results in {out / 'result.json'}")
+        print(answer_line(result.get("answer")))
+        return
     print(f"results in {out / 'result.json'}")
 
 
@@ -99,6 +103,11 @@ def handle(args: argparse.Namespace) -> int:
         raise CliError(
             f"{args.out} already holds a result (result.json): choose another --out, "
             "or pass --force to overwrite it"
+        )
+    if spec.kind == "expand" and spec.expand.base_job is not None:
+        raise CliError(
+            "expand.base_job names a job of the service: submit it (jumpboard submit), or run "
+            "here with --base CKPT (that job's base.ckpt) instead"
         )
     if args.base is not None:
         if spec.kind != "expand":

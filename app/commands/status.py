@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Fetch the job and print it."""
     from app.client import ClientError, JumpboardClient
-    from app.commands.job_display import describe_job
+    from app.commands.job_display import describe_job, final_lines
     from app.commands.server_discovery import client_failure, resolve_server, resolve_token
 
     server = resolve_server(args.server)
@@ -30,5 +30,8 @@ def handle(args: argparse.Namespace) -> int:
             job = client.job(args.job_id)
     except ClientError as exc:
         raise client_failure(exc) from None
-    print(json.dumps(job, indent=2) if args.json else describe_job(job))
+    if args.json:
+        print(json.dumps(job, indent=2))
+    else:
+        print("\n".join([describe_job(job), *final_lines(job)]))
     return 0

@@ -22,7 +22,49 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help='print {"valid", "problems", "spec", "cost"} as JSON (exit 1 when invalid)',
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="kind expand: also check this base checkpoint against the spec (model and data "
+        "splits, as `run --base` would) without training anything",
+    )
     parser.set_defaults(handler=handle)
+
+
+def read_resolved_spec(path: Path) -> Any:
+    """The raw spec in a file, with `data: {name: npz|folder, path}` filled from the data (its
+    shape, classes and sizes; a relative path is read from the spec file's folder); the data's
+    problem becomes one `data.path: reason` line and a CliError (status 1)."""
+    from app.commands.submit import read_spec_file
+    from expansion.userdata.arrays import DataProblem
+    from expansion.userdata.reading import resolve_local_data
+
+    raw = read_spec_file(path)
+    try:
+        return resolve_local_data(raw, base_dir=path.parent)
+    except DataProblem as exc:
+        print(f"{path}: data.path: {exc.reason}")
+        raise CliError(f"{path}: the data cannot be used", code=1) from None
+
+
+def check_base(spec: Any, path: Path) -> None:
+    """CliError naming what differs when the checkpoint at `path` cannot serve as the spec's
+    base (the checks `run --base` makes when it loads it)."""
+    if spec.kind != "expand":
+        raise CliError(f"--base applies to kind expand, not {spec.kind}")
+    if not path.is_file():
+        raise CliError(f"--base: no checkpoint file {path}")
+    import torch
+
+    from expansion.experiments.expand_base import load_base
+    from expansion.models.checkpoint import CheckpointError
+
+    try:
+        load_base(path, spec, torch.device("cpu"))
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
 
 
 def load_spec_file(path: Path) -> Any:
@@ -31,12 +73,11 @@ def load_spec_file(path: Path) -> Any:
     Raises CliError for an unreadable file or bad YAML/JSON; for an invalid spec, prints each
     problem as `path: field: reason` and raises CliError (status 1) counting them.
     """
-    from app.commands.submit import read_spec_file
     from expansion.specs.parsing import parse_spec
     from expansion.specs.problems import SpecError
 
     try:
-        return parse_spec(read_spec_file(path))
+        return parse_spec(read_resolved_spec(path))
     except SpecError as exc:
         for problem in exc.problems:
             print(f"{path}: {problem}")
@@ -61,13 +102,12 @@ def describe_cost(spec: Any) -> list[str]:
 def _handle_json(path: Path) -> int:
     import json
 
-    from app.commands.submit import read_spec_file
     from expansion.specs.cost import estimate_cost
     from expansion.specs.parsing import parse_spec
     from expansion.specs.problems import SpecError
 
     try:
-        spec = parse_spec(read_spec_file(path))
+        spec = parse_spec(read_resolved_spec(path))
     except SpecError as exc:
         print(json.dumps({"valid": False, "problems": exc.problems}, indent=2))
         return 1
@@ -86,6 +126,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         return _handle_json(args.spec)
     spec = load_spec_file(args.spec)
+    if getattr(args, "base", None) is not None:
+        check_base(spec, args.base)
     m = spec.model
     print(
         f"{args.spec}: valid {spec.kind} spec: {m.kind} width {m.width} depth {m.depth}"

@@ -41,10 +41,12 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the worker loop in this process until stopped (SIGTERM once: finish; twice: hand
-    the running job back)."""
+    the running job back). A database that cannot be reached is waited for, at start-up as
+    later."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.db.migrate import current_revision, head_revision
+    from app.db.retry import call_with_retry
     from app.settings import SettingsError, load_settings
 
     if args.poll_seconds <= 0:
@@ -59,10 +61,13 @@ def handle(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         raise CliError(str(exc)) from None
     try:
-        revision = current_revision(settings.database_url)
-    except SQLAlchemyError as exc:
+        # A database that is down (or still starting) is waited for, with one log line.
+        revision = call_with_retry(
+            lambda _retried: current_revision(settings.database_url), "checking the schema"
+        )
+    except SQLAlchemyError as exc:  # refused, not unreachable: a wrong URL or missing rights
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise CliError(f"cannot reach the database: {reason}") from None
+        raise CliError(f"cannot use the database: {reason}") from None
     if revision != head_revision():
         raise CliError(
             f"database schema is at {revision or 'base (empty)'}, not {head_revision()}: "

@@ -112,6 +112,9 @@ class Job(Base):
     devices: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     """Devices the job needs (its spec's `train.devices`); only a worker offering at least
     this many claims it."""
+    warning: Mapped[str | None] = mapped_column(Text)
+    """A note for the job's reader that is neither its error nor its progress: a finished
+    result discarded because another attempt had started (app.queue.store_pending_result)."""
 
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -293,3 +296,28 @@ INSERTION_COLUMNS: dict[str, tuple[str, str, int | None]] = {
 }
 """Flattened insertion columns and where each lives in the nested record (section, key, and the
 index into a [low, high] pair or None)."""
+
+
+class Dataset(Base):
+    """A researcher's uploaded data set: a checked file stored content-addressed (sha256) under
+    the artifact folder, with what the spec needs to know about it."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("sha256", name="uq_datasets_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    """The uploaded file's name (a label; the content address identifies the data)."""
+    sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    """`npz` or `image_archive` (expansion.userdata.arrays.DataFormat)."""
+    file_name: Mapped[str] = mapped_column(String(255))
+    """The stored file, relative to `Settings.dataset_dir`: `<sha256>.<npz|tar|zip>`."""
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    input_shape: Mapped[list[int]] = mapped_column(JsonType)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    train_size: Mapped[int] = mapped_column(Integer)
+    """Training examples, the given validation examples not included."""
+    val_size: Mapped[int] = mapped_column(Integer, default=0)
+    test_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -141,6 +141,15 @@ def forget_engine(url: str) -> None:
             engine.dispose()
 
 
+def reset_pools() -> None:
+    """Close every pooled connection of this process's cached engines (kept cached): after a
+    database outage the pooled connections are dead, and each would otherwise fail once."""
+    with _LOCK:
+        engines = list(_ENGINES.values())
+    for engine in engines:
+        engine.dispose()
+
+
 def dispose_engines(close: bool = True) -> None:
     """Forget every cached engine (after fork: `close=False` leaves the parent's sockets alone)."""
     with _LOCK:

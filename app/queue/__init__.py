@@ -16,13 +16,16 @@ need synchronized clocks (NTP), which a lease of tens of seconds tolerates easil
 from app.queue.claim import claim_next_job
 from app.queue.enqueue import cancel_job, enqueue_job
 from app.queue.finish import (
+    KEPT_ON_FAILURE,
     SUMMARY_DROPPED_KEYS,
+    PendingResultOutcome,
     complete_job,
     describe_artifacts,
     fail_job,
     insertion_row,
     mark_cancelled,
     result_summary,
+    store_pending_result,
 )
 from app.queue.lease import (
     RETRY_FIRST_DELAY_S,
@@ -39,12 +42,14 @@ from app.queue.lease import (
 )
 
 __all__ = [
+    "KEPT_ON_FAILURE",
     "RETRY_FIRST_DELAY_S",
     "RETRY_MAX_DELAY_S",
     "SUMMARY_DROPPED_KEYS",
     "ClaimedJob",
     "JobNotFound",
     "MetricPoint",
+    "PendingResultOutcome",
     "QueueError",
     "cancel_job",
     "claim_next_job",
@@ -60,4 +65,5 @@ __all__ = [
     "release_job",
     "result_summary",
     "retry_while_leased",
+    "store_pending_result",
 ]

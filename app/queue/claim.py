@@ -117,8 +117,15 @@ def _claim_sql(dialect: Dialect) -> str:
 
 
 def _claim_row_postgresql(engine: Engine, params: dict[str, Any]) -> Sequence[Any] | None:
-    """Run the claim on a connection of the claim engine (`claim_engine`: autocommit kept,
-    no reset on return), straight on the driver's cursor.
+    """Run the claim on a connection of the claim engine (`execute_autocommitted`)."""
+    return execute_autocommitted(engine, _claim_sql(claim_engine(engine).dialect), params)
+
+
+def execute_autocommitted(engine: Engine, sql: str, params: dict[str, Any]) -> Sequence[Any] | None:
+    """Run one statement, rendered for the driver, as its own transaction on a connection of
+    the claim engine (`claim_engine`: autocommit kept, no reset on return), straight on the
+    driver's cursor; returns its first row. The claim and the one-statement finish
+    (`app.queue.finish_statement`) use it.
 
     The claim's client side costs more CPU than its server side: SQLAlchemy's execution
     context and result objects were about half of it (a statement compiled once does not save
@@ -127,13 +134,20 @@ def _claim_row_postgresql(engine: Engine, params: dict[str, Any]) -> Sequence[An
     the connection invalidated when the server is gone), which the worker's retry logic
     relies on."""
     claims = claim_engine(engine)
-    sql = _claim_sql(claims.dialect)
     dbapi_error: type[DBAPIModule.Error] = claims.dialect.loaded_dbapi.Error
-    pooled = claims.raw_connection()
+    try:
+        pooled = claims.raw_connection()
+    except dbapi_error as exc:
+        # `raw_connection` passes the driver's error through as is (connection refused while
+        # the server is down): wrap it like `Engine.connect` does, so the retry policy sees a
+        # connection error.
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, connection_invalidated=True, dialect=claims.dialect
+        ) from exc
     try:
         driver_connection = pooled.dbapi_connection
         if driver_connection is None:  # only after invalidation, never on a fresh checkout
-            raise QueueError("the claim's pooled connection is closed")
+            raise QueueError("the queue's pooled connection is closed")
         try:
             cursor = driver_connection.cursor()
             try:

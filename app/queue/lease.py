@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -18,7 +17,6 @@ from sqlalchemy import (
     insert,
     update,
 )
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.enums import JobStatus
@@ -27,6 +25,8 @@ from app.db.models import (
     Metric,
     utcnow,
 )
+from app.db.retry import FIRST_DELAY_S, MAX_DELAY_S, call_with_retry
+from app.db.retry import is_connection_error as is_connection_error  # re-exported
 from app.db.session import affected_rows, begin_write
 from expansion.results.result_file import finite_or_none
 
@@ -35,12 +35,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-RETRY_FIRST_DELAY_S = 0.1
+RETRY_FIRST_DELAY_S = FIRST_DELAY_S
 """First wait before an outcome write is retried after a connection error (then doubled)."""
 
 
-RETRY_MAX_DELAY_S = 5.0
+RETRY_MAX_DELAY_S = MAX_DELAY_S
 """Longest wait between two tries of an outcome write."""
+
+
+RECLAIM_EXHAUSTED_MESSAGE = "worker lost; attempts exhausted"
+"""The message `reclaim_expired` leaves on a job it failed because its last lease ran out."""
 
 
 MetricPoint = tuple[int, str, str, float]
@@ -71,41 +75,26 @@ class ClaimedJob:
     """Refreshed by each successful heartbeat."""
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """True when `exc` says the database connection failed (dropped, refused, server restarting,
-    SQLite busy): the write did not happen, or did not certainly happen, and may be tried again.
-    A refused statement (constraint, bad data) is not one."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
-
-
 def retry_while_leased(claim: ClaimedJob, what: str, write: Callable[[bool], T]) -> T:
-    """Run `write(retried)`; on a connection error try again with exponential backoff for as
-    long as the claim's lease holds (after that another worker may own the job, so the error is
+    """Run `write(retried)` under the worker's retry policy (`app.db.retry`) for as long as the
+    claim's lease holds (after that another worker may own the job, so the connection error is
     raised). `retried` is True from the second try on: the first may have committed."""
-    delay = RETRY_FIRST_DELAY_S
-    retried = False
-    while True:
-        try:
-            return write(retried)
-        except DBAPIError as exc:
-            if not is_connection_error(exc):
-                raise
-            left = (claim.lease_expires_at - utcnow()).total_seconds()
-            if left <= delay:
-                log.error("job %s: %s failed and the lease is over: %s", claim.job_id, what, exc)
-                raise
-            log.warning(
-                "job %s: %s failed (%s); retrying in %.1f s",
-                claim.job_id,
-                what,
-                type(exc.orig or exc).__name__,
-                delay,
+
+    def lease_over() -> bool:
+        over = utcnow() >= claim.lease_expires_at
+        if over:
+            log.error(
+                "job %s: %s: the database is unreachable and the lease is over", claim.job_id, what
             )
-            time.sleep(delay)
-            delay = min(2 * delay, RETRY_MAX_DELAY_S)
-            retried = True
+        return over
+
+    return call_with_retry(
+        write,
+        f"{what} (job {claim.job_id})",
+        give_up=lease_over,
+        first_delay_s=RETRY_FIRST_DELAY_S,
+        max_delay_s=RETRY_MAX_DELAY_S,
+    )
 
 
 def _guard(claim: ClaimedJob) -> tuple[Any, ...]:
@@ -253,7 +242,7 @@ def reclaim_expired(session_factory: sessionmaker[Session]) -> int:
                 + " of "
                 + Job.max_attempts.cast(Job.message.type)
                 + "; giving up",
-                message="worker lost; attempts exhausted",
+                message=RECLAIM_EXHAUSTED_MESSAGE,
                 **cleared,
             )
             .returning(Job.id, Job.attempts)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -31,6 +31,8 @@ from app.web.charts import (
     insertion_chart,
     split_curves,
 )
+from app.web.expand_answer_view import answer_headline, format_interval, partial_result
+from app.web.heldout_chart import heldout_gain_chart
 from app.web.results import positions_from_insertions
 from expansion.results.older_results import current_record, current_result
 from expansion.results.result_file import finite_or_none as _num
@@ -149,6 +151,8 @@ class JobView:
     loss_chart: Chart
     accuracy_chart: Chart
     continuation_chart: Chart | None
+    heldout_chart: Chart | None
+    """Control minus expanded held-out risk per position with a band over seeds (expand)."""
     insertion_chart: Chart | None
     depth_chart: Chart | None
     grow_curves_chart: Chart | None
@@ -163,6 +167,8 @@ class JobView:
     progress: StageProgress | None
     grow: GrowView | None
     drift_warnings: list[str] = field(default_factory=list)
+    job_warnings: list[str] = field(default_factory=list)
+    """The result's warnings (a tracker that failed): the job itself succeeded."""
 
     @property
     def live(self) -> bool:
@@ -292,21 +298,6 @@ def _insertion_rows(result: Mapping[str, Any], stored: Sequence[Insertion]) -> l
     return sorted(rows, key=lambda r: (r.position, r.seed))
 
 
-def format_interval(
-    value: float | None, ci: Sequence[float | None], unit: str = ""
-) -> tuple[str, str]:
-    """("0.012", "[0.004, 0.020]") with decimals set by the interval's width; n/a parts."""
-    lo, hi = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
-    if value is None:
-        return NOT_AVAILABLE, ""
-    if lo is not None and hi is not None and hi > lo:
-        # The interval's half-width sets the last shown decimal: 0.012 [0.004, 0.020].
-        digits = max(1, min(8, -math.floor(math.log10((hi - lo) / 2))))
-        shown = f"{value:.{digits}f}{unit}"
-        return shown, f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-    return f"{value:.3g}{unit}", f"[{NOT_AVAILABLE}]"
-
-
 def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]) -> str:
     """ "the certificate held at 1 of 5 positions (Holm)" from the family-wise verdicts of the
     scanned positions, else from the per-position verdicts (said to be uncorrected); for older
@@ -341,7 +332,10 @@ def _count_held(result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]
 def expand_headline(
     result: Mapping[str, Any], positions: Sequence[Mapping[str, Any]]
 ) -> tuple[str, str]:
-    """The expand job's answer in one sentence, with its interval, and a note on its reading."""
+    """The expand job's answer in one sentence, with its interval, and a note on its reading:
+    the stored answer where there is one, else (older results) the best continued position."""
+    if isinstance(result.get("answer"), dict):
+        return answer_headline(result["answer"], _count_held(result, positions))
     measured = [p for p in positions if p.get("gain_mean") is not None]
     held = _count_held(result, positions)
     if not measured:
@@ -565,9 +559,11 @@ def _drift_warnings(rows: Sequence[InsertionRow]) -> list[str]:
     ]
 
 
-def build_job_view(session: Session, job: Job) -> JobView:
-    """Assemble the job page for `job`."""
-    result: dict[str, Any] = current_result(job.result or {})
+def build_job_view(session: Session, job: Job, job_dir: Path | None = None) -> JobView:
+    """Assemble the job page for `job` (a running expand job's finished stages from the
+    partial result in `job_dir`)."""
+    finished = bool(job.result)
+    result: dict[str, Any] = current_result(job.result or partial_result(job, job_dir))
     stored_points: Sequence[tuple[int, str, str, float]] = [
         (step, split, name, value)
         for step, split, name, value in session.execute(
@@ -604,10 +600,10 @@ def build_job_view(session: Session, job: Job) -> JobView:
     else:
         headline, note = train_headline(job, result)
     selection = ""
-    if job.kind == "expand" and result:
+    if job.kind == "expand" and finished:
         calibration = calibration_for_job(session, job, resamples=HEADLINE_RESAMPLES)
         selection = selection_sentence(job, result, calibration)
-    if not result:  # queued, running or failed: no answer to state
+    if not finished:  # queued, running or failed: no answer to state
         headline, note = "", ""
     continuation = _continuation_series(result, stored_points) if job.kind == "expand" else {}
     grow_curves: dict[str, list[tuple[float, float]]] = {}
@@ -640,6 +636,11 @@ def build_job_view(session: Session, job: Job) -> JobView:
         continuation_chart=(
             continuation_chart("continuation-chart", continuation) if job.kind == "expand" else None
         ),
+        heldout_chart=(
+            heldout_gain_chart("heldout-chart", [r.record for r in stored_insertions])
+            if job.kind == "expand" and stored_insertions
+            else None
+        ),
         insertion_chart=insertion_chart("insertion-chart", positions) if positions else None,
         depth_chart=depth_chart("depth-chart", grow.events, job.spec) if grow else None,
         grow_curves_chart=(
@@ -666,4 +667,5 @@ def build_job_view(session: Session, job: Job) -> JobView:
         progress=stage_progress(job),
         grow=grow,
         drift_warnings=_drift_warnings(insertions),
+        job_warnings=[str(w) for w in (result.get("warnings") or []) if w],
     )

@@ -44,10 +44,13 @@ def parse_spec_text(text: str) -> dict[str, Any]:
         raise SubmissionError([f"spec: {exc}"]) from None
 
 
-def validated_spec(raw: dict[str, Any], settings: Settings) -> AnyExperiment:
-    """The experiment the form describes, after the spec and compute-budget checks."""
+def validated_spec(
+    raw: dict[str, Any], settings: Settings, session: Session | None = None
+) -> AnyExperiment:
+    """The experiment the form describes, after the spec and compute-budget checks (and, with
+    a session, the base job's)."""
     try:
-        return accept_spec(raw, settings)
+        return accept_spec(raw, settings, session)
     except SpecError as exc:
         raise SubmissionError(exc.problems) from None
 
@@ -69,7 +72,7 @@ def submit_spec_text(session: Session, settings: Settings, text: str, token: str
             ],
             status_code=401,
         )
-    spec = validated_spec(parse_spec_text(text), settings)
+    spec = validated_spec(parse_spec_text(text), settings, session)
     job = enqueue_job(session, spec, max_attempts=settings.max_attempts)
     log.info("job %s (%s) submitted from the web form", job.id, job.kind)
     return job

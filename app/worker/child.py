@@ -36,9 +36,18 @@ def run_experiment_runner(
     The job row holds the spec the service accepted; it is parsed here once, in the job's
     process, and travels on typed."""
     from expansion.distributed.launch import run_on_devices
+    from expansion.specs.base_match import base_checkpoint
+    from expansion.specs.experiments import ExpandExperiment
     from expansion.specs.parsing import parse_spec
 
-    return run_on_devices(parse_spec(spec), out_dir, reporter, data_dir=data_dir)
+    experiment = parse_spec(spec)
+    base = None
+    if isinstance(experiment, ExpandExperiment) and experiment.expand.base_job is not None:
+        # Job folders are siblings under the artifact folder (Settings.job_dir).
+        base = base_checkpoint(out_dir.parent / str(experiment.expand.base_job))
+        if base is None:
+            raise FileNotFoundError(f"base job {experiment.expand.base_job} kept no network")
+    return run_on_devices(experiment, out_dir, reporter, data_dir=data_dir, base_checkpoint=base)
 
 
 class PipeReporter:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -38,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import queue
 from app.artifacts import ArtifactStoreError, artifact_store
 from app.db.enums import JobStatus
+from app.db.retry import call_with_retry, is_connection_error
 from app.db.session import session_factory
 from app.devices import DeviceLocks, parse_devices
 from app.queue import sweeps
@@ -51,6 +53,19 @@ log = logging.getLogger(__name__)
 
 Runner = Callable[..., dict[str, Any]]
 """`runner(spec, out_dir, reporter, *, data_dir) -> result`, like `run_experiment`."""
+
+PENDING_RESULT_FILE = ".pending-result.json"
+"""In a job's artifact folder: a finished result the database could not take yet (an outage
+longer than the lease), kept until it is stored or discarded."""
+
+SHUTDOWN_RETRY_S = 30.0
+"""How long a stopping worker keeps trying to remove its registry row (then the row is pruned
+as a dead worker's after a lease)."""
+
+
+def _one_try() -> bool:
+    """`give_up` for calls whose retry is their next turn (heartbeats, registry touches)."""
+    return True
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -86,6 +101,21 @@ class _Supervision:
     final: tuple[Any, ...] | None = None
     stop_sent_at: float | None = None
     stop_cause: str | None = None
+
+
+def local_dataset_path(spec: dict[str, Any], dataset_dir: Path) -> dict[str, Any]:
+    """`spec` reading an uploaded data set from this worker's own data set folder, where the
+    stored file is (the API resolved the path on its host; a worker may mount the shared
+    artifact folder elsewhere). Unchanged when the file is not there."""
+    data = spec.get("data")
+    if not isinstance(data, dict) or data.get("name") != "uploaded":
+        return spec
+    if not isinstance(data.get("path"), str) or not isinstance(data.get("sha256"), str):
+        return spec
+    local = dataset_dir / Path(data["path"]).name
+    if not local.name.startswith(data["sha256"]) or not local.is_file():
+        return spec
+    return {**spec, "data": {**data, "path": str(local)}}
 
 
 def _signal_name(exitcode: int) -> str:
@@ -221,23 +251,35 @@ class Worker:
         self.artifacts.check()  # a store it cannot use stops the worker, not its jobs
         waited = wait_for_fork_server()  # pay for the imports before the first claim
         log.info("worker %s: job fork server ready after %.2f s", self.worker_id, waited)
-        # Listed only once it can run jobs: a live worker is one that claims.
-        registry.register_worker(
-            self.sessions, self.worker_id, socket.gethostname(), os.getpid(), self.devices
-        )
+        # Listed only once it can run jobs: a live worker is one that claims. Waits for a
+        # database that is down (a stop request ends the wait, raising its error).
+        host, pid = socket.gethostname(), os.getpid()
+        try:
+            call_with_retry(
+                lambda _retried: registry.register_worker(
+                    self.sessions, self.worker_id, host, pid, self.devices
+                ),
+                "registering the worker",
+                give_up=self._stop_claiming.is_set,
+                wake=self._stop_claiming,
+            )
+        except SQLAlchemyError:
+            if not self._stop_claiming.is_set():
+                raise
+            log.info("worker %s stopped before the database was reachable", self.worker_id)
+            return 0
         ran = 0
         try:
             while not self._stop_claiming.is_set() and (max_jobs is None or ran < max_jobs):
                 try:
-                    self._housekeeping()
-                    claim = queue.claim_next_job(
-                        self.sessions,
-                        self.worker_id,
-                        self.settings.lease_seconds,
-                        capacity=self.offer.count,
+                    claim = call_with_retry(
+                        self._claim,
+                        "claiming",
+                        give_up=self._stop_claiming.is_set,
+                        wake=self._stop_claiming,
                     )
-                except SQLAlchemyError as exc:
-                    log.error("database unavailable (%s); retrying", exc.__class__.__name__)
+                except SQLAlchemyError as exc:  # a refused statement, or stopped during an outage
+                    log.error("claim failed (%s); retrying", exc.__class__.__name__)
                     self._stop_claiming.wait(self.poll_seconds)
                     continue
                 if claim is None:
@@ -253,8 +295,13 @@ class Worker:
                 self._touch(None)
         finally:
             self.wakeups.close()
+            give_up_at = time.monotonic() + SHUTDOWN_RETRY_S
             try:
-                registry.unregister_worker(self.sessions, self.worker_id)
+                call_with_retry(
+                    lambda _retried: registry.unregister_worker(self.sessions, self.worker_id),
+                    "unregistering the worker",
+                    give_up=lambda: time.monotonic() >= give_up_at,
+                )
             except SQLAlchemyError:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
@@ -274,12 +321,25 @@ class Worker:
         listening = max(self.poll_seconds, self.settings.lease_seconds / 4)
         self.wakeups.wait(self.poll_seconds, self._stop_claiming, listening_seconds=listening)
 
+    def _claim(self, _retried: bool) -> queue.ClaimedJob | None:
+        """Housekeeping when due, then one claim (a retried claim may have committed: its job
+        keeps the lost claim's lease until it expires and is then requeued)."""
+        self._housekeeping()
+        return queue.claim_next_job(
+            self.sessions, self.worker_id, self.settings.lease_seconds, capacity=self.offer.count
+        )
+
     def _refresh_sweep_of(self, job_id: int) -> None:
         # A sweep's status follows its points; a point just ended.
         try:
-            sweeps.refresh_parent_of(self.sessions, job_id)
-        except SQLAlchemyError:
-            log.warning("could not refresh the sweep of job %s", job_id)
+            call_with_retry(
+                lambda _retried: sweeps.refresh_parent_of(self.sessions, job_id),
+                "refreshing a sweep",
+                give_up=_one_try,  # housekeeping refreshes every open sweep later anyway
+            )
+        except SQLAlchemyError as exc:
+            if not is_connection_error(exc):  # an outage is logged once, by the retry policy
+                log.warning("could not refresh the sweep of job %s", job_id)
 
     def _housekeeping(self) -> None:
         """Settle expired leases and drop dead workers' rows, at most every quarter lease (5 s
@@ -294,9 +354,14 @@ class Worker:
 
     def _touch(self, job_id: int | None) -> None:
         try:
-            registry.touch_worker(self.sessions, self.worker_id, job_id)
-        except SQLAlchemyError:
-            log.warning("could not update worker row")
+            call_with_retry(
+                lambda _retried: registry.touch_worker(self.sessions, self.worker_id, job_id),
+                "updating the worker's row",
+                give_up=_one_try,
+            )
+        except SQLAlchemyError as exc:
+            if not is_connection_error(exc):  # an outage is logged once, by the retry policy
+                log.warning("could not update worker row")
 
     # ------------------------------------------------------------------ one job
 
@@ -346,7 +411,7 @@ class Worker:
             args=(
                 child_conn,
                 self.runner,
-                claim.spec,
+                local_dataset_path(claim.spec, self.settings.dataset_dir),
                 out_dir,
                 self.settings.data_dir,
                 self.offer.cuda_visible_devices,
@@ -367,7 +432,7 @@ class Worker:
     ) -> JobOutcome:
         """Fail the job for good with `reason`, unless the database connection itself failed
         (then the job keeps its lease until it expires and is run again)."""
-        if cause is not None and queue.is_connection_error(cause):
+        if cause is not None and is_connection_error(cause):
             return JobOutcome(OutcomeStatus.LOST, f"database unreachable: {reason}", False)
         try:
             ok = queue.fail_job(self.sessions, claim, reason)
@@ -408,17 +473,22 @@ class Worker:
 
     def _flush(self, claim: queue.ClaimedJob, state: _Supervision, conn: Any) -> None:
         try:
-            held = queue.heartbeat(
-                self.sessions,
-                claim,
-                state.progress,
-                state.stage,
-                message=state.message,
-                metrics=state.metrics,
+            held = call_with_retry(
+                lambda _retried: queue.heartbeat(
+                    self.sessions,
+                    claim,
+                    state.progress,
+                    state.stage,
+                    message=state.message,
+                    metrics=state.metrics,
+                ),
+                f"heartbeating job {claim.job_id}",
+                give_up=_one_try,  # retried at the next flush, while the child's pipe is drained
             )
         except SQLAlchemyError as exc:
             # Keep the points; the lease survives until it expires, the next flush may work.
-            log.error("job %s: heartbeat failed (%s)", claim.job_id, exc.__class__.__name__)
+            if not is_connection_error(exc):
+                log.error("job %s: heartbeat failed (%s)", claim.job_id, type(exc).__name__)
             return
         state.metrics = []
         if held:
@@ -428,6 +498,53 @@ class Worker:
         elif claim.cancel_requested and state.stop_cause is None:
             log.info("job %s: cancel requested; stopping it", claim.job_id)
             self._send_stop(conn, state, "cancelled")
+
+    def _keep_result(
+        self,
+        claim: queue.ClaimedJob,
+        result: dict[str, Any],
+        out_dir: Path,
+        metrics: list[queue.MetricPoint],
+    ) -> JobOutcome:
+        """Keep a finished result through a database outage longer than the lease: in memory
+        and in the job's folder (`PENDING_RESULT_FILE`), until the database is back; then store
+        it unless another attempt of the job has started since (`queue.store_pending_result`).
+        Only a hard stop (hand back) ends the wait; the result then stays on disk."""
+        pending = out_dir / PENDING_RESULT_FILE
+        kept = {
+            "job_id": claim.job_id,
+            "attempt": claim.attempt,
+            "lease_token": claim.lease_token,
+            "worker_id": claim.worker_id,
+            "result": result,
+            "metrics": metrics,
+        }
+        try:
+            partial = pending.with_suffix(".tmp")
+            partial.write_text(json.dumps(kept, default=str))
+            partial.replace(pending)
+        except OSError as exc:  # memory still holds it
+            log.warning("job %s: could not write %s: %s", claim.job_id, pending, exc)
+        log.warning(
+            "job %s finished while the database is unreachable and its lease is over: "
+            "keeping the result (%s) until the database is back",
+            claim.job_id,
+            pending,
+        )
+        stored = call_with_retry(
+            lambda _retried: queue.store_pending_result(
+                self.sessions, claim, result, job_dir=out_dir, metrics=metrics
+            ),
+            f"storing the kept result of job {claim.job_id}",
+            give_up=self._hand_back.is_set,
+            wake=self._hand_back,
+        )
+        pending.unlink(missing_ok=True)
+        if stored is queue.PendingResultOutcome.STORED:
+            return JobOutcome(OutcomeStatus.SUCCEEDED, "stored after a database outage")
+        return JobOutcome(
+            OutcomeStatus.LOST, "another attempt had started; result discarded", False
+        )
 
     @staticmethod
     def _send_stop(conn: Any, state: _Supervision, cause: str) -> None:
@@ -483,9 +600,15 @@ class Worker:
                 return JobOutcome(OutcomeStatus.RELEASED, f"artifact store: {exc}", recorded=ok)
             if rows is None:
                 return JobOutcome(OutcomeStatus.LOST, "lease lost waiting for the store", False)
-            ok = queue.complete_job(
-                self.sessions, claim, final[1], metrics=state.metrics, artifacts=rows
-            )
+            try:
+                ok = queue.complete_job(
+                    self.sessions, claim, final[1], metrics=state.metrics, artifacts=rows
+                )
+            except SQLAlchemyError as exc:
+                if not is_connection_error(exc):
+                    raise
+                # The database is still down and the lease is over: keep the result.
+                return self._keep_result(claim, final[1], out_dir, state.metrics)
             if not ok:
                 log.warning("job %s: lease lost before its result was stored", claim.job_id)
                 return JobOutcome(OutcomeStatus.LOST, "lease lost before completion", False)
@@ -504,8 +627,22 @@ class Worker:
         else:
             reason = error = crash_reason(exitcode)
         log.warning("job %s failed: %s", claim.job_id, reason)
-        ok = queue.fail_job(self.sessions, claim, error, metrics=state.metrics)
+        ok = queue.fail_job(
+            self.sessions, claim, error, metrics=state.metrics, artifacts=self._kept(claim, out_dir)
+        )
         return JobOutcome(OutcomeStatus.FAILED, reason, recorded=ok)
+
+    def _kept(self, claim: queue.ClaimedJob, out_dir: Path) -> list[dict[str, Any]]:
+        """The rows of the files a failed attempt keeps (a trained base), put in the artifact
+        store; none when the store refuses them (the failure itself is still recorded)."""
+        try:
+            records = self.artifacts.publish(
+                claim.job_id, claim.attempt, out_dir, queue.KEPT_ON_FAILURE
+            )
+        except ArtifactStoreError as exc:
+            log.warning("job %s: could not keep its trained base: %s", claim.job_id, exc)
+            return []
+        return [record.as_row() for record in records]
 
 
 SUPERVISOR_FIRST_DELAY_S = 1.0
@@ -518,9 +655,10 @@ SUPERVISOR_STABLE_S = 300.0
 
 class InProcessWorker:
     """A worker loop in a background thread of this process, supervised: a loop that dies of
-    an unexpected error (database down at start, a bug) is logged and restarted as a new worker
-    after a backoff, so the jobs it held are reclaimed when their leases expire and new jobs
-    keep running. `worker` is the current loop's Worker; `restarts` counts the restarts."""
+    an unexpected error (a bug; a database that is down is waited for instead) is logged and
+    restarted as a new worker after a backoff, so the jobs it held are reclaimed when their
+    leases expire and new jobs keep running. `worker` is the current loop's Worker;
+    `restarts` counts the restarts."""
 
     def __init__(
         self,

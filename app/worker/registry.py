@@ -12,8 +12,10 @@ import logging
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Worker, utcnow
+from app.db.enums import JobStatus
+from app.db.models import Job, Worker, utcnow
 from app.db.session import affected_rows, begin_write
+from app.devices import parse_devices
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,3 +104,36 @@ def count_live_workers(session: Session, silent_for: dt.timedelta) -> tuple[int,
     )
     total = session.scalar(select(func.count()).select_from(Worker))
     return int(live or 0), int(total or 0) - int(live or 0)
+
+
+def largest_live_offer(session: Session, silent_for: dt.timedelta) -> int | None:
+    """The most devices any live worker offers (`--devices`); None when no worker is live.
+    Workers touch their rows at every idle poll and heartbeat, so this follows a worker that
+    starts or dies within one heartbeat."""
+    cutoff = utcnow() - silent_for
+    counts = []
+    for devices in session.scalars(select(Worker.devices).where(Worker.last_seen >= cutoff)):
+        try:
+            counts.append(parse_devices(devices or "").count)
+        except ValueError:  # written by another version: not counted
+            continue
+    return max(counts) if counts else None
+
+
+def unrunnable_warning(job: Job, largest_offer: int | None) -> str | None:
+    """Why no live worker can run a queued `job` (it needs more devices than any offers), or
+    None. Without any live worker nothing is said: starting one is the operator's next step
+    anyway, and `/status` counts them."""
+    if job.status != JobStatus.QUEUED or largest_offer is None or job.devices <= largest_offer:
+        return None
+    return (
+        f"no live worker can run this job: it needs {job.devices} devices and the most any "
+        f"live worker offers is {largest_offer}"
+    )
+
+
+def job_warning(job: Job, largest_offer: int | None) -> str | None:
+    """Everything the job's reader should be warned of: the note stored on the job (a result
+    discarded after an outage) and whether any live worker can run it; None if nothing."""
+    notes = [note for note in (job.warning, unrunnable_warning(job, largest_offer)) if note]
+    return "; ".join(notes) or None

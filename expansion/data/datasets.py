@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from expansion.data.shards import epoch_order
-from expansion.specs.sections import DataSpec, num_classes
+from expansion.specs.sections import USER_DATASETS, DataSpec, num_classes
+from expansion.userdata.arrays import DataProblem, UserArrays
+from expansion.userdata.reading import read_user_data
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ def default_data_dir() -> Path:
 
 
 CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR100_FOLDER = "cifar-100-python"
 
 Sampler = Callable[[int, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
 
@@ -162,16 +165,18 @@ def _digits_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return x_tr, y_tr, x_te, y_te
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(
+    path: Path, label_key: str = "labels", what: str = "CIFAR-10"
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as f:
             batch = pickle.load(f, encoding="bytes")
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {exc}") from None
+        raise DataError(f"cannot read {what} batch {path}: {exc}") from None
     data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
+    labels = batch.get(label_key.encode(), batch.get(label_key))
     if data is None or labels is None:
-        raise DataError(f"CIFAR-10 batch {path} has no data/labels entries")
+        raise DataError(f"{what} batch {path} has no data/{label_key} entries")
     x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
     return x, np.asarray(labels, dtype=np.int64)
 
@@ -196,6 +201,57 @@ def _cifar10_arrays(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         x_test.astype(np.float32) / 255.0,
         y_test,
     )
+
+
+def _cifar100_arrays(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The python-version CIFAR-100 archive from `data_dir/cifar-100-python` (fine labels, 100
+    classes), in [0, 1]; the same local layout as CIFAR-10."""
+    folder = data_dir / CIFAR100_FOLDER
+    if not (folder / "train").exists() or not (folder / "test").exists():
+        raise DataError(
+            f"CIFAR-100 not found: expected {folder}/train and {folder}/test (the python-version "
+            "archive, extracted): set JUMPBOARD_DATA_DIR to the folder that holds "
+            f"{CIFAR100_FOLDER} (`jumpboard run --data-dir` for one run)"
+        )
+    x, y = _read_cifar_batch(folder / "train", "fine_labels", "CIFAR-100")
+    x_test, y_test = _read_cifar_batch(folder / "test", "fine_labels", "CIFAR-100")
+    return x.astype(np.float32) / 255.0, y, x_test.astype(np.float32) / 255.0, y_test
+
+
+def _user_arrays(spec: DataSpec) -> UserArrays:
+    """A researcher's own data (uploaded, npz or folder) from `spec.path`, checked again (the
+    file may have changed since the spec was resolved)."""
+    if spec.path is None:
+        raise DataError(f"data.name {spec.name} needs data.path")
+    try:
+        arrays, _ = read_user_data(Path(spec.path))
+    except DataProblem as exc:
+        raise DataError(f"data set {spec.path}: {exc.reason}") from None
+    shape = list(arrays.x_train.shape[1:])
+    if spec.input_shape is not None and shape != list(spec.input_shape):
+        raise DataError(
+            f"data set {spec.path} has samples of shape {shape}, the spec says "
+            f"{spec.input_shape}: the data changed since the spec was resolved"
+        )
+    if spec.classes is not None and arrays.num_classes != spec.classes:
+        raise DataError(
+            f"data set {spec.path} has {arrays.num_classes} classes, the spec says {spec.classes}"
+        )
+    return arrays
+
+
+def _split_given_val(
+    x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, spec: DataSpec
+) -> tuple[torch.Tensor, ...]:
+    """Like `_split` where the data brings its own validation split: the seeded subset and the
+    certificate split come from the training examples, `val_fraction` does not apply."""
+    gen = torch.Generator().manual_seed(spec.seed)
+    perm = torch.randperm(len(y), generator=gen)
+    if spec.max_train_samples is not None:
+        perm = perm[: spec.max_train_samples]
+    n_cert = round(len(perm) * (spec.certify_fraction or 0.0))
+    cert_idx, train_idx = perm[:n_cert], perm[n_cert:]
+    return x[train_idx], y[train_idx], x_val, y_val, x[cert_idx], y[cert_idx]
 
 
 # ---- teacher -------------------------------------------------------------------------------
@@ -269,6 +325,7 @@ def load_dataset(
     device = torch.device(device)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     sampler: Sampler | None = None
+    given_val: tuple[torch.Tensor, torch.Tensor] | None = None
     if spec.name == "teacher":
         sampler = _teacher_sampler(spec, device)
         gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
@@ -282,12 +339,26 @@ def load_dataset(
             arrays = _digits_arrays(spec.seed)
         elif spec.name == "cifar10":
             arrays = _cifar10_arrays(data_dir)
+        elif spec.name == "cifar100":
+            arrays = _cifar100_arrays(data_dir)
+        elif spec.name in USER_DATASETS:
+            user = _user_arrays(spec)
+            arrays = (user.x_train, user.y_train, user.x_test, user.y_test)
+            if user.x_val is not None and user.y_val is not None:
+                given_val = (torch.from_numpy(user.x_val), torch.from_numpy(user.y_val))
         else:  # pragma: no cover - the spec's Literal forbids it
             raise DataError(f"unknown data set {spec.name!r}")
         x, y, x_test, y_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
-        if spec.name in ("mnist1d", "digits"):
+        if spec.name in ("mnist1d", "digits") or (spec.name in USER_DATASETS and x.dim() == 2):
             x, x_test = x.unsqueeze(1), x_test.unsqueeze(1)  # a single channel
-    x_train, y_train, x_val, y_val, x_cert, y_cert = _split(x.float(), y.long(), spec)
+            if given_val is not None:
+                given_val = (given_val[0].unsqueeze(1), given_val[1])
+    if given_val is not None:
+        x_train, y_train, x_val, y_val, x_cert, y_cert = _split_given_val(
+            x.float(), y.long(), given_val[0].float(), given_val[1].long(), spec
+        )
+    else:
+        x_train, y_train, x_val, y_val, x_cert, y_cert = _split(x.float(), y.long(), spec)
     if spec.name != "teacher":  # teacher inputs are standard Gaussian already
         x_train, x_val, x_test, x_cert = _normalise(x_train, x_val, x_test.float(), x_cert)
     bundle = DataBundle(
@@ -356,7 +427,7 @@ def augmentation_for(name: str) -> Callable[[torch.Tensor, torch.Generator], tor
         return lambda x, g: random_shift(x, 3, g)
     if name == "digits":
         return lambda x, g: random_shift(x, 1, g)
-    if name == "cifar10":
+    if name in ("cifar10", "cifar100"):
         return lambda x, g: random_crop_flip(x, 4, g)
     return None
 

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -30,6 +29,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from expansion.distributed.ports import reserved_port
 from expansion.distributed.rank import RankPlan, rank_main
 from expansion.progress import NullReporter, ProgressReporter, StopRequested
 from expansion.ranks import external_rank, externally_launched
@@ -77,13 +77,6 @@ class _Run:
     """Every rank of one launch."""
 
     ranks: list[_Rank] = field(default_factory=list)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for the rendezvous)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def devices_of(spec: AnyExperiment) -> tuple[int, int]:
@@ -137,8 +130,32 @@ def launch_ranks(
     """Spawn `world_size` ranks of `spec`, supervise them, return rank 0's result."""
     ctx = multiprocessing.get_context("spawn")
     out_dir.mkdir(parents=True, exist_ok=True)
+    with reserved_port() as port:  # no other launch on this host gets it while ours run
+        return _launch_on_port(
+            spec,
+            out_dir,
+            reporter,
+            world_size,
+            port,
+            ctx,
+            data_dir=data_dir,
+            base_checkpoint=base_checkpoint,
+        )
+
+
+def _launch_on_port(
+    spec: AnyExperiment,
+    out_dir: Path,
+    reporter: ProgressReporter,
+    world_size: int,
+    port: int,
+    ctx: Any,
+    *,
+    data_dir: Path | None,
+    base_checkpoint: Path | None,
+) -> dict[str, Any]:
+    """`launch_ranks` once its rendezvous port is reserved."""
     scratch = Path(tempfile.mkdtemp(prefix="jumpboard-ranks-"))
-    port = free_port()
     threads = max(1, (os.cpu_count() or 1) // world_size)
     run = _Run()
     pids_file = out_dir / RANK_PIDS_FILE

@@ -24,12 +24,14 @@ from typing import Any
 import torch
 
 from expansion.data.datasets import DataBundle, load_dataset
+from expansion.experiments.expand_answer import expand_answer
 from expansion.experiments.expand_base import BaseNetwork, obtain_base
 from expansion.experiments.expand_certificates import (
     certificate_examples,
     certificate_gradients,
     seed_certificates,
 )
+from expansion.experiments.expand_keep import keep_expanded
 from expansion.experiments.position_choice import (
     choose_positions,
     selection_record,
@@ -57,8 +59,9 @@ from expansion.models.network import PostNormResNet, count_parameters
 from expansion.progress import NullReporter, ProgressReporter, StagedReporter, check_stop
 from expansion.ranks import agree_with_rank_zero
 from expansion.results.records import PositionRow
-from expansion.results.result_file import json_safe_record, write_result
+from expansion.results.result_file import PARTIAL_RESULT_FILE, json_safe_record, write_result
 from expansion.specs.experiments import ExpandExperiment
+from expansion.specs.stage_weights import stage_slices
 from expansion.training.batched_arms import batching_chosen
 from expansion.training.continuation import (
     Continuation,
@@ -75,11 +78,8 @@ CONTINUATION_SPLIT = "continuation"
 """Metric split of the continuation arms' loss curves (the job page draws them live)."""
 
 
-# Slices of the overall progress bar per stage.
-STAGES = {"train": (0.0, 0.45), "scan": (0.45, 0.55), "certify": (0.55, 0.65)}
-
-
-STAGES["continue"] = (0.65, 1.0)
+Slices = dict[str, tuple[float, float]]
+"""Each stage's (start, end) on the progress bar (`expansion.specs.stage_weights`)."""
 
 
 SCAN_SPLIT = 0.5
@@ -88,9 +88,11 @@ CERTIFICATE_SPLIT = 0.7
 """Share of the scan stage's progress bar done when the certificate batches are."""
 
 
-def _stage(reporter: ProgressReporter, name: str) -> StagedReporter:
-    start, end = STAGES[name]
-    return StagedReporter(reporter, start, end, name)
+def _stage(reporter: ProgressReporter, name: str, slices: Slices) -> StagedReporter:
+    start, end = slices[name]
+    # Predictors and keeping the expanded network report under the page's `continue` stage.
+    shown = "continue" if name in ("predictors", "keep") else name
+    return StagedReporter(reporter, start, end, shown)
 
 
 def _attach_predictors(
@@ -140,12 +142,16 @@ class Scanned:
 
 
 def scan_stage(
-    spec: ExpandExperiment, base: BaseNetwork, bundle: DataBundle, reporter: ProgressReporter
+    spec: ExpandExperiment,
+    base: BaseNetwork,
+    bundle: DataBundle,
+    reporter: ProgressReporter,
+    slices: Slices,
 ) -> Scanned:
     """Every position's gradients (one pass over training batches, one over the certificate
     batches), jumpboard models and certificates, their summary, and the positions chosen."""
     e = spec.expand
-    staged = _stage(reporter, "scan")
+    staged = _stage(reporter, "scan", slices)
 
     def on_batch(fraction: float) -> None:
         staged.progress(SCAN_SPLIT * fraction, "scan", "gradients at every position")
@@ -168,7 +174,7 @@ def scan_stage(
         (bundle.x_val, bundle.y_val),
         list(range(model.num_positions)),
         e.seeds,
-        batch_size=e.grad_batch_size,
+        batch_size=spec.grad_batch_size,
         max_batches=e.grad_batches,
         shuffle_seed=spec.train.seed,
         on_batch=on_batch,
@@ -210,12 +216,13 @@ def certify_stage(
     scanned: Scanned,
     bundle: DataBundle,
     reporter: ProgressReporter,
+    slices: Slices,
 ) -> dict[tuple[int, int], dict[str, Any]]:
     """The insertion record of every chosen (position, seed) so far: depths, function drift,
     the gradient statistics with the |E g|^2 test, the certificate in nats (from the scan) and
     the jumpboard model on the test set."""
     e = spec.expand
-    staged = _stage(reporter, "certify")
+    staged = _stage(reporter, "certify", slices)
     model = base.model
     val, test = (bundle.x_val, bundle.y_val), (bundle.x_test, bundle.y_test)
     keys = [(p, s) for p in scanned.chosen for s in e.seeds]
@@ -265,11 +272,12 @@ def continue_stage(
     bundle: DataBundle,
     reporter: ProgressReporter,
     device: torch.device,
+    slices: Slices,
 ) -> Continued:
     """Expanded against control arms from the base for `expand.continue_steps` steps, for every
     chosen position and seed; each finished arm's curve is reported as it lands."""
     e = spec.expand
-    staged = _stage(reporter, "continue")
+    staged = _stage(reporter, "continue", slices)
     total_steps = e.continue_steps * len(e.seeds) * (len(scanned.chosen) + 1)
     done = [0]
 
@@ -361,7 +369,7 @@ def run_expand(
 
     Stages, in order: data, the base (trained, or loaded from `base_checkpoint` with its
     optimizer state), scan and choice of positions, certificate, continuation, predictors,
-    per-position summary, the base's own risks.
+    per-position summary, the base's own risks, the answer (`expansion.results.answer`).
     """
     reporter = reporter or NullReporter()
     out_dir = Path(out_dir)
@@ -375,20 +383,28 @@ def run_expand(
     bundle = load_dataset(spec.data, spec.model.kind, device, data_dir)
     timings["data_s"] = time.perf_counter() - t0
 
-    base = obtain_base(spec, bundle, _stage(reporter, "train"), out_dir, device, base_checkpoint)
+    slices = stage_slices(spec, base_given=base_checkpoint is not None)
+    base = obtain_base(
+        spec, bundle, _stage(reporter, "train", slices), out_dir, device, base_checkpoint
+    )
     timings["train_s"] = base.train_s
     check_stop(reporter)
 
     t0 = time.perf_counter()
-    scanned = scan_stage(spec, base, bundle, reporter)
+    scanned = scan_stage(spec, base, bundle, reporter, slices)
     timings["scan_s"] = time.perf_counter() - t0
+    partial = {**result_header(spec, device), "scan": scanned.summary}
+    partial["selection"] = scanned.selection
+    write_result(out_dir, json_safe_record(partial), PARTIAL_RESULT_FILE)
 
     t0 = time.perf_counter()
-    records = certify_stage(spec, base, scanned, bundle, reporter)
+    records = certify_stage(spec, base, scanned, bundle, reporter, slices)
     timings["certify_s"] = time.perf_counter() - t0
+    partial["insertions"] = [records[k] for k in sorted(records)]
+    write_result(out_dir, json_safe_record(partial), PARTIAL_RESULT_FILE)
 
     t0 = time.perf_counter()
-    continued = continue_stage(spec, base, scanned, bundle, reporter, device)
+    continued = continue_stage(spec, base, scanned, bundle, reporter, device, slices)
     timings["continuation_s"] = time.perf_counter() - t0
     for key, record in records.items():
         record["realized"] = continued.continuation.records[key]
@@ -397,10 +413,22 @@ def run_expand(
     t0 = time.perf_counter()
     _attach_predictors(spec, base.model, scanned.gradients, bundle, records, scanned.lr)
     timings["predictors_s"] = time.perf_counter() - t0
+    _stage(reporter, "predictors", slices).progress(1.0, "continue", "predictors done")
 
     t0 = time.perf_counter()
     risks = base_risks(base.model, bundle)
     timings["evaluate_s"] = time.perf_counter() - t0
+    answer = expand_answer(
+        continued.continuation.differences,
+        scanned.chosen,
+        e.seeds,
+        scanned.summary["positions"],
+        confidence=e.confidence,
+        min_effect=e.min_effect,
+    )
+    t0 = time.perf_counter()
+    expanded = keep_expanded(spec, base, bundle, answer, scanned.lr, out_dir)
+    timings["keep_expanded_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     keys = [(p, s) for p in scanned.chosen for s in e.seeds]
     result = json_safe_record(
@@ -410,7 +438,8 @@ def run_expand(
             "parameters": count_parameters(base.model),
             "curves": base.curves,
             "timings": timings,
-            "artifacts": base.artifacts,
+            "artifacts": [*base.artifacts, *([expanded["file"]] if expanded else [])],
+            "expanded_checkpoint": expanded,
             "scan": scanned.summary,
             "insertions": [records[k] for k in keys],
             "positions": position_rows(spec, scanned, records, continued),
@@ -418,6 +447,7 @@ def run_expand(
             "continue_lr": scanned.lr,
             "continuation_curves": continued.curves,
             "continuation_batched": continued.batched,
+            "answer": answer,
         }
     )
     write_result(out_dir, result)

@@ -13,6 +13,7 @@ import torch
 from expansion.data.datasets import DataBundle
 from expansion.models.network import PostNormResNet
 from expansion.progress import ProgressReporter
+from expansion.specs.base_match import split_mismatches
 from expansion.specs.experiments import ExpandExperiment
 from expansion.training.trainer import train_model
 
@@ -28,26 +29,10 @@ def load_base(
     return model.to(device).eval(), payload
 
 
-# DataSpec fields that decide which examples land in the training split.
-_SPLIT_FIELDS = (
-    "name",
-    "seed",
-    "val_fraction",
-    "certify_fraction",
-    "max_train_samples",
-    "teacher_dim",
-    "teacher_width",
-    "teacher_depth",
-    "teacher_train_size",
-    "teacher_test_size",
-)
-
-
 def check_base_splits(path: Path, payload: dict[str, Any], spec: ExpandExperiment) -> None:
     """Refuse a base trained on other splits: its training set may hold the certificate split,
     and a certificate on examples the base was fitted on is not a held-out certificate."""
     from expansion.models.checkpoint import CheckpointError
-    from expansion.specs.sections import DataSpec
 
     stored = (payload.get("spec") or {}).get("data")
     if not isinstance(stored, dict):
@@ -56,16 +41,11 @@ def check_base_splits(path: Path, payload: dict[str, Any], spec: ExpandExperimen
             "cannot be checked against the certificate split; train the base with this spec's "
             "data section"
         )
-    base_data = DataSpec.model_validate(stored).model_dump()
-    wanted = spec.data.model_dump()
-    differ = [f for f in _SPLIT_FIELDS if f in wanted and base_data.get(f) != wanted.get(f)]
+    differ = split_mismatches(stored, spec.data)
     if differ:
-        shown = ", ".join(
-            f"data.{f} {base_data.get(f)!r} (spec: {wanted.get(f)!r})" for f in differ
-        )
         raise CheckpointError(
-            f"{path}: the base was trained on other splits ({shown}); its training set may hold "
-            "the certificate split. Train the base with this spec's data section"
+            f"{path}: the base was trained on other splits ({', '.join(differ)}); its training "
+            "set may hold the certificate split. Train the base with this spec's data section"
         )
 
 

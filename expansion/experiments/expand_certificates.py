@@ -34,12 +34,12 @@ def certificate_examples(spec: ExpandExperiment, bundle: DataBundle) -> Certific
     """The certificate data (held out or fresh): never trained on, never used by the line
     search."""
     e = spec.expand
-    fresh_samples = (e.grad_batches or FRESH_CERTIFICATE_BATCHES) * e.grad_batch_size
+    fresh_samples = (e.grad_batches or FRESH_CERTIFICATE_BATCHES) * spec.grad_batch_size
     x, y, source = bundle.certificate_data(fresh_samples, seed=spec.data.seed + 2)
-    if len(y) // e.grad_batch_size < 2:
+    if len(y) // spec.grad_batch_size < 2:
         raise ValueError(
             f"the certificate split has {len(y)} samples, fewer than 2 batches of "
-            f"expand.grad_batch_size={e.grad_batch_size}: raise data.certify_fraction or lower "
+            f"expand.grad_batch_size={spec.grad_batch_size}: raise data.certify_fraction or lower "
             "expand.grad_batch_size"
         )
     return x, y, CertificateSource(source)
@@ -56,14 +56,14 @@ def certificate_gradients(
     x, y, source = examples
     # scan_positions also wants a validation set; one batch of the certificate data keeps that
     # unused by-product cheap.
-    head = (x[: e.grad_batch_size], y[: e.grad_batch_size])
+    head = (x[: spec.grad_batch_size], y[: spec.grad_batch_size])
     scan = scan_positions(
         base,
         (x, y),
         head,
         list(range(base.num_positions)),
         e.seeds,
-        batch_size=e.grad_batch_size,
+        batch_size=spec.grad_batch_size,
         max_batches=e.grad_batches,
         shuffle_seed=spec.train.seed + 1,
         on_batch=on_batch,

@@ -18,6 +18,7 @@ from expansion.experiments.result_header import Spec
 from expansion.experiments.sweep import run_sweep_kind
 from expansion.experiments.train import run_train
 from expansion.progress import NullReporter, ProgressReporter
+from expansion.ranks import external_rank
 from expansion.results.result_file import write_result
 from expansion.specs.experiments import (
     ExpandExperiment,
@@ -63,5 +64,21 @@ def run_experiment(
         result = run_grow(spec, out_dir, reporter, data_dir=data_dir)
     else:
         result = run_sweep_kind(spec, out_dir, reporter, data_dir=data_dir)
+    if spec.train.loggers and external_rank() == 0:
+        _publish_to_trackers(list(spec.train.loggers), result, out_dir, spec.name or spec.kind)
     write_result(out_dir, result)
     return result
+
+
+def _publish_to_trackers(
+    trackers: list[str], result: dict[str, Any], out_dir: Path, group: str
+) -> None:
+    """Send the result to the spec's trackers (rank 0 only); their failures become warnings."""
+    from expansion.training.trackers import publish
+
+    report = publish(list(trackers), result, out_dir, group)
+    result["trackers"] = report
+    if report["artifact"]:
+        result["artifacts"] = [*(result.get("artifacts") or []), report["artifact"]]
+    if report["warnings"]:
+        result["warnings"] = [*(result.get("warnings") or []), *report["warnings"]]

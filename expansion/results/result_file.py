@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+PARTIAL_RESULT_FILE = "partial_result.json"
+"""What a running job has finished so far (an expand job's scan, then its certificate
+records); the job page shows its tables before the job ends. Removed once `result.json` is
+written."""
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -37,10 +41,13 @@ def json_safe_record(record: dict[str, Any]) -> dict[str, Any]:
     return {key: json_safe(value) for key, value in record.items()}
 
 
-def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
-    """Write `result` as `out_dir/result.json` (atomically) and return its path."""
-    path = out_dir / RESULT_FILE
-    tmp = out_dir / f".{RESULT_FILE}.tmp"
+def write_result(out_dir: Path, result: dict[str, Any], name: str = RESULT_FILE) -> Path:
+    """Write `result` as `out_dir/result.json` (or `name`), atomically, and return its path;
+    the final result removes the partial one."""
+    path = out_dir / name
+    tmp = out_dir / f".{name}.tmp"
     tmp.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     tmp.replace(path)
+    if name == RESULT_FILE:
+        (out_dir / PARTIAL_RESULT_FILE).unlink(missing_ok=True)
     return path

@@ -21,10 +21,9 @@ from expansion.specs.experiments import (
 )
 from expansion.specs.grid import expand_sweep
 from expansion.specs.sections import DataSpec, ModelSpec, input_shape, num_classes
+from expansion.specs.split_sizes import TEST_SIZES as _TEST_SIZES
+from expansion.specs.split_sizes import TRAIN_POOL_SIZES as _TRAIN_SIZES
 
-# Training-set sizes before the validation split (docs/design.md 2).
-_TRAIN_SIZES = {"mnist1d": 4000, "digits": 1437, "cifar10": 50_000}
-_TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10_000}
 _BYTES_PER_FLOAT = 4
 _BYTES_PER_LABEL = 8
 
@@ -126,7 +125,10 @@ def _data_cost(data: DataSpec) -> tuple[int, int, int]:
         teacher_params, teacher_flops = _teacher_cost(data)
         data_flops = teacher_flops * samples
     else:
-        samples = _TRAIN_SIZES[data.name] + _TEST_SIZES[data.name]
+        if data.train_size is not None and data.test_size is not None:  # your own data
+            samples = data.train_size + data.test_size
+        else:
+            samples = _TRAIN_SIZES[data.name] + _TEST_SIZES[data.name]
         features = input_shape(data, "mlp")[0]  # the flattened sample
         teacher_params = data_flops = 0
     data_bytes = samples * (features * _BYTES_PER_FLOAT + _BYTES_PER_LABEL)
@@ -158,7 +160,10 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
             activation_bytes_per_step=base.activation_bytes_per_step,
         )
     d = spec.data
-    samples = d.teacher_train_size if d.name == "teacher" else _TRAIN_SIZES[d.name]
+    if d.name == "teacher":
+        samples = d.teacher_train_size
+    else:
+        samples = d.train_size if d.train_size is not None else _TRAIN_SIZES[d.name]
     if d.max_train_samples is not None:
         samples = min(samples, d.max_train_samples)
     samples = int(samples * (1 - d.val_fraction - (d.certify_fraction or 0.0)))
@@ -180,7 +185,7 @@ def estimate_cost(spec: AnyExperiment) -> CostEstimate:
             2 * len(e.seeds) * n_pos * e.continue_steps * spec.train.batch_size * (train_step_flops)
         )
         _, _, expanded_act = _network_cost(spec, spec.model.total_blocks + 1)
-        step_act, step_batch = expanded_act, max(step_batch, e.grad_batch_size)
+        step_act, step_batch = expanded_act, max(step_batch, spec.grad_batch_size)
     if isinstance(spec, GrowExperiment):
         _, grown_flops, grown_act = _network_cost(spec, spec.grow.target_depth)
         # grown network for the whole run is an upper bound; controls add two more runs

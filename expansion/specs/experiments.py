@@ -16,6 +16,8 @@ from expansion.specs.problems import raise_problems
 from expansion.specs.sections import (
     DEFAULT_CERTIFY_FRACTION,
     IMAGE_DATASETS,
+    MAX_GRAD_BATCH_SIZE,
+    USER_DATASETS,
     DataSpec,
     ExpandSpec,
     GrowSpec,
@@ -24,7 +26,9 @@ from expansion.specs.sections import (
     StrictModel,
     TrainSpec,
     input_shape,
+    is_image_data,
 )
+from expansion.specs.split_sizes import split_sizes
 
 ExperimentKind = Literal["train", "expand", "grow", "sweep", "sweep_point"]
 
@@ -51,12 +55,28 @@ class _ExperimentBase(StrictModel):
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             return raw
         model = raw.get("model", {})
+        shape = raw["data"].get("input_shape")
         if (
-            raw["data"].get("name") in IMAGE_DATASETS
+            (
+                raw["data"].get("name") in IMAGE_DATASETS
+                or (
+                    raw["data"].get("name") in USER_DATASETS
+                    and isinstance(shape, list)
+                    and len(shape) == 3
+                )
+            )
             and isinstance(model, dict)
             and "kind" not in model
         ):
             return {**raw, "model": {"kernel_size": 3, **model, "kind": "conv2d"}}
+        if (
+            raw["data"].get("name") in USER_DATASETS
+            and isinstance(shape, list)
+            and len(shape) == 1
+            and isinstance(model, dict)
+            and "kind" not in model
+        ):  # flat feature vectors: an mlp, not a convolution over unordered features
+            return {**raw, "model": {**model, "kind": "mlp"}}
         return raw
 
     @model_validator(mode="after")
@@ -74,7 +94,7 @@ class _ExperimentBase(StrictModel):
                     f"{self.model.kind}",
                 )
             )
-        if self.model.kind == "conv2d" and self.data.name in ("mnist1d", "teacher"):
+        if self.model.kind == "conv2d" and not is_image_data(self.data):
             problems.append(
                 (
                     "model.kind",
@@ -124,8 +144,53 @@ class ExpandExperiment(_ExperimentBase):
             return {**raw, "data": {**data, "certify_fraction": DEFAULT_CERTIFY_FRACTION}}
         return raw
 
+    @model_validator(mode="after")
+    def _derive_grad_batch_size(self) -> ExpandExperiment:
+        # Filled in, so that the stored spec says which batch size the job used.
+        if self.expand.grad_batch_size is None:
+            self.expand.grad_batch_size = self.grad_batch_size
+        return self
+
+    @property
+    def grad_batch_size(self) -> int:
+        """`expand.grad_batch_size`, or, unset, the largest size up to MAX_GRAD_BATCH_SIZE
+        that gives the certificate split `expand.min_certificate_batches` batches (at least
+        2; a split too small for that is a problem `validate` names)."""
+        if self.expand.grad_batch_size is not None:
+            return self.expand.grad_batch_size
+        if self.data.name == "teacher":
+            return MAX_GRAD_BATCH_SIZE
+        certify = split_sizes(self.data).certify
+        return max(2, min(MAX_GRAD_BATCH_SIZE, certify // self.expand.min_certificate_batches))
+
+    def _certificate_split_problems(self) -> list[tuple[str, str]]:
+        if self.data.name == "teacher" or not self.data.certify_fraction:
+            return []
+        certify = split_sizes(self.data).certify
+        size = self.grad_batch_size
+        if certify // size >= 2:
+            return []
+        field = "expand.grad_batch_size" if self.expand.grad_batch_size else "data.certify_fraction"
+        return [
+            (
+                field,
+                f"the certificate split has {certify} samples, fewer than 2 batches of "
+                f"expand.grad_batch_size={size}: raise data.certify_fraction or lower "
+                "expand.grad_batch_size",
+            )
+        ]
+
     def _cross_section_problems(self) -> list[tuple[str, str]]:
         problems = super()._cross_section_problems()
+        problems += self._certificate_split_problems()
+        if self.expand.select == "top_k" and self.expand.top_k > self.model.num_positions:
+            problems.append(
+                (
+                    "expand.top_k",
+                    f"top_k {self.expand.top_k} is more than the {self.model.num_positions} "
+                    "positions model.depth and model.stages give",
+                )
+            )
         if self.data.name == "teacher":
             if self.data.certify_fraction:
                 problems.append(

@@ -60,11 +60,13 @@ SELECTABLE_PREDICTORS: tuple[str, ...] = tuple(
 """Predictors known before the continuation, so `select: top_k` can rank positions by them."""
 
 DEFAULT_SELECTION_PREDICTOR = Predictor.CERTIFICATE_U.value
-"""The default `expand.by`: the selectable predictor with the best measured calibration on
-the suite of benchmarks/calibration.py (docs/calibration.md gives the evidence: U on the
-held-out certificate batches ranked positions within a network at Spearman +0.57
-[+0.12, +0.86] over 12 jobs; U on the base's own training batches had ranked them backwards,
--0.63)."""
+"""The default `expand.by`: the selectable predictor with the best within-network Spearman on
+the DESIGN suite of benchmarks/calibration.py (+0.56 [+0.19, +0.93] over 12 jobs; best of 10,
+max-T adjusted one-sided p 0.004). On the REPLICATE suite, which played no part in the choice,
+it does not rank positions better than chance (-0.13 [-0.63, +0.38], one-sided p 0.81) nor
+better than the position index: docs/calibration.md. It stays the default because no
+selectable predictor is shown to replicate; `select: all` (continue every position) is the
+honest design when the ranking matters."""
 
 PREDICTOR_DESCRIPTIONS: dict[str, str] = {
     "certificate_u": "U, unbiased |E g|^2 on certificate batches",

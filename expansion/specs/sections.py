@@ -13,6 +13,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from expansion.specs.predictor_names import (
     DEFAULT_SELECTION_PREDICTOR,
@@ -21,7 +22,15 @@ from expansion.specs.predictor_names import (
 )
 from expansion.specs.problems import raise_problems
 
-DatasetName = Literal["mnist1d", "digits", "teacher", "cifar10"]
+DatasetName = Literal[
+    "mnist1d", "digits", "teacher", "cifar10", "cifar100", "uploaded", "npz", "folder"
+]
+
+
+USER_DATASETS = ("uploaded", "npz", "folder")
+"""A researcher's own data: an uploaded data set (`id`), or a `.npz` / image folder at `path`.
+Their input shape, class count and sizes come from the data (`expansion.userdata`), filled into
+the spec where it enters (the API's intake, `jumpboard run`/`validate`)."""
 
 
 ModelKind = Literal["mlp", "conv1d", "conv2d"]
@@ -33,10 +42,13 @@ NormKind = Literal["layer", "rms", "group", "batch"]
 ScalingRule = Literal["constant", "inv_sqrt_depth", "inv_depth", "learnable"]
 
 
+TrackerName = Literal["csv", "tensorboard", "mlflow", "wandb"]
+
+
 MAX_SEED = 2**31 - 1
 
 
-IMAGE_DATASETS = ("digits", "cifar10")
+IMAGE_DATASETS = ("digits", "cifar10", "cifar100")
 """Data sets whose default `model.kind` is `conv2d` (others default to `conv1d`)."""
 
 
@@ -54,7 +66,31 @@ class DataSpec(StrictModel):
     """Which data set, how it is split and how much of it is used."""
 
     name: DatasetName = "mnist1d"
-    """Built-in data set: `mnist1d`, `digits`, `teacher` or `cifar10` (local archive)."""
+    """Built-in data set (`mnist1d`, `digits`, `teacher`, `cifar10` or `cifar100` from a local
+    archive) or your own: `uploaded` (a data set uploaded to the service, named by `id`), `npz`
+    or `folder` (a `.npz` file or an image folder at `path`, for `jumpboard run`)."""
+    id: str | None = Field(None, pattern=r"^([0-9]{1,12}|[0-9a-f]{64})$")
+    """`uploaded` only: the data set's id (`POST /api/v1/datasets`) or its sha256."""
+    path: str | None = Field(None, min_length=1, max_length=4096)
+    """`npz`/`folder`: the file or folder to read; `uploaded`: filled in by the service with the
+    stored file the workers read."""
+    sha256: SkipJsonSchema[str | None] = Field(None, pattern=r"^[0-9a-f]{64}$")
+    """`uploaded` only: filled in by the service, the content address of the stored file."""
+    input_shape: SkipJsonSchema[list[Annotated[int, Field(ge=1, le=1_000_000)]] | None] = Field(
+        None, min_length=1, max_length=3
+    )
+    """Your own data only, inferred from it: one sample's raw shape, (features,),
+    (channels, length) or (channels, height, width)."""
+    classes: SkipJsonSchema[int | None] = Field(None, ge=2, le=100_000)
+    """Your own data only, inferred from it: the number of classes."""
+    train_size: SkipJsonSchema[int | None] = Field(None, ge=1, le=100_000_000)
+    """Your own data only, inferred from it: training examples (its own validation split not
+    included)."""
+    val_size: SkipJsonSchema[int | None] = Field(None, ge=0, le=100_000_000)
+    """Your own data only, inferred from it: examples of its own validation split (`x_val`,
+    `val/`); when there are some, `val_fraction` does not apply."""
+    test_size: SkipJsonSchema[int | None] = Field(None, ge=1, le=100_000_000)
+    """Your own data only, inferred from it: test examples."""
     seed: int = Field(0, ge=0, le=MAX_SEED)
     """Seed of the train/validation split (and of the teacher network)."""
     val_fraction: float = Field(0.1, gt=0.0, le=0.5)
@@ -81,15 +117,80 @@ class DataSpec(StrictModel):
     teacher_test_size: int = Field(1000, ge=16, le=10_000_000)
     """`teacher` only: test samples drawn."""
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        # `id: 3` in YAML or JSON names the same data set as `id: "3"`.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataSpec:
         if self.val_fraction + (self.certify_fraction or 0.0) > 0.8:
             raise ValueError("val_fraction + certify_fraction must leave at least 20% to train on")
+        raise_problems(self._user_data_problems())
         return self
+
+    def _user_data_problems(self) -> list[tuple[str, str]]:
+        if self.name not in USER_DATASETS:
+            own = ("id", "path", "sha256", "input_shape", "classes", "train_size", "test_size")
+            given = [f for f in own if getattr(self, f) is not None]
+            return [(f, "applies to data.name uploaded, npz or folder only") for f in given]
+        problems = []
+        if self.name == "uploaded" and self.id is None and self.sha256 is None:
+            problems.append(("id", "data.name uploaded needs the data set's id or sha256"))
+        if self.name in ("npz", "folder") and self.path is None:
+            problems.append(("path", f"data.name {self.name} needs the path of the data"))
+        if not problems and (
+            self.input_shape is None
+            or self.classes is None
+            or self.train_size is None
+            or self.test_size is None
+        ):
+            problems.append(
+                (
+                    "input_shape",
+                    "the input shape, class count and sizes of your own data are read from "
+                    "the data where the spec enters (the service, `jumpboard run` or "
+                    "`validate`); this spec was not resolved against its data",
+                )
+            )
+        return problems or self._split_problems()
+
+    def _split_problems(self) -> list[tuple[str, str]]:
+        """Too few examples of your own data for the splits this spec asks for."""
+        if self.train_size is None:
+            return []
+        n = min(self.train_size, self.max_train_samples or self.train_size)
+        n_cert = round(n * (self.certify_fraction or 0.0))
+        n_val = self.val_size or max(1, round(n * self.val_fraction))
+        n_train = n - n_cert - (0 if self.val_size else n_val)
+        problems = []
+        if n_train < 2:
+            problems.append(
+                (
+                    "train_size",
+                    f"{n} training examples leave {n_train} to train on after the validation "
+                    f"and certificate splits ({n_val} and {n_cert}): use more data or smaller "
+                    "val_fraction / certify_fraction",
+                )
+            )
+        if self.certify_fraction and n_cert < 1:
+            problems.append(
+                (
+                    "certify_fraction",
+                    f"certify_fraction {self.certify_fraction} of {n} training examples leaves "
+                    "no certificate example",
+                )
+            )
+        return problems
 
 
 DEFAULT_CERTIFY_FRACTION = 0.2
 """Certificate split of an `expand` experiment when `data.certify_fraction` is not given."""
+MAX_GRAD_BATCH_SIZE = 256
+"""Largest derived `expand.grad_batch_size` (and the teacher task's)."""
 
 
 class ModelSpec(StrictModel):
@@ -195,6 +296,20 @@ class TrainSpec(StrictModel):
     compile: bool = False
     """Compile the network's training forward with `torch.compile`; the first steps pay the
     compilation (seconds on a GPU, a minute or more on a small CPU)."""
+    loggers: list[TrackerName] = Field(default_factory=list, max_length=4)
+    """Experiment trackers that also get the job's curves and numbers, through Lightning's
+    loggers, when the job ends: `csv` and `tensorboard` (folders under the job's artifacts,
+    packed as `trackers.tar.gz`), `mlflow` (`JUMPBOARD_MLFLOW_TRACKING_URI`, else a file store
+    under the artifacts), `wandb` (offline, where installed). The base run and every
+    continuation arm are one run each, tagged `arm` (base / control / position), `position` and
+    `seed`. A tracker that fails adds a warning to the job and fails nothing."""
+
+    @field_validator("loggers")
+    @classmethod
+    def _distinct_loggers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each logger at most once")
+        return value
 
     @model_validator(mode="after")
     def _batch_splits_across_devices(self) -> TrainSpec:
@@ -258,8 +373,11 @@ class ExpandSpec(StrictModel):
     """The certificate's minimum effect, in nats of cross-entropy: the certificate `holds` when
     the interval of the jumpboard model's population risk decrease lies above it, `fails` when
     the interval lies below it, and is `undecided` otherwise. 0 asks only for a decrease."""
-    grad_batch_size: int = Field(256, ge=2, le=65_536)
-    """Batch size of the per-batch gradients behind the unbiased estimate."""
+    grad_batch_size: int | None = Field(None, ge=2, le=65_536)
+    """Batch size of the per-batch gradients behind the unbiased estimate. None = derived
+    from the certificate split: the largest size (at most 256) that gives it
+    `min_certificate_batches` batches (256 for `teacher`, whose certificate samples are
+    fresh)."""
     grad_batches: int | None = Field(None, ge=2, le=100_000)
     """At most this many batches, on the training set (for g_train) and on the certificate
     split (n of the certificate); None = all of each (`teacher`: 16 fresh certificate
@@ -269,6 +387,11 @@ class ExpandSpec(StrictModel):
     nothing (`not_shown`). The certificate in nats uses every certificate example instead."""
     line_search_points: int = Field(8, ge=2, le=64)
     """Step sizes tried on validation data for the jumpboard model."""
+    base_job: int | None = Field(None, ge=1, le=2**31 - 1)
+    """Expand the base network of this finished job (train, expand or grow) instead of
+    training one; the service resolves it when the job is submitted (its model, data and train
+    sections are taken from that job where this spec leaves them out, and must match).
+    `jumpboard run` takes a checkpoint file instead (`--base`)."""
 
     @field_validator("by")
     @classmethod
@@ -335,15 +458,26 @@ _RAW_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist1d": (1, 40),
     "digits": (1, 8, 8),
     "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
 }
 
 
-NUM_CLASSES: dict[str, int] = {"mnist1d": 10, "digits": 10, "cifar10": 10}
+NUM_CLASSES: dict[str, int] = {"mnist1d": 10, "digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+def raw_input_shape(data: DataSpec) -> tuple[int, ...]:
+    """Shape of one input sample as the data set stores it (flat samples become 1 channel)."""
+    if data.name == "teacher":
+        return (1, data.teacher_dim)
+    if data.name in USER_DATASETS:
+        shape = tuple(data.input_shape or (1,))
+        return (1, *shape) if len(shape) == 1 else shape
+    return _RAW_SHAPES[data.name]
 
 
 def input_shape(data: DataSpec, kind: str) -> tuple[int, ...]:
     """Shape of one input sample as the model of `kind` sees it."""
-    raw = (1, data.teacher_dim) if data.name == "teacher" else _RAW_SHAPES[data.name]
+    raw = raw_input_shape(data)
     flat = 1
     for n in raw:
         flat *= n
@@ -356,4 +490,15 @@ def input_shape(data: DataSpec, kind: str) -> tuple[int, ...]:
 
 def num_classes(data: DataSpec) -> int:
     """Number of classes of the data set."""
-    return data.teacher_classes if data.name == "teacher" else NUM_CLASSES[data.name]
+    if data.name == "teacher":
+        return data.teacher_classes
+    if data.name in USER_DATASETS:
+        return data.classes or 2
+    return NUM_CLASSES[data.name]
+
+
+def is_image_data(data: DataSpec) -> bool:
+    """True for data whose samples are images (channels, height, width)."""
+    return data.name in IMAGE_DATASETS or (
+        data.name in USER_DATASETS and len(raw_input_shape(data)) == 3
+    )

@@ -160,12 +160,16 @@ def run_arm(
     on_step: Callable[[], None] | None = None,
     early_steps: Sequence[int] = (),
     early_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    keep: list[PostNormResNet] | None = None,
 ) -> ArmResult:
     """One arm: a copy of the base, expanded at `positions` (none = control), trained K steps.
 
-    With `early_steps` the arm's risk on `early_data` (validation) is read after those steps.
+    With `early_steps` the arm's risk on `early_data` (validation) is read after those steps;
+    with `keep`, the trained network is appended to it.
     """
     model, base_names = expanded_arm(base, ArmPlan(tuple(positions), seed))
+    if keep is not None:
+        keep.append(model)
     optimizer = build_optimizer(model, train, lr, base_names, base_state)
     early: dict[int, float] = {}
     wanted = set(early_steps) if early_data is not None else set()

@@ -124,7 +124,8 @@ def empty_postgres_url(postgres_database: str) -> Iterator[str]:
 )
 def db_url(request: pytest.FixtureRequest) -> str:
     """A fresh migrated database, once on SQLite and once on PostgreSQL."""
-    return request.getfixturevalue(f"{request.param}_url")
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
 
 
 CHROMIUM = Path("/usr/bin/chromium")

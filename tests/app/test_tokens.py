@@ -58,7 +58,8 @@ def test_database_keeps_only_the_hash(db_url: str) -> None:
         assert stored.name == "ci"
         assert stored.token_hash == hash_token(token)
         assert token not in {str(v) for v in vars(stored).values()}
-        assert verify_token(session, token).id == row.id
+        verified = verify_token(session, token)
+        assert verified is not None and verified.id == row.id
         assert verify_token(session, token[:-1]) is None
         assert verify_token(session, "") is None
         assert verify_token(session, "x" * 10_000) is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class Api:
         return job
 
 
-def make_api(url: str, tmp_path: Path, **overrides: Any) -> Iterator[Api]:
+def make_api(url: str, tmp_path: Path, **overrides: Any) -> Generator[Api, None, None]:
     """An `Api` over the database at `url`, artifacts under `tmp_path`."""
     settings = Settings(database_url=url, artifact_dir=tmp_path / "artifacts", **overrides)
     app = create_app(settings)

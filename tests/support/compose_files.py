@@ -4,10 +4,11 @@ line and environment. Used by the deployment-file checks and the compose smoke t
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +67,14 @@ class _ComposeLoader(yaml.SafeLoader):
     """The safe YAML loader plus Compose's merge tags."""
 
 
-def _tagged(remove: bool) -> Any:
+def _tagged(remove: bool) -> Callable[[yaml.SafeLoader, yaml.Node], ComposeTag]:
     def construct(loader: yaml.SafeLoader, node: yaml.Node) -> ComposeTag:
         if isinstance(node, yaml.MappingNode):
             value: Any = loader.construct_mapping(node, deep=True)
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_scalar(node)  # type: ignore[arg-type]
+            value = loader.construct_scalar(node)  # type: ignore[arg-type]  # the last kind: scalar
         return ComposeTag(value, remove)
 
     return construct
@@ -237,7 +238,7 @@ def service_argv(service: Mapping[str, Any]) -> list[str]:
     return [*(shlex.split(entry) if isinstance(entry, str) else entry), *command]
 
 
-def parse_jumpboard(argv: list[str]) -> Any:
+def parse_jumpboard(argv: list[str]) -> argparse.Namespace:
     """The parsed arguments of a `jumpboard ...` command line; fails the test if invalid."""
     assert argv and argv[0] == "jumpboard", f"not a jumpboard command: {argv}"
     try:
@@ -261,4 +262,4 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         for key, value in env.items()
         if key.startswith(ENV_PREFIX)
     }
-    return Settings(**fields)  # type: ignore[arg-type]
+    return Settings(**fields)  # type: ignore[arg-type]  # strings: pydantic parses the types

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app.api.artifact_download import artifact_response
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, TokenDep
-from app.api.job_resource import get_job_or_404, job_out
+from app.api.job_resource import get_job_or_404, job_out, live_offer
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from app.api.schemas import (
     BODY_ERRORS,
@@ -126,7 +126,7 @@ def submit_job(
     """Queue an experiment: the body is a spec, or `{"spec": ..., "priority": n}`."""
     raw, priority = _split_submission(body)
     try:
-        spec = accept_spec(raw, settings)
+        spec = accept_spec(raw, settings, session)
     except SpecError as exc:
         raise _spec_problems(exc.problems) from None
     job = enqueue_job(
@@ -137,12 +137,13 @@ def submit_job(
     )
     log.info("job %s queued (%s, %s)", job.id, job.kind, job.name or "unnamed")
     response.headers["Location"] = job_path(job.id)
-    return job_out(job)
+    return job_out(job, live_offer(session, settings))
 
 
 @router.get("", response_model=JobList, dependencies=[ReadAccess], responses=JOB_ERRORS)
 def list_jobs(
     session: SessionDep,
+    settings: SettingsDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
     kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
@@ -158,13 +159,14 @@ def list_jobs(
         query = query.where(Job.id < decode_cursor(cursor))
     rows = list(session.scalars(query))
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return JobList(items=[job_out(j) for j in rows[:limit]], next_cursor=next_cursor)
+    offer = live_offer(session, settings)
+    return JobList(items=[job_out(j, offer) for j in rows[:limit]], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, dependencies=[ReadAccess], responses=JOB_ERRORS)
-def get_job(session: SessionDep, job_id: JobId) -> JobOut:
+def get_job(session: SessionDep, settings: SettingsDep, job_id: JobId) -> JobOut:
     """One job."""
-    return job_out(get_job_or_404(session, job_id))
+    return job_out(get_job_or_404(session, job_id), live_offer(session, settings))
 
 
 @router.post(

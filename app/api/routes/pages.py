@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from app.api.deps import SessionDep, SettingsDep
+from app.api.job_resource import live_offer
 from app.api.schemas import MAX_ID
 from app.db.models import JOB_STATUSES, Job
 from app.tokens import TokenScope, verify_token
@@ -31,6 +32,7 @@ from app.web.job_view import build_job_view
 from app.web.results import ResultFilters, collect_points, rank_correlation
 from app.web.results_calibration import results_calibration
 from app.web.submission import SubmissionError, submit_spec_text
+from app.worker.registry import job_warning
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ def plotly_js(request: Request) -> Response:
 def job_list(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     status: Annotated[str, Query(max_length=16)] = "",
 ) -> HTMLResponse:
     """All jobs, newest first, optionally only those of one status."""
@@ -128,11 +131,13 @@ def job_list(
     jobs = session.scalars(query.limit(JOB_LIST_LIMIT)).all()
     counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     live = any(job.status in ("queued", "running") for job in jobs)
+    offer = live_offer(session, settings)
     return templates.TemplateResponse(
         request,
         "jobs.html",
         {
             "jobs": jobs,
+            "warnings": {job.id: job_warning(job, offer) for job in jobs},
             "status": status,
             "statuses": JOB_STATUSES,
             "counts": counts,
@@ -151,18 +156,22 @@ def _not_found(request: Request, message: str) -> HTMLResponse:
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: int, request: Request, session: SessionDep) -> HTMLResponse:
-    """One job: spec, state, summary, curves, insertion chart and records, artifacts."""
+def job_page(
+    job_id: int, request: Request, session: SessionDep, settings: SettingsDep
+) -> HTMLResponse:
+    """One job: spec, state, summary, curves, insertion chart and records, artifacts (a running
+    expand job's finished stages included)."""
     job = session.get(Job, job_id)
     if job is None:
         return _not_found(request, f"There is no job {job_id}.")
-    view = build_job_view(session, job)
+    view = build_job_view(session, job, settings.job_dir(job.id))
     return templates.TemplateResponse(
         request,
         "job.html",
         {
             "view": view,
             "job": job,
+            "warning": job_warning(job, live_offer(session, settings)),
             "note": CERTIFICATE_NOTE,
             "refresh": LIVE_REFRESH_SECONDS if view.live else 0,
             "cancel_error": request.query_params.get("cancel_error", "")[:300],
@@ -270,10 +279,18 @@ def results_page(
     )
 
 
+MAX_JOB_ID = 2**31 - 1
+
+
 @router.get("/submit", response_class=HTMLResponse)
-def submit_form(request: Request) -> HTMLResponse:
-    """The spec submission form."""
-    return templates.TemplateResponse(request, "submit.html", {"spec": "", "problems": []})
+def submit_form(request: Request, base_job: str | None = None) -> HTMLResponse:
+    """The spec submission form; `?base_job=ID` fills in an expand spec of that job's network
+    (its model, data and train sections are taken from the job when the spec leaves them out)."""
+    spec = ""
+    job_id = int(base_job) if base_job is not None and base_job.isdigit() else 0
+    if 1 <= job_id <= MAX_JOB_ID:
+        spec = f"kind: expand\nname: expand job {job_id}\nexpand:\n  base_job: {job_id}\n"
+    return templates.TemplateResponse(request, "submit.html", {"spec": spec, "problems": []})
 
 
 @router.post("/submit", response_class=HTMLResponse)

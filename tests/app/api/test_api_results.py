@@ -104,7 +104,8 @@ class Env:
         """Queue a job through the API; returns its id."""
         response = self.client.post("/api/v1/jobs", json=spec, headers=self.auth)
         assert response.status_code == 201, response.text
-        return response.json()["id"]
+        job_id: int = response.json()["id"]
+        return job_id
 
     def claim(self) -> ClaimedJob:
         """Claim the next job as a worker would."""

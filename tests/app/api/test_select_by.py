@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.main import create_app
 from app.db.session import session_factory
@@ -50,7 +50,7 @@ def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
 
 
 def test_api_answers_422_naming_the_predictor(client: TestClient, db_url: str) -> None:
-    factory: sessionmaker = session_factory(db_url)
+    factory: sessionmaker[Session] = session_factory(db_url)
     with factory() as session:
         _, token = create_token(session, "by-test")
         session.commit()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,7 +66,7 @@ def cli(served: Served, *args: str, timeout: float = 300) -> subprocess.Complete
     )
 
 
-def as_json(done: subprocess.CompletedProcess[str]) -> object:
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -83,19 +84,25 @@ def test_submit_list_show_results_download_wait(served: Served, tmp_path: Path) 
     job_id = job["id"]
 
     listed = as_json(cli(served, "jobs", "list", "--json"))
-    assert [j["id"] for j in listed] == [job_id]  # type: ignore[union-attr]
+    assert [j["id"] for j in listed] == [job_id]
     assert as_json(cli(served, "jobs", "list", "--status", "failed", "--json")) == []
     assert as_json(cli(served, "jobs", "list", "--kind", "expand", "--name", "cli-", "--json"))
     table = cli(served, "jobs", "list")
     assert table.returncode == 0 and "cli-expand" in table.stdout and "succeeded" in table.stdout
 
     shown = as_json(cli(served, "jobs", "show", str(job_id), "--json"))
-    assert shown["summary"]["test_error"] is not None  # type: ignore[index]
+    assert shown["summary"]["test_error"] is not None
     text = cli(served, "jobs", "show", str(job_id))
     assert f"{served.url}/jobs/{job_id}" in text.stdout
+    answer = shown["answer"]
+    assert answer["positions_continued"] == [0, 1]
+    assert text.stdout.strip().splitlines()[-1].startswith("answer: ")
+    table_text = cli(served, "jobs", "results", str(job_id)).stdout
+    assert "adjusted CI" in table_text and "per seed:" in table_text
+    assert table_text.strip().splitlines()[-1].startswith("answer: ")
 
     results = as_json(cli(served, "jobs", "results", str(job_id), "--format", "json"))
-    rows = results["items"]  # type: ignore[index]
+    rows = results["items"]
     assert len(rows) == 2 * 2  # positions 0 and 1, seeds 0 and 1
     assert {(r["position"], r["seed"]) for r in rows} == {(p, s) for p in (0, 1) for s in (0, 1)}
     out_csv = tmp_path / "results.csv"
@@ -106,7 +113,7 @@ def test_submit_list_show_results_download_wait(served: Served, tmp_path: Path) 
 
     folder = tmp_path / "artifacts"
     written = as_json(cli(served, "jobs", "download", str(job_id), "--dir", str(folder), "--json"))
-    names = {w["name"] for w in written}  # type: ignore[union-attr]
+    names = {w["name"] for w in written}
     assert {"base.ckpt", "result.json"} <= names
     listing = httpx.get(f"{served.url}/api/v1/jobs/{job_id}/artifacts").json()["items"]
     for artifact in listing:
@@ -118,12 +125,14 @@ def test_submit_list_show_results_download_wait(served: Served, tmp_path: Path) 
 
     waited = cli(served, "jobs", "wait", str(job_id), "--json")
     assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
+    waited_text = cli(served, "jobs", "wait", str(job_id)).stdout.strip().splitlines()
+    assert waited_text[-1].startswith("answer: ") and "succeeded" in waited_text[-2]
 
 
 def test_cancel_and_wait_report_through_exit_codes(served: Served, tmp_path: Path) -> None:
     spec = tmp_path / "long.yaml"
     spec.write_text(LONG_TRAIN)
-    job_id = as_json(cli(served, "submit", str(spec), "--json"))["id"]  # type: ignore[index]
+    job_id = as_json(cli(served, "submit", str(spec), "--json"))["id"]
     # An explicit --server naming the same local server keeps the local token.
     cancelled = cli(served, "jobs", "cancel", str(job_id), "--server", served.url, "--json")
     assert cancelled.returncode == 0, cancelled.stderr

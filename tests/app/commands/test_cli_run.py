@@ -146,6 +146,8 @@ def test_expand_from_a_trained_base_checkpoint(
     assert [r["position"] for r in result["insertions"]] == [0, 1]
     printed = capsys.readouterr().out
     assert "realized gain vs control" in printed
+    assert printed.strip().splitlines()[-1].startswith("answer: ")
+    assert main(["validate", str(expand_spec), "--base", str(base)]) == 0
 
     assert main(["run", str(train_spec), "--out", str(tmp_path / "x"), "--base", str(base)]) == 2
     assert "--base applies to kind expand" in capsys.readouterr().err
@@ -155,6 +157,9 @@ def test_expand_from_a_trained_base_checkpoint(
     assert main(["run", str(plain), "--out", str(tmp_path / "plain"), *data]) == 0
     plain_base = str(tmp_path / "plain" / "base.ckpt")
     assert main(["run", str(expand_spec), "--out", str(tmp_path / "z"), "--base", plain_base]) != 0
+    assert "trained on other splits" in capsys.readouterr().err
+    # `validate --base` says the same before anything trains.
+    assert main(["validate", str(expand_spec), "--base", plain_base]) == 2
     assert "trained on other splits" in capsys.readouterr().err
     missing = str(tmp_path / "missing.ckpt")
     assert main(["run", str(expand_spec), "--out", str(tmp_path / "y"), "--base", missing]) == 2

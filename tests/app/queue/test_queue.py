@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 from app import queue
 from app.db.enums import JobStatus
@@ -26,9 +27,9 @@ from expansion.specs.problems import SpecError
 SPEC = {"kind": "train", "data": {"name": "digits"}, "model": {"kind": "mlp", "width": 8}}
 
 
-def _enqueue(url: str, n: int = 1, **kwargs: object) -> list[int]:
+def _enqueue(url: str, n: int = 1, **kwargs: Any) -> list[int]:
     with session_factory(url)() as session:
-        return [queue.enqueue_job(session, dict(SPEC), **kwargs).id for _ in range(n)]  # type: ignore[arg-type]
+        return [queue.enqueue_job(session, dict(SPEC), **kwargs).id for _ in range(n)]
 
 
 def _job(url: str, job_id: int) -> Job:
@@ -361,32 +362,31 @@ def _metric_keys(url: str, job_id: int) -> list[tuple[int, int, str, str]]:
 
 
 @contextlib.contextmanager
-def _drop_connection_at(engine: Engine, statement_start: str, times: int = 1) -> Iterator[None]:
-    """Terminate the server backend of the connection about to run a statement that starts
-    with `statement_start` (as a PostgreSQL restart or a network cut would), `times` times."""
-    left = [times]
-    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
-
-    def kill(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if left[0] and statement.startswith(statement_start):
-            left[0] -= 1
-            pid = conn.connection.dbapi_connection.info.backend_pid
-            with admin.connect() as admin_conn:
-                admin_conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-                deadline = time.monotonic() + 10
-                gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-                while admin_conn.execute(gone, {"pid": pid}).scalar() and (
-                    time.monotonic() < deadline
-                ):
-                    time.sleep(0.01)
-
-    event.listen(engine, "before_cursor_execute", kill)
+def _drop_outcome_connection(engine: Engine) -> Iterator[None]:
+    """Terminate the server backend of the pooled connection the next outcome write will use
+    (on PostgreSQL it is one statement on the queue's autocommit engine, `claim_engine`, run on
+    the driver's cursor, which SQLAlchemy's events do not see), as a restart would."""
+    queue_engine = claim_engine(engine)
+    pooled = queue_engine.raw_connection()
     try:
-        yield
+        driver = pooled.dbapi_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
     finally:
-        event.remove(engine, "before_cursor_execute", kill)
+        pooled.close()
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as admin_conn:
+            admin_conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            deadline = time.monotonic() + 10
+            gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            while admin_conn.execute(gone, {"pid": pid}).scalar() and (time.monotonic() < deadline):
+                time.sleep(0.01)
+    finally:
         admin.dispose()
-    assert left[0] == 0, "the statement to cut off never ran"
+    assert isinstance(queue_engine.pool, QueuePool)
+    assert queue_engine.pool.checkedin() == 1  # the dead connection is the one used next
+    yield
 
 
 @pytest.mark.postgres
@@ -399,7 +399,7 @@ def test_outcome_write_survives_a_dropped_connection(postgres_url: str, outcome:
     claim = queue.claim_next_job(sessions, "w", 30)
     assert claim is not None
     points = [(1, "train", "loss", 2.0), (2, "train", "loss", 1.0)]
-    with _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"):
+    with _drop_outcome_connection(sessions.kw["bind"]):
         if outcome == "complete":
             assert queue.complete_job(sessions, claim, {"test_risk": 0.3}, metrics=points)
         elif outcome == "fail":
@@ -419,7 +419,7 @@ def test_outcome_write_is_not_retried_after_the_lease_ended(postgres_url: str) -
     assert claim is not None
     claim.lease_expires_at = dt.datetime.now(dt.UTC)  # as if it ended during the outage
     with (
-        _drop_connection_at(sessions.kw["bind"], "UPDATE jobs SET status"),
+        _drop_outcome_connection(sessions.kw["bind"]),
         pytest.raises(OperationalError),
     ):
         queue.complete_job(sessions, claim, {"test_risk": 0.3})
@@ -522,9 +522,11 @@ def test_claim_is_one_round_trip_on_the_worker_engine(postgres_url: str, tmp_pat
     sessions = session_factory(postgres_url, pre_ping=False)
     assert queue.claim_next_job(sessions, "warm-up", 30) is not None  # opens the connection
     engine = claim_engine(sessions.kw["bind"])
-    assert engine.pool.checkedin() == 1
+    assert isinstance(engine.pool, QueuePool) and engine.pool.checkedin() == 1
     with engine.connect() as conn:
-        pgconn = conn.connection.dbapi_connection.pgconn
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        pgconn = dbapi_connection.pgconn
     trace = tmp_path / "trace"
     with trace.open("wb") as handle:
         pgconn.trace(handle.fileno())
@@ -551,7 +553,7 @@ def test_prepared_claim_keeps_the_partial_index_in_its_generic_plan(postgres_url
     for _ in range(8):  # past psycopg's prepare threshold (5), on the pool's one connection
         assert queue.claim_next_job(sessions, "w", 30) is not None
     engine = claim_engine(sessions.kw["bind"])
-    assert engine.pool.checkedin() == 1
+    assert isinstance(engine.pool, QueuePool) and engine.pool.checkedin() == 1
     with engine.connect() as conn:
         name = conn.scalar(
             text("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%SKIP LOCKED%'")
@@ -580,7 +582,7 @@ def test_claim_commits_asynchronously_and_only_itself(postgres_url: str) -> None
     )
     assert row is not None and row[-1] == "off"
     claims = claim_engine(engine)
-    assert claims.pool.checkedin() == 1
+    assert isinstance(claims.pool, QueuePool) and claims.pool.checkedin() == 1
     with claims.connect() as conn:  # the claim's own connection, after its transaction
         assert conn.scalar(text("SHOW synchronous_commit")) == "on"
     with sessions() as session:  # a transaction of the worker's, as a heartbeat runs it

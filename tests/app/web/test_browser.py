@@ -26,7 +26,7 @@ def _drawn(page: Any, element_id: str) -> tuple[list[dict[str, Any]], int]:
     """Wait until plotly drew `element_id`: its traces as {name, n (points)}, and the number
     of point markers drawn in the SVG."""
     page.wait_for_selector(f'#{element_id}[data-ready="true"]', timeout=CHART_TIMEOUT_MS)
-    return page.evaluate(
+    traces, points = page.evaluate(
         """id => {
             const el = document.getElementById(id);
             const traces = el.data.map(t => ({name: t.name, n: t.x.length}));
@@ -34,6 +34,7 @@ def _drawn(page: Any, element_id: str) -> tuple[list[dict[str, Any]], int]:
         }""",
         element_id,
     )
+    return traces, points
 
 
 def test_job_page_draws_curves_and_one_insertion_point_per_position(
@@ -122,6 +123,7 @@ def test_submit_form_shows_problems_then_creates_a_job(
     assert page.locator("#live-indicator").is_visible()
     with factory() as session:
         job = session.get(Job, job_id)
+        assert job is not None
         assert (job.name, job.kind, job.status) == ("from-the-browser", "train", "queued")
     save_screenshot(page, "submitted-job")
 

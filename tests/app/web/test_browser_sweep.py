@@ -89,8 +89,8 @@ def sweep_id(factory: sessionmaker[Session]) -> int:
             assert complete_job(factory, claim, _result(claim.spec))
     with factory() as session:
         refresh_sweep(session, sweep_id)
-        sweep = session.get(Job, sweep_id)
-        assert sweep is not None and sweep.status == "succeeded"
+        finished = session.get(Job, sweep_id)
+        assert finished is not None and finished.status == "succeeded"
     return sweep_id
 
 

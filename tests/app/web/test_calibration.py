@@ -75,7 +75,9 @@ def made_up_result(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return {"kind": "expand", "spec": spec, "insertions": records, "positions": []}
 
 
-def finished_job(factory: sessionmaker[Session], tmp_path: Path, spec: dict, seed: int) -> int:
+def finished_job(
+    factory: sessionmaker[Session], tmp_path: Path, spec: dict[str, Any], seed: int
+) -> int:
     """Queue, claim and complete an expand job the way the worker does."""
     with factory() as session:
         job_id = enqueue_job(session, spec).id

@@ -82,27 +82,30 @@ def page(browser: Any, base_url: str, request: pytest.FixtureRequest) -> Iterato
 
 def _traces(page: Any, element_id: str) -> list[dict[str, Any]]:
     page.wait_for_selector(f'#{element_id}[data-ready="true"]', timeout=TIMEOUT_MS)
-    return page.evaluate(
+    traces: list[dict[str, Any]] = page.evaluate(
         "id => document.getElementById(id).data.map(t => ({name: t.name, n: t.x.length}))",
         element_id,
     )
+    return traces
 
 
 def _tick_labels(page: Any, element_id: str) -> list[str]:
-    return page.evaluate(
+    labels: list[str] = page.evaluate(
         "id => [...document.querySelectorAll(`#${id} .ytick text, #${id} .y2tick text`)]"
         ".map(t => t.textContent)",
         element_id,
     )
+    return labels
 
 
 def _fits(page: Any, selector: str) -> bool:
     """True when the element is no wider than the page's main column (no overflow)."""
-    return page.evaluate(
+    fits: bool = page.evaluate(
         "sel => { const el = document.querySelector(sel);"
         " return el.scrollWidth <= document.querySelector('main').clientWidth; }",
         selector,
     )
+    return fits
 
 
 def test_finished_job_page_answers_with_interval_curves_and_verdicts(

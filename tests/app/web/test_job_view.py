@@ -20,9 +20,9 @@ from app.settings import Settings
 from app.web.calibration import JobCalibration
 from app.web.charts import value_tick_format
 from app.web.compare import CompareError, parse_job_ids, spec_diff
+from app.web.expand_answer_view import format_interval
 from app.web.job_view import (
     expand_headline,
-    format_interval,
     format_timing,
     selection_sentence,
     stage_progress,
@@ -223,3 +223,16 @@ def test_compare_accepts_the_job_lists_repeated_checkboxes(
     page = client.get(f"/compare?jobs={first}&jobs={second}")
     assert page.status_code == 200 and "Growing from 2 to 4 blocks" in page.text
     assert client.get(f"/compare?jobs={first}").status_code == 200  # asks for another id
+
+
+def test_job_page_and_summary_show_a_tracker_warning(
+    client: TestClient, factory: sessionmaker[Session]
+) -> None:
+    warning = "tracker mlflow: MlflowException: cannot reach http://127.0.0.1:9"
+    job_id = finished(factory, EXPAND_SPEC, {**expand_result(), "warnings": [warning]})
+    html = client.get(f"/jobs/{job_id}").text
+    assert 'id="job-warnings"' in html and "cannot reach http://127.0.0.1:9" in html
+    summary = client.get(f"/api/v1/jobs/{job_id}").json()["summary"]
+    assert summary["warnings"] == [warning]
+    clean = finished(factory, EXPAND_SPEC, expand_result())
+    assert 'id="job-warnings"' not in client.get(f"/jobs/{clean}").text

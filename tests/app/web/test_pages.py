@@ -208,7 +208,10 @@ def token(factory: sessionmaker[Session]) -> str:
 
 
 def finished_expand_job(
-    factory: sessionmaker[Session], tmp_path: Path, seed: int = 0, spec: dict | None = None
+    factory: sessionmaker[Session],
+    tmp_path: Path,
+    seed: int = 0,
+    spec: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Queue, claim and complete an expand job the way the worker does; (job id, result)."""
     spec = spec or EXPAND_SPEC
@@ -230,7 +233,8 @@ def chart_spec(html: str, element_id: str) -> dict[str, Any]:
         rf'<script type="application/json" id="{element_id}-spec">(.*?)</script>', html, re.S
     )
     assert match, f"no chart spec for #{element_id}"
-    return json.loads(match.group(1))
+    parsed: dict[str, Any] = json.loads(match.group(1))
+    return parsed
 
 
 def test_job_list_shows_jobs_and_filters_by_status(
@@ -337,12 +341,14 @@ def test_cancel_button_needs_a_token(
     refused = client.post(f"/jobs/{job_id}/cancel", data={"token": "jb_wrong"})
     assert "Cancel refused" in refused.text
     with factory() as session:
-        assert session.get(Job, job_id).cancel_requested is False
+        job = session.get(Job, job_id)
+        assert job is not None and job.cancel_requested is False
 
     accepted = client.post(f"/jobs/{job_id}/cancel", data={"token": token})
     assert accepted.status_code == 200 and 'id="cancel-button"' not in accepted.text
     with factory() as session:
-        assert session.get(Job, job_id).cancel_requested is True
+        job = session.get(Job, job_id)
+        assert job is not None and job.cancel_requested is True
 
 
 def test_results_page_scatter_rank_correlation_and_filters(
@@ -356,8 +362,10 @@ def test_results_page_scatter_rank_correlation_and_filters(
     assert scatter["x"] == pytest.approx([p["certificate"]["risk_decrease"] for _, p in points])
     assert scatter["y"] == pytest.approx([p["gain_mean"] for _, p in points])
     rho = spearman(scatter["x"], scatter["y"])
-    assert re.search(r'id="spearman-rho">([-\d.]+)<', page.text).group(1) == f"{rho:.3f}"
-    assert re.search(r'id="spearman-n">(\d+)<', page.text).group(1) == str(len(points))
+    rho_shown = re.search(r'id="spearman-rho">([-\d.]+)<', page.text)
+    assert rho_shown is not None and rho_shown.group(1) == f"{rho:.3f}"
+    n_shown = re.search(r'id="spearman-n">(\d+)<', page.text)
+    assert n_shown is not None and n_shown.group(1) == str(len(points))
     assert 'href="/api/v1/results?format=csv"' in page.text
 
     for verdict in ("holds", "fails", "undecided"):
@@ -483,6 +491,7 @@ def test_submit_form_lists_every_problem_and_creates_a_valid_job(
     job_id = int(created.headers["location"].rsplit("/", 1)[1])
     with factory() as session:
         job = session.get(Job, job_id)
+        assert job is not None
         assert (job.status, job.kind, job.spec["expand"]["positions"]) == (
             "queued",
             "expand",
@@ -527,3 +536,14 @@ def test_pages_never_import_torch(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_finished_jobs_page_offers_to_expand_its_network(
+    client: TestClient, factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    job_id, _ = finished_expand_job(factory, tmp_path)
+    page = client.get(f"/jobs/{job_id}")
+    assert f'href="/submit?base_job={job_id}"' in page.text
+    form = client.get("/submit", params={"base_job": str(job_id)})
+    assert f"base_job: {job_id}" in unescape(form.text)
+    assert "base_job:" not in client.get("/submit", params={"base_job": "x; drop"}).text

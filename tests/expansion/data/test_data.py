@@ -131,7 +131,9 @@ def test_augmentations_keep_shapes_and_move_content() -> None:
     # a shift by zero is the identity
     assert torch.equal(random_shift(seq, 0, g), seq)
     assert augmentation_for("teacher") is None
-    assert augmentation_for("digits")(torch.randn(4, 1, 8, 8), g).shape == (4, 1, 8, 8)
+    digits_augmentation = augmentation_for("digits")
+    assert digits_augmentation is not None
+    assert digits_augmentation(torch.randn(4, 1, 8, 8), g).shape == (4, 1, 8, 8)
 
 
 def test_certificate_split_is_carved_before_training_and_disjoint(data_dir: Path) -> None:
@@ -140,6 +142,7 @@ def test_certificate_split_is_carved_before_training_and_disjoint(data_dir: Path
     bundle = load_dataset(spec, "mlp", "cpu", data_dir)
     assert bundle.sizes() == {"train": 350, "val": 50, "certify": 100, "test": 360}
     assert torch.equal(bundle.y_val, plain.y_val)  # the validation split does not move
+    assert bundle.x_certify is not None and bundle.y_certify is not None
     train = {tuple(r.tolist()) for r in bundle.x_train.flatten(1)}
     held = [tuple(r.tolist()) for r in bundle.x_certify.flatten(1)]
     assert not any(r in train for r in held)

@@ -149,7 +149,8 @@ def test_every_record_has_every_field(expand_run: ExpandRun) -> None:
         for rec in records:
             assert rec["realized"]["gain_ci_method"] == "test_examples_only(one seed)"
     assert json.loads((out / "result.json").read_text()) == result
-    assert (out / "base.ckpt").exists() and result["artifacts"] == ["base.ckpt"]
+    assert (out / "base.ckpt").exists() and result["artifacts"] == ["base.ckpt", "expanded.ckpt"]
+    assert (out / "expanded.ckpt").exists()
 
 
 def test_scan_section_and_top_k_choice(expand_run: ExpandRun) -> None:

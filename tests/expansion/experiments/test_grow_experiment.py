@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,10 +19,11 @@ from expansion.data.datasets import load_dataset
 from expansion.experiments import run_experiment
 from expansion.specs.sections import DataSpec
 
+GrowRun = tuple[dict[str, Any], Path, RecordingReporter]
 SUMMARY_FIELDS = ("test_risk", "test_error", "val_risk", "val_error", "train_risk", "train_error")
 
 
-def tiny_grow_spec() -> dict:
+def tiny_grow_spec() -> dict[str, Any]:
     """Start at 2 blocks, insert at the best certified position after epochs 1 and 2, up to 4."""
     return {
         "kind": "grow",
@@ -33,13 +35,13 @@ def tiny_grow_spec() -> dict:
 
 
 @pytest.fixture(scope="module")
-def grow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, RecordingReporter]:
+def grow_run(tmp_path_factory: pytest.TempPathFactory) -> GrowRun:
     out = tmp_path_factory.mktemp("grow")
     reporter = RecordingReporter()
     return run_experiment(tiny_grow_spec(), out, reporter), out, reporter
 
 
-def test_result_fields_and_file(grow_run) -> None:
+def test_result_fields_and_file(grow_run: GrowRun) -> None:
     result, out, _ = grow_run
     assert result["kind"] == "grow"
     assert result["spec"]["grow"]["target_depth"] == 4
@@ -52,7 +54,7 @@ def test_result_fields_and_file(grow_run) -> None:
     assert json.loads((out / "result.json").read_text()) == result
 
 
-def test_growth_events_and_controls(grow_run) -> None:
+def test_growth_events_and_controls(grow_run: GrowRun) -> None:
     result, _, _ = grow_run
     grow = result["grow"]
     assert grow["policy"] == "best"
@@ -68,7 +70,7 @@ def test_growth_events_and_controls(grow_run) -> None:
     assert result["test_risk"] == runs["grown"]["test_risk"]
 
 
-def test_grown_checkpoint_reproduces_the_reported_test_risk(grow_run) -> None:
+def test_grown_checkpoint_reproduces_the_reported_test_risk(grow_run: GrowRun) -> None:
     result, out, _ = grow_run
     assert result["artifacts"][0] == "grown.ckpt"  # then one per control run
     model, payload = load_checkpoint(out / "grown.ckpt")
@@ -82,7 +84,7 @@ def test_grown_checkpoint_reproduces_the_reported_test_risk(grow_run) -> None:
     assert risk == pytest.approx(result["test_risk"], rel=1e-4, abs=1e-6)
 
 
-def test_progress_reaches_done(grow_run) -> None:
+def test_progress_reaches_done(grow_run: GrowRun) -> None:
     _, _, reporter = grow_run
     fractions = [event[0] for event in reporter.events]
     assert fractions and fractions[-1] == 1.0

@@ -190,7 +190,9 @@ def test_nothing_is_shown_where_the_branch_input_is_zero() -> None:
     blocks = new_blocks(model, [1], [5])
     with torch.no_grad():  # act(W1 h) = relu(-1) = 0 for every input
         blocks[(1, 5)].w1.weight.zero_()
-        blocks[(1, 5)].w1.bias.fill_(-1.0)
+        bias = blocks[(1, 5)].w1.bias
+        assert bias is not None
+        bias.fill_(-1.0)
     per_batch = [
         single_pass_gradients(model, inputs(model, 16, seed=i), labels(16, seed=i), blocks)[(1, 5)]
         for i in range(4)

@@ -32,10 +32,11 @@ def test_insert_block_updates_stage_and_architecture(kind: str) -> None:
     position = model.num_positions - 1  # after the last block of the last stage
     stage, index = model.position_to_stage_index(position)
     block = insert_block(model, position, seed=11)
-    assert model.stages[stage][index] is block
-    assert model.arch.depths[stage] == len(model.stages[stage])
+    assert model.stage_modules(stage)[index] is block
+    assert model.arch.depths[stage] == len(model.stage_modules(stage))
     assert model.arch.block_scales[stage][index] == pytest.approx(float(block.alpha))
     assert float(block.alpha) == pytest.approx(1 / model.total_blocks**0.5)
+    assert block.w2.bias is not None
     assert torch.count_nonzero(block.w2.weight) == 0 and torch.count_nonzero(block.w2.bias) == 0
     assert torch.count_nonzero(block.w1.weight) > 0
     reference = model.new_block(stage, 11)  # same seed -> same W1
@@ -80,7 +81,9 @@ def test_drift_from_precomputed_base_logits_equals_a_direct_comparison(norm: str
     x = inputs(base)
     expanded = expanded_copy(base, 1, seed=0)
     with torch.no_grad():  # a non-zero branch, so the drift is not zero
-        expanded.stages[0][1].w2.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+        expanded.stage_blocks(0)[1].w2.weight.normal_(
+            0, 0.3, generator=torch.Generator().manual_seed(0)
+        )
     direct = {}
     for mode, training in (("eval", False), ("train", True)):
         a, b = copy.deepcopy(base).train(training), copy.deepcopy(expanded).train(training)

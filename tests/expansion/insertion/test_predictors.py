@@ -10,7 +10,7 @@ import pytest
 import torch
 from network_checkpoints import load_checkpoint
 
-from expansion.data.datasets import load_dataset
+from expansion.data.datasets import DataBundle, load_dataset
 from expansion.experiments.expand import run_expand
 from expansion.experiments.position_choice import choose_positions
 from expansion.insertion.certificate import CertificateBatches, descent_record
@@ -25,13 +25,16 @@ from expansion.insertion.predictors import (
     train_probe,
 )
 from expansion.insertion.scan import scan_positions
+from expansion.models.network import PostNormResNet
 from expansion.results.records import CertificateSource
 from expansion.specs.experiments import ExpandExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.specs.predictor_names import PREDICTOR_NAMES
 from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.continuation import controlled_continuation, run_arm
-from expansion.training.trainer import train_model
+from expansion.training.trainer import NamedOptimizerState, train_model
+
+Trained = tuple[PostNormResNet, NamedOptimizerState, DataBundle]
 
 
 class Spec:
@@ -43,13 +46,13 @@ class Spec:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     bundle = load_dataset(Spec.data, "mlp")
     outcome = train_model(Spec(), bundle, None, tmp_path_factory.mktemp("base"))
     return outcome.model.eval(), outcome.optimizer_state, bundle
 
 
-def test_scale_free_gradients_match_an_independent_computation(trained) -> None:
+def test_scale_free_gradients_match_an_independent_computation(trained: Trained) -> None:
     base, _, bundle = trained
     scan = scan_positions(
         base,
@@ -71,8 +74,8 @@ def test_scale_free_gradients_match_an_independent_computation(trained) -> None:
             base, grad, descent, optimizer="adamw", lr=1e-3, x_val=bundle.x_val
         )
         # stage W2 norm: by hand over the (single) stage's blocks
-        w2 = [b.w2 for b in base.stages[0]]
-        w2_sq = sum(float(m.weight.pow(2).sum() + m.bias.pow(2).sum()) for m in w2) / len(w2)
+        w2 = [b.w2 for b in base.stage_blocks(0)]
+        w2_sq = sum(float(p.detach().pow(2).sum()) for m in w2 for p in m.parameters()) / len(w2)
         assert stage_w2_norm_sq(base, position) == pytest.approx(w2_sq, rel=1e-6)
         val_sq = float(grad.val.double().pow(2).sum())
         assert values["grad_rel_w2"] == pytest.approx(val_sq / w2_sq, rel=1e-6)
@@ -95,7 +98,7 @@ def test_scale_free_gradients_match_an_independent_computation(trained) -> None:
         assert values["certificate_u"] == descent["grad_norm_sq_unbiased"]
 
 
-def test_probe_trains_only_the_new_block(trained) -> None:
+def test_probe_trains_only_the_new_block(trained: Trained) -> None:
     base, _, bundle = trained
     probe = train_probe(base, bundle, Spec.train, position=1, seed=2, steps=5, lr=1e-2)
     new = probe.blocks()[1]
@@ -113,7 +116,7 @@ def test_probe_trains_only_the_new_block(trained) -> None:
     assert not probe.training
 
 
-def test_early_gain_equals_a_separate_short_run(trained) -> None:
+def test_early_gain_equals_a_separate_short_run(trained: Trained) -> None:
     base, state, bundle = trained
     k_values = sorted(set(early_steps_for(20).values()))
     assert k_values == [1, 2, 5]

@@ -21,7 +21,9 @@ def expanded_autograd(
     expanded = copy.deepcopy(model).eval()
     block = insert_block(expanded, position, seed)
     F.cross_entropy(expanded(x), y).backward()
-    return torch.cat([block.w2.weight.grad.reshape(-1), block.w2.bias.grad.reshape(-1)])
+    weight_grad, bias = block.w2.weight.grad, block.w2.bias
+    assert weight_grad is not None and bias is not None and bias.grad is not None
+    return torch.cat([weight_grad.reshape(-1), bias.grad.reshape(-1)])
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

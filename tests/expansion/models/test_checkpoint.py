@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def assert_same_model(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -
         {"kind": "mlp", "width": 8, "depth": 1, "norm": "batch", "scaling": "learnable"},
     ],
 )
-def test_round_trip_is_exact(tmp_path: Path, model_raw: dict) -> None:
+def test_round_trip_is_exact(tmp_path: Path, model_raw: dict[str, Any]) -> None:
     spec = parse_spec({"model": model_raw, "train": {"epochs": 3}})
     model = build_model(spec.model, spec.data, seed=4)
     with torch.no_grad():  # make running statistics and weights non-default
@@ -71,7 +72,7 @@ def test_expanded_network_round_trips(tmp_path: Path) -> None:
     model = build_model(spec.model, spec.data, seed=0)
     stage = 1
     block = model.new_block(stage, seed=9)
-    model.stages[stage].insert(1, block)
+    model.stage_modules(stage).insert(1, block)
     model.arch.block_scales[stage].insert(1, float(block.alpha))
     with torch.no_grad():
         block.w2.weight.normal_()  # a trained-looking inserted block, not just zeros
@@ -169,7 +170,7 @@ def test_base_checkpoint_of_the_spec_loads(tmp_path: Path) -> None:
     ],
 )
 def test_base_checkpoint_of_another_architecture_is_refused(
-    tmp_path: Path, saved: dict, expected: str
+    tmp_path: Path, saved: dict[str, Any], expected: str
 ) -> None:
     path = _saved_base(tmp_path, **saved)
     message = _one_line_error(path, _expand_spec())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,9 @@ NORMS = ("layer", "rms", "group", "batch")
 SCALINGS = ("constant", "inv_sqrt_depth", "inv_depth", "learnable")
 
 
-def tiny(kind: str, norm: str = "layer", scaling: str = "constant", **kw) -> tuple:
+def tiny(
+    kind: str, norm: str = "layer", scaling: str = "constant", **kw: Any
+) -> tuple[ModelSpec, DataSpec]:
     data = DataSpec(name="digits" if kind == "conv2d" else "mnist1d")
     spec = ModelSpec(
         kind=kind,
@@ -62,7 +65,7 @@ def test_shapes_and_gradients_reach_every_parameter(kind: str, norm: str, scalin
 def test_zero_init_last_makes_the_branch_output_zero(kind: str, norm: str) -> None:
     spec, data = tiny(kind, norm)
     model = build_model(spec, data, seed=1)
-    block = model.stages[0][0]
+    block = model.stage_blocks(0)[0]
     h = torch.randn(4, 8, *(8, 8) if kind == "conv2d" else (40,) if kind == "conv1d" else ())
     assert block.w2(block.branch_input(h)).abs().max() > 0
     block.zero_init_last()
@@ -109,8 +112,8 @@ def test_inserting_a_new_block_keeps_the_function(norm: str) -> None:
     model = build_model(spec, data, seed=0).eval()
     x = torch.randn(6, 1, 40)
     before = model(x)
-    model.stages[0].insert(1, model.new_block(0, seed=3))
-    model.arch.block_scales[0].insert(1, float(model.stages[0][1].alpha))
+    model.stage_modules(0).insert(1, model.new_block(0, seed=3))
+    model.arch.block_scales[0].insert(1, float(model.stage_blocks(0)[1].alpha))
     assert model.total_blocks == 3
     assert (model(x) - before).abs().max() < 1e-4
 
@@ -120,7 +123,7 @@ def test_architecture_round_trips_and_positions() -> None:
     arch = Architecture.from_dict(model.arch.to_dict())
     assert arch == model.arch
     rebuilt = model_from_architecture(arch.to_dict())
-    assert [len(s) for s in rebuilt.stages] == [2, 2]
+    assert [len(rebuilt.stage_modules(s)) for s in range(len(rebuilt.stages))] == [2, 2]
     assert model.position_to_stage_index(0) == (0, 0)
     assert model.position_to_stage_index(2) == (0, 2)
     assert model.position_to_stage_index(3) == (1, 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ from expansion.specs.sections import ModelSpec, input_shape
         {"data": {"name": "teacher", "teacher_dim": 12}, "model": {"kind": "mlp", "width": 8}},
     ],
 )
-def test_parameter_count_matches_the_built_model(raw: dict) -> None:
+def test_parameter_count_matches_the_built_model(raw: dict[str, Any]) -> None:
     spec = parse_spec({"kind": "train", **raw})
     assert estimate_cost(spec).parameters == count_parameters(build_model(spec.model, spec.data))
 
@@ -36,7 +38,9 @@ def test_flops_scale_with_depth_and_expand_adds_continuation() -> None:
     assert deep.flops_per_sample > 3 * shallow.flops_per_sample
     assert deep.activation_bytes_per_sample > shallow.activation_bytes_per_sample
     train = estimate_cost(parse_spec({"kind": "train", "model": {"depth": 2}}))
-    expand = estimate_cost(parse_spec({"kind": "expand", "model": {"depth": 2}}))
+    expand = estimate_cost(
+        parse_spec({"kind": "expand", "model": {"depth": 2}, "expand": {"grad_batch_size": 256}})
+    )
     assert expand.train_flops > train.train_flops
 
 
@@ -68,10 +72,10 @@ def test_select_certified_is_costed_as_every_position() -> None:
         },
     ],
 )
-def test_data_bytes_match_the_loaded_tensors(raw: dict) -> None:
+def test_data_bytes_match_the_loaded_tensors(raw: dict[str, Any]) -> None:
     spec = parse_spec({"kind": "train", **raw, "model": {"kind": "mlp", "width": 8}})
     bundle = load_dataset(spec.data, "mlp", torch.device("cpu"), None)
-    tensors = (bundle.x_train, bundle.y_train, bundle.x_val, bundle.y_val)
+    tensors: tuple[torch.Tensor, ...] = (bundle.x_train, bundle.y_train, bundle.x_val, bundle.y_val)
     tensors += (bundle.x_test, bundle.y_test)
     loaded = sum(t.numel() * t.element_size() for t in tensors)
     assert estimate_cost(spec).data_bytes == loaded
@@ -118,7 +122,7 @@ def test_teacher_size_and_labelling_are_counted() -> None:
         },
     ],
 )
-def test_activation_memory_against_the_tensors_autograd_keeps(raw: dict) -> None:
+def test_activation_memory_against_the_tensors_autograd_keeps(raw: dict[str, Any]) -> None:
     """The estimate (batch x width x length x depth, fp32) against the bytes autograd really
     saves for the backward pass of one training batch: same order, within a small factor."""
     batch = 32
@@ -153,7 +157,9 @@ def test_activation_memory_scales_with_batch_width_length_and_depth() -> None:
     assert step_bytes(width=16, depth=4, batch=128) == 2 * base
     assert 1.9 * base < step_bytes(width=32, depth=4) <= 2 * base
     assert step_bytes(width=16, depth=8) > 1.8 * base
-    expand = estimate_cost(parse_spec({"kind": "expand", "model": {"depth": 2}}))
+    expand = estimate_cost(
+        parse_spec({"kind": "expand", "model": {"depth": 2}, "expand": {"grad_batch_size": 256}})
+    )
     train = estimate_cost(parse_spec({"kind": "train", "model": {"depth": 2}}))
     # Expand runs the deeper network and the larger gradient batch (256 > 128).
     assert expand.activation_bytes_per_step > 2 * train.activation_bytes_per_step

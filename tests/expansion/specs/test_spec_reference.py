@@ -4,6 +4,7 @@ an invalid spec reports every problem (per-field and cross-field) in one pass wi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_every_spec_field_is_described_and_listed_with_its_path() -> None:
     assert "| `model.depth` | int | `4` | ≥ 1, ≤ 256 | Residual blocks per stage. |" in text
 
 
-def _problems(raw: dict) -> list[str]:
+def _problems(raw: dict[str, Any]) -> list[str]:
     with pytest.raises(SpecError) as caught:
         parse_spec(raw)
     return caught.value.problems

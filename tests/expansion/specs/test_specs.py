@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_kind_selects_the_experiment_type() -> None:
         ({"model": {"kernel_size": 4}}, "model.kernel_size"),
     ],
 )
-def test_each_bad_field_is_one_line_naming_it(raw: dict, field: str) -> None:
+def test_each_bad_field_is_one_line_naming_it(raw: dict[str, Any], field: str) -> None:
     problems = problems_of(raw)
     assert len(problems) == 1
     assert problems[0].startswith(f"{field}: ")
@@ -130,6 +131,5 @@ def test_expand_gets_a_certificate_split() -> None:
         parse_spec({"kind": "expand", "data": {"val_fraction": 0.5, "certify_fraction": 0.4}})
     with pytest.raises(SpecError, match=r"expand\.min_certificate_batches"):
         parse_spec({"kind": "expand", "expand": {"min_certificate_batches": 4}})
-    assert parse_spec({"kind": "expand", "expand": {"select": "certified"}}).expand.select == (
-        "certified"
-    )
+    certified = parse_spec({"kind": "expand", "expand": {"select": "certified"}})
+    assert isinstance(certified, ExpandExperiment) and certified.expand.select == "certified"

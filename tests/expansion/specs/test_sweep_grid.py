@@ -69,16 +69,15 @@ def test_grid_expands_row_major_into_point_specs() -> None:
 
 
 def test_every_problem_of_the_grid_is_listed_at_once_with_its_path() -> None:
-    raw = sweep_raw(
-        **{
-            "model.depth": [2, 300],
-            "train.lr": [-1.0, 0.1],
-            "model.nonsense": [1],
-            "model.depth.deeper": [1],
-            "kind": ["train"],
-            "train.seed": [0, 0],
-        }
-    )
+    grid: dict[str, list[Any]] = {
+        "model.depth": [2, 300],
+        "train.lr": [-1.0, 0.1],
+        "model.nonsense": [1],
+        "model.depth.deeper": [1],
+        "kind": ["train"],
+        "train.seed": [0, 0],
+    }
+    raw = sweep_raw(**grid)
     problems = problems_of(raw)
     text = "\n".join(problems)
     assert "grid.model.depth.deeper: model.depth is a value, not a section" in problems

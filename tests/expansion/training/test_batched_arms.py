@@ -9,6 +9,8 @@ forward is a grouped convolution, which sums in another order; observed differen
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +30,7 @@ from expansion.training.batched_arms import (
     train_arms,
 )
 from expansion.training.continuation import (
+    NamedState,
     build_optimizer,
     controlled_continuation,
     per_example_test,
@@ -38,6 +41,8 @@ from expansion.training.trainer import train_model
 TOLERANCE = 1e-5
 STEPS = 5
 LR = 2e-3
+
+Trained = tuple[PostNormResNet, NamedState, DataBundle]
 
 
 class Spec:
@@ -58,14 +63,18 @@ class Spec:
 @pytest.fixture(scope="module")
 def trained(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[PostNormResNet, dict, DataBundle]:
+) -> Trained:
     bundle = load_dataset(Spec.data, "conv1d")
     outcome = train_model(Spec(), bundle, None, tmp_path_factory.mktemp("base"), max_steps=8)
     return outcome.model.eval(), outcome.optimizer_state, bundle
 
 
 def one_by_one(
-    base: PostNormResNet, state: dict, bundle: DataBundle, train: TrainSpec, plan: ArmPlan
+    base: PostNormResNet,
+    state: NamedState | None,
+    bundle: DataBundle,
+    train: TrainSpec,
+    plan: ArmPlan,
 ) -> tuple[PostNormResNet, list[float], np.ndarray]:
     """(final network, step losses, per-example test losses) of the one-by-one path."""
     model, names = expanded_arm(base, plan)
@@ -80,9 +89,10 @@ PLANS = [ArmPlan((), 0), ArmPlan((), 1), ArmPlan((1,), 0), ArmPlan((2,), 1), Arm
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_batched_arms_equal_the_one_by_one_path(trained, optimizer: str) -> None:
-    base, state, bundle = trained
+def test_batched_arms_equal_the_one_by_one_path(trained: Trained, optimizer: str) -> None:
+    base, trained_state, bundle = trained
     train = Spec.train.model_copy(update={"optimizer": optimizer, "momentum": 0.9})
+    state: NamedState | None = trained_state
     if optimizer == "sgd":
         state = None  # the base trained with AdamW: SGD arms start with fresh momentum
     batched = train_arms(base, state, bundle, train, PLANS, steps=STEPS, lr=LR)
@@ -104,7 +114,7 @@ def test_batched_arms_equal_the_one_by_one_path(trained, optimizer: str) -> None
         assert moved > 100 * TOLERANCE
 
 
-def test_arms_with_the_same_seed_see_the_same_data_and_others_do_not(trained) -> None:
+def test_arms_with_the_same_seed_see_the_same_data_and_others_do_not(trained: Trained) -> None:
     base, state, bundle = trained
     plans = [ArmPlan((), 3), ArmPlan((), 3), ArmPlan((), 4)]
     arms = train_arms(base, state, bundle, Spec.train, plans, steps=3, lr=LR)
@@ -112,9 +122,9 @@ def test_arms_with_the_same_seed_see_the_same_data_and_others_do_not(trained) ->
     assert arms[0].step_losses != arms[2].step_losses
 
 
-def test_controlled_continuation_batched_gives_the_same_records(trained) -> None:
+def test_controlled_continuation_batched_gives_the_same_records(trained: Trained) -> None:
     base, state, bundle = trained
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "positions": [0, 2],
         "seeds": [0, 1],
         "steps": 4,
@@ -137,9 +147,9 @@ def test_controlled_continuation_batched_gives_the_same_records(trained) -> None
         on_arm=labels.append,
         on_step=count,
         curves=curves,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
-    alone = controlled_continuation(base, state, bundle, Spec.train, **kwargs)  # type: ignore[arg-type]
+    alone = controlled_continuation(base, state, bundle, Spec.train, **kwargs)
     assert steps_seen[0] == 4 * 2 * 3  # steps x seeds x (positions + control), as one by one
     assert (
         sorted(labels)

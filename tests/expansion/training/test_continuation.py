@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from expansion.data.datasets import load_dataset
+from expansion.data.datasets import DataBundle, load_dataset
 from expansion.insertion.bounds import gain_interval
 from expansion.insertion.insert import insert_block
 from expansion.models.evaluate import evaluate
+from expansion.models.network import PostNormResNet
 from expansion.specs.sections import DataSpec, ModelSpec, TrainSpec
 from expansion.training.continuation import (
     build_optimizer,
@@ -21,7 +23,9 @@ from expansion.training.continuation import (
     paired_summary,
     run_arm,
 )
-from expansion.training.trainer import train_model
+from expansion.training.trainer import NamedOptimizerState, train_model
+
+Trained = tuple[PostNormResNet, NamedOptimizerState, DataBundle]
 
 
 class Spec:
@@ -33,25 +37,27 @@ class Spec:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     bundle = load_dataset(Spec.data, "mlp")
     outcome = train_model(Spec(), bundle, None, tmp_path_factory.mktemp("base"))
     return outcome.model.eval(), outcome.optimizer_state, bundle
 
 
-def test_base_state_carries_over_by_name_and_new_params_get_their_own_groups(trained) -> None:
+def test_base_state_carries_over_by_name_and_new_params_get_their_own_groups(
+    trained: Trained,
+) -> None:
     base, state, _ = trained
     model = copy.deepcopy(base)
     base_names = {id(p): n for n, p in model.named_parameters()}
     block = insert_block(model, 0, seed=3)  # shifts every existing block's name by one
     opt = build_optimizer(model, Spec.train, 1e-3, base_names, state)
     new_ids = {id(p) for p in block.parameters()}
-    roles = {g["role"]: set() for g in opt.param_groups}
+    roles: dict[str, set[int]] = {g["role"]: set() for g in opt.param_groups}
     for g in opt.param_groups:
         roles[g["role"]] |= {id(p) for p in g["params"]}
     assert roles["new"] == new_ids
     assert roles["existing"] == set(base_names)
-    moved = model.stages[0][1].w1.weight  # was stages.0.0.w1.weight in the base
+    moved = model.stage_blocks(0)[1].w1.weight  # was stages.0.0.w1.weight in the base
     saved = state["state"]["stages.0.0.w1.weight"]["exp_avg"]
     assert torch.equal(opt.state[moved]["exp_avg"], saved)
     assert opt.state[moved]["exp_avg"] is not saved  # a copy: the arms cannot share it
@@ -60,10 +66,10 @@ def test_base_state_carries_over_by_name_and_new_params_get_their_own_groups(tra
     assert decays == {0.0, Spec.train.weight_decay}
 
 
-def test_arms_are_deterministic_and_the_base_is_untouched(trained) -> None:
+def test_arms_are_deterministic_and_the_base_is_untouched(trained: Trained) -> None:
     base, state, bundle = trained
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    kwargs = {"seed": 1, "steps": 6, "lr": 1e-3}
+    kwargs: dict[str, Any] = {"seed": 1, "steps": 6, "lr": 1e-3}
     a = run_arm(base, state, bundle, Spec.train, positions=[], **kwargs)
     b = run_arm(base, state, bundle, Spec.train, positions=[], **kwargs)
     assert a == b
@@ -73,7 +79,7 @@ def test_arms_are_deterministic_and_the_base_is_untouched(trained) -> None:
         assert torch.equal(v, before[k])
 
 
-def test_controlled_continuation_records(trained) -> None:
+def test_controlled_continuation_records(trained: Trained) -> None:
     base, state, bundle = trained
     outcome = controlled_continuation(
         base, state, bundle, Spec.train, positions=[0, 2], seeds=[0, 1], steps=4, lr=1e-3

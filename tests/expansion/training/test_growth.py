@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_networks import tiny_model
 
-from expansion.data.datasets import load_dataset
+from expansion.data.datasets import DataBundle, load_dataset
 from expansion.specs.sections import DataSpec, GrowSpec, ModelSpec, TrainSpec
 from expansion.training.growth import (
     GrowthCallback,
@@ -27,6 +27,7 @@ class OptimizerProbe(L.Callback):
         self.checks: list[tuple[int, bool, int]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, ResNetModule)
         in_opt = [id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]]
         model_ids = [id(p) for p in pl_module.model.parameters()]
         sched = trainer.lr_scheduler_configs[0].scheduler
@@ -45,11 +46,13 @@ class Spec:
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits() -> DataBundle:
     return load_dataset(DataSpec(name="digits"), "mlp")
 
 
-def test_new_blocks_join_the_optimizer_the_trainer_steps(digits, tmp_path: Path) -> None:
+def test_new_blocks_join_the_optimizer_the_trainer_steps(
+    digits: DataBundle, tmp_path: Path
+) -> None:
     spec = Spec(epochs=3)
     grow = GrowSpec(at_epochs=[1, 2], policy="stack", target_depth=4)
     growth = GrowthCallback(grow, train_seed=0, weight_decay=0.0)
@@ -63,13 +66,13 @@ def test_new_blocks_join_the_optimizer_the_trainer_steps(digits, tmp_path: Path)
     )  # no scan for stack
     assert all(ok for _, ok, _ in probe.checks), probe.checks
     for event in growth.inserted:  # W2 started at zero; only optimizer steps move it
-        block = model.stages[0][event["position"]]
+        block = model.stage_blocks(0)[event["position"]]
         assert torch.count_nonzero(block.w2.weight) > 0
     # optimizer state by name covers the grown blocks
     assert "stages.0.3.w2.weight" in outcome.optimizer_state["state"]
 
 
-def test_growth_stops_at_target_depth(digits, tmp_path: Path) -> None:
+def test_growth_stops_at_target_depth(digits: DataBundle, tmp_path: Path) -> None:
     grow = GrowSpec(at_epochs=[1, 2], policy="uniform", blocks_per_event=2, target_depth=3)
     growth = GrowthCallback(grow)
     outcome = train_model(Spec(epochs=3), digits, None, tmp_path, callbacks=[growth])
@@ -77,7 +80,7 @@ def test_growth_stops_at_target_depth(digits, tmp_path: Path) -> None:
     assert len(growth.inserted) == 1 and growth.events_done == [1, 2]
 
 
-def test_best_policy_scans_and_needs_data(digits, tmp_path: Path) -> None:
+def test_best_policy_scans_and_needs_data(digits: DataBundle, tmp_path: Path) -> None:
     grow = GrowSpec(at_epochs=[1], policy="best", target_depth=3)
     with pytest.raises(ValueError, match="needs training and validation data"):
         GrowthCallback(grow)
@@ -99,7 +102,9 @@ def test_fixed_policies_choose_sensible_positions() -> None:
     assert interpolate_positions(conv2d, 2) == [1, 4]  # one in each stage, between blocks
 
 
-def test_resumed_growth_run_rebuilds_its_architecture_and_continues(digits, tmp_path: Path) -> None:
+def test_resumed_growth_run_rebuilds_its_architecture_and_continues(
+    digits: DataBundle, tmp_path: Path
+) -> None:
     spec = Spec(epochs=4)
     grow = GrowSpec(at_epochs=[1, 3], policy="explicit", positions=[0, 1], target_depth=4)
     data = DeviceDataModule(digits, 128, seed=0)
@@ -117,7 +122,7 @@ def test_resumed_growth_run_rebuilds_its_architecture_and_continues(digits, tmp_
     ckpt = tmp_path / "grown.ckpt"
     trainer.save_checkpoint(ckpt)
     steps_at_save = trainer.global_step
-    inserted = {k: v.clone() for k, v in module.model.stages[0][0].state_dict().items()}
+    inserted = {k: v.clone() for k, v in module.model.stage_blocks(0)[0].state_dict().items()}
     assert module.model.total_blocks == 3
 
     resumed = GrowthCallback(grow)
@@ -132,6 +137,6 @@ def test_resumed_growth_run_rebuilds_its_architecture_and_continues(digits, tmp_
     assert trainer2.global_step > steps_at_save
     assert all(ok for _, ok, _ in probe.checks), probe.checks
     # the block grown before the checkpoint came back with its trained weights (then moved on)
-    restored = module2.model.stages[0][0]
+    restored = module2.model.stage_blocks(0)[0]
     assert restored.w2.weight.shape == inserted["w2.weight"].shape
     assert torch.count_nonzero(restored.w2.weight) > 0

@@ -13,6 +13,7 @@ from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.evaluate import evaluate
 from expansion.models.network import build_model
 from expansion.progress import StopRequested
+from expansion.specs.experiments import TrainExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.training.trainer import (
     DeviceDataModule,
@@ -24,14 +25,16 @@ from expansion.training.trainer import (
 )
 
 
-def digits_spec(**train: object):
-    return parse_spec(
+def digits_spec(**train: object) -> TrainExperiment:
+    spec = parse_spec(
         {
             "data": {"name": "digits"},
             "model": {"kind": "mlp", "width": 32, "depth": 2},
             "train": {"epochs": 2, "batch_size": 64, "lr": 3e-3, "accelerator": "cpu", **train},
         }
     )
+    assert isinstance(spec, TrainExperiment)
+    return spec
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def test_lightning_checkpoint_of_an_expanded_network_resumes(
     trainer.fit(module, datamodule=data)
     # what the growth helper does mid-training: insert a block, give it its own group
     block = module.model.new_block(0, seed=5)
-    module.model.stages[0].insert(1, block)
+    module.model.stage_modules(0).insert(1, block)
     module.model.arch.block_scales[0].insert(1, float(block.alpha))
     with torch.no_grad():
         block.w2.weight.normal_()
@@ -144,7 +147,7 @@ def test_named_optimizer_state_carries_into_an_expanded_network(
 ) -> None:
     outcome = train_model(digits_spec(epochs=1), digits, None, tmp_path)
     model = outcome.model
-    model.stages[0].append(model.new_block(0, seed=1))
+    model.stage_modules(0).append(model.new_block(0, seed=1))
     model.arch.block_scales[0].append(1.0)
     optimizer = torch.optim.AdamW(model.parameters())
     loaded = load_named_optimizer_state(optimizer, model, outcome.optimizer_state)

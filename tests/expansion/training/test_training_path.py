@@ -14,6 +14,7 @@ from expansion.data.datasets import DataBundle, load_dataset
 from expansion.models.evaluate import evaluate
 from expansion.models.network import build_model
 from expansion.models.norms import is_channels_last
+from expansion.specs.experiments import TrainExperiment
 from expansion.specs.parsing import parse_spec
 from expansion.specs.problems import SpecError
 from expansion.specs.sections import TrainSpec
@@ -21,14 +22,16 @@ from expansion.training.trainer import DeviceDataModule, ResNetModule, build_tra
 from expansion.training.training_path import use_channels_last
 
 
-def conv2d_spec(**train: object) -> Any:
-    return parse_spec(
+def conv2d_spec(**train: object) -> TrainExperiment:
+    spec = parse_spec(
         {
             "data": {"name": "digits", "augment": True},
             "model": {"kind": "conv2d", "width": 16, "depth": 2, "kernel_size": 3},
             "train": {"epochs": 1, "batch_size": 64, "lr": 3e-3, "accelerator": "cpu", **train},
         }
     )
+    assert isinstance(spec, TrainExperiment)
+    return spec
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,7 @@ class LayoutProbe(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        assert isinstance(pl_module, ResNetModule)
         w1 = pl_module.model.blocks()[0].w1
         if not self.inputs:
             w1.register_forward_pre_hook(
@@ -66,6 +70,7 @@ class PathProbe(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:
+        assert isinstance(pl_module, ResNetModule)
         path = pl_module.training_path
         self.compiled_forward.append(
             path is not None and path.compiled and path.network_forward is not pl_module.model
@@ -156,7 +161,7 @@ def test_a_resumed_expanded_network_trains_in_the_layout_asked_for(
     trainer = build_trainer(spec.train, tmp_path, max_epochs=1)
     trainer.fit(module, datamodule=data)
     block = module.model.new_block(0, seed=5)  # what growth does mid-training
-    module.model.stages[0].append(block)
+    module.model.stage_modules(0).append(block)
     module.model.arch.block_scales[0].append(1.0)
     trainer.optimizers[0].add_param_group({"params": list(block.parameters())})
     ckpt = tmp_path / "grown.ckpt"
