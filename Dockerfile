@@ -39,7 +39,8 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 # The remaining dependencies, from pyproject.toml alone, so that editing the code does not
 # reinstall them; with the `trackers` extra (TensorBoard, MLflow) that `train.loggers` uses.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['trackers']))" \
+# The `s3` extra too: workers on several hosts keep their artifacts in an object store.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; o = p['optional-dependencies']; print('\n'.join(p['dependencies'] + o['trackers'] + o['s3']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

@@ -214,7 +214,10 @@ class JumpboardClient:
         partial = folder / f".{name}.part"
         digest = hashlib.sha256()
         try:
-            with self._http.stream("GET", f"/jobs/{job_id}/artifacts/{name}") as response:
+            # A server keeping artifacts in an object store may redirect to a presigned URL
+            # (httpx drops the token on a redirect to another host); the sha256 is checked here.
+            path = f"/jobs/{job_id}/artifacts/{name}"
+            with self._http.stream("GET", path, follow_redirects=True) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ClientError(_error_message(response), response.status_code)

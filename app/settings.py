@@ -6,6 +6,7 @@ Every process (API, worker, CLI) builds its settings through `get_settings()`; t
 
 from __future__ import annotations
 
+import enum
 import functools
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,15 @@ def _default_database_url() -> str:
     return f"sqlite:///{DEFAULT_HOME / 'jumpboard.db'}"
 
 
+class ArtifactServing(enum.StrEnum):
+    """How the API hands out an artifact kept in an object store."""
+
+    STREAM = "stream"
+    """Through the API, its sha256 checked while it streams."""
+    REDIRECT = "redirect"
+    """A redirect to a short-lived presigned URL of the object store."""
+
+
 class SettingsError(ValueError):
     """The configuration is invalid; the message names every offending setting."""
 
@@ -37,7 +47,24 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=_default_database_url)
     """SQLAlchemy URL: `sqlite:///path.db` or `postgresql+psycopg://user@host/db`."""
     artifact_dir: Path = DEFAULT_HOME / "artifacts"
-    """Jobs write their files under `artifact_dir/<job_id>/`."""
+    """Jobs write their files under `artifact_dir/<job_id>/` (the local artifact store)."""
+    artifact_url: str | None = None
+    """Where artifacts live when not in `artifact_dir`: an S3-compatible object store,
+    `s3://bucket/prefix` (the `s3` extra). Jobs then write into a scratch folder, the worker
+    uploads their files under `prefix/<job_id>/attempt-<n>/` and the API serves them from there;
+    credentials come from the usual `AWS_*` variables (or the instance's role)."""
+    artifact_endpoint: str | None = None
+    """The object store's HTTP endpoint (MinIO, moto, Ceph, R2, ...); empty: AWS's own, or
+    `AWS_ENDPOINT_URL` when set."""
+    artifact_serve: ArtifactServing = ArtifactServing.STREAM
+    """How the API serves an object-store artifact: streamed through the API with its sha256
+    checked, or a redirect to a presigned URL (the client checks the sha256)."""
+    artifact_upload_patience_seconds: float = Field(300.0, ge=0.0, le=86_400.0)
+    """How long a worker keeps retrying (heartbeating its lease) when the object store refuses a
+    finished job's files; after that the job is handed back to the queue, never failed."""
+    scratch_dir: Path | None = None
+    """Where jobs write their files before upload when `artifact_url` is set (default: the
+    system's temporary folder); removed after each job."""
     data_dir: Path = DEFAULT_HOME / "data"
     """Data set cache (mnist1d) and local archives (cifar10)."""
     lease_seconds: float = Field(60.0, gt=0.0, le=86_400.0)
@@ -97,6 +124,24 @@ class Settings(BaseSettings):
                 f"(got {value.split('://')[0]!r})"
             )
         return value
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _object_store_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        if scheme != "s3" or not sep:
+            raise ValueError(f"must be an s3://bucket/prefix URL (got scheme {scheme!r})")
+        if not rest.split("/")[0]:
+            raise ValueError("must name a bucket: s3://bucket/prefix")
+        return value.rstrip("/")
+
+    @field_validator("artifact_endpoint", "scratch_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("worker_devices")
     @classmethod

@@ -31,6 +31,7 @@ from pathlib import Path
 # import: keep its folder off the import path.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # siblings as benchmarks.*
 
 import argparse
 import importlib.util
@@ -53,6 +54,8 @@ from app.db.migrate import upgrade
 from app.db.models import Job, utcnow
 from app.db.session import forget_engine, session_factory
 from app.settings import Settings
+from benchmarks.queue_lifecycle import bench_lifecycle
+from benchmarks.queue_wakeups import bench_wakeups
 from expansion.progress import ProgressReporter, StopRequested
 
 TINY_SPEC = {
@@ -350,7 +353,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="claim runs per setting")
     parser.add_argument("--repeats", type=int, default=5, help="job starts measured each way")
     parser.add_argument("--skip-claims", action="store_true", help="only the job start part")
-    parser.add_argument("--skip-start", action="store_true", help="only the claim part")
+    parser.add_argument("--skip-start", action="store_true", help="skip the job start part")
+    parser.add_argument("--skip-wakeups", action="store_true", help="skip submit-to-start")
+    parser.add_argument(
+        "--skip-lifecycle", action="store_true", help="skip claim-then-finish of the three queues"
+    )
+    parser.add_argument(
+        "--lifecycle-jobs", type=int, default=3000, help="no-op jobs per claim-then-finish round"
+    )
+    parser.add_argument("--lifecycle-workers", type=int, default=16, help="draining processes")
+    parser.add_argument("--lifecycle-rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument(
+        "--idle-workers", default="1,16,64", help="idle workers of the submit-to-start part"
+    )
+    parser.add_argument("--submits", type=int, default=15, help="submissions per wake-up setting")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=8.0, help="idle window measuring database work"
+    )
     parser.add_argument(
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
@@ -389,6 +408,15 @@ def main() -> None:
                         flush=True,
                     )
         print(f"load average {os.getloadavg()[0]:.2f} after the claims")
+    if not args.skip_lifecycle:
+        bench_lifecycle(
+            args.postgres_url, args.lifecycle_jobs, args.lifecycle_workers, args.lifecycle_rounds
+        )
+        print(f"load average {os.getloadavg()[0]:.2f} after claim then finish")
+    if not args.skip_wakeups:
+        counts = [int(n) for n in args.idle_workers.split(",") if n.strip()]
+        bench_wakeups(args.postgres_url, counts, args.submits, args.idle_seconds)
+        print(f"load average {os.getloadavg()[0]:.2f} after the wake-ups")
     if not args.skip_start:
         bench_start(args.postgres_url, args.repeats)
 

@@ -74,13 +74,17 @@ def handle(args: argparse.Namespace) -> int:
             "run `jumpboard db upgrade` first"
         )
 
+    from app.artifacts import ArtifactStoreError
     from app.devices import DeviceBusy
     from app.worker.loop import Worker
 
     missing = [m for m in ("torch", "lightning") if importlib.util.find_spec(m) is None]
     if missing:
         raise CliError(f"cannot run jobs: {', '.join(missing)} not installed")
-    worker = Worker(settings, poll_seconds=args.poll_seconds)
+    try:
+        worker = Worker(settings, poll_seconds=args.poll_seconds)
+    except ArtifactStoreError as exc:  # the `s3` extra is missing
+        raise CliError(str(exc)) from None
     worker.install_signal_handlers(hand_back_first=args.on_sigterm == "hand-back")
     try:
         worker.run(
@@ -88,4 +92,6 @@ def handle(args: argparse.Namespace) -> int:
         )
     except DeviceBusy as exc:
         raise CliError(f"--devices: {exc}") from None
+    except ArtifactStoreError as exc:  # checked before the first claim
+        raise CliError(f"JUMPBOARD_ARTIFACT_URL: {exc}") from None
     return 0

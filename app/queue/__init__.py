@@ -16,6 +16,7 @@ need synchronized clocks (NTP), which a lease of tens of seconds tolerates easil
 from app.queue.claim import claim_next_job
 from app.queue.enqueue import cancel_job, enqueue_job
 from app.queue.finish import (
+    KEPT_ON_FAILURE,
     SUMMARY_DROPPED_KEYS,
     PendingResultOutcome,
     complete_job,
@@ -41,6 +42,7 @@ from app.queue.lease import (
 )
 
 __all__ = [
+    "KEPT_ON_FAILURE",
     "RETRY_FIRST_DELAY_S",
     "RETRY_MAX_DELAY_S",
     "SUMMARY_DROPPED_KEYS",

@@ -161,13 +161,18 @@ def _success_rows(
     result: dict[str, Any],
     job_dir: Path | None,
     metrics: Sequence[MetricPoint],
+    kept: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[MetricPoint], list[dict[str, Any]], list[dict[str, Any]]]:
     """What a success stores: the job's final values, metric points, insertion and artifact
-    rows."""
-    names = list(result.get("artifacts") or [])
-    if job_dir is not None and (job_dir / "result.json").is_file():
-        names.append("result.json")
-    artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
+    rows (`kept`: the rows of files the artifact store already holds; without them, the files
+    named by the result, and `result.json`, described in place in `job_dir`)."""
+    if kept is not None:
+        artifacts = list(kept)
+    else:
+        names = list(result.get("artifacts") or [])
+        if job_dir is not None and (job_dir / "result.json").is_file():
+            names.append("result.json")
+        artifacts = describe_artifacts(job_dir, names) if job_dir is not None else []
     points = [*metrics, *_curve_points(result)]
     insertions = [insertion_row(claim.job_id, r) for r in result.get("insertions") or []]
     final = {"result": result_summary(result), "progress": 1.0, "stage": "done", "message": ""}
@@ -200,6 +205,7 @@ def complete_job(
     *,
     job_dir: Path | None = None,
     metrics: Sequence[MetricPoint] = (),
+    artifacts: Sequence[dict[str, Any]] | None = None,
 ) -> bool:
     """Mark the job succeeded and store its summary, insertion rows, artifact rows and final
     metrics in one lease-guarded transaction that first deletes rows an earlier attempt left.
@@ -208,8 +214,12 @@ def complete_job(
     buffered in `metrics`) plus the result's curves, one row per (step, split, name): final
     test-set figures reported after training are kept. Retried on connection errors while the
     lease holds (then the connection error is raised: see `store_pending_result`). False when
-    the lease is lost."""
-    final, points, insertions, artifacts = _success_rows(claim, result, job_dir, metrics)
+    the lease is lost.
+
+    `artifacts` are the rows of files already kept by the artifact store (`app.artifacts`);
+    without them, the files named by the result (and `result.json`) in `job_dir` are
+    described in place."""
+    final, points, insertions, rows = _success_rows(claim, result, job_dir, metrics, artifacts)
     engine = _postgresql_engine(session_factory)
 
     def write(retried: bool) -> bool:
@@ -221,7 +231,7 @@ def complete_job(
                 points,
                 utcnow(),
                 insertions=insertions,
-                artifacts=artifacts,
+                artifacts=rows,
             )
             if end_attempt(engine, EndKind.SUCCESS, params):
                 return True
@@ -231,7 +241,7 @@ def complete_job(
             if not _end_attempt(session, claim, JobStatus.SUCCEEDED, final):
                 session.rollback()
                 return retried and _already_ended(session, claim, JobStatus.SUCCEEDED)
-            _store_success(session, claim, points, insertions, artifacts)
+            _store_success(session, claim, points, insertions, rows)
             session.commit()
         return True
 
@@ -424,12 +434,18 @@ def fail_job(
     *,
     metrics: Sequence[MetricPoint] = (),
     job_dir: Path | None = None,
+    artifacts: Sequence[dict[str, Any]] | None = None,
 ) -> bool:
     """Mark the job failed for good with `error` as the reason, keeping as artifacts the files
-    of KEPT_ON_FAILURE found in `job_dir` (a trained base); False when the lease is lost."""
+    of KEPT_ON_FAILURE (a trained base): `artifacts`, the rows of those the artifact store
+    already holds, or else those found in `job_dir`, described in place. False when the lease
+    is lost."""
     first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
-    present = [n for n in KEPT_ON_FAILURE if job_dir is not None and (job_dir / n).is_file()]
-    kept = describe_artifacts(job_dir, present) if job_dir is not None else []
+    if artifacts is not None:
+        kept = list(artifacts)
+    else:
+        present = [n for n in KEPT_ON_FAILURE if job_dir is not None and (job_dir / n).is_file()]
+        kept = describe_artifacts(job_dir, present) if job_dir is not None else []
     return _finish(
         session_factory,
         claim,

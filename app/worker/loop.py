@@ -37,14 +37,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import queue
+from app.artifacts import ArtifactStoreError, artifact_store
 from app.db.enums import JobStatus
 from app.db.retry import call_with_retry, is_connection_error
 from app.db.session import session_factory
 from app.devices import DeviceLocks, parse_devices
 from app.queue import sweeps
+from app.queue.wakeups import Wakeups
 from app.settings import Settings
 from app.worker import registry
 from app.worker.child import child_main, run_experiment_runner
+from app.worker.publishing import publish_attempt
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +203,10 @@ class Worker:
         self.outcomes: list[tuple[int, JobOutcome]] = []
         self._next_housekeeping = 0.0
         self._device_locks = DeviceLocks(self.offer, settings.device_lock_dir)
+        self.artifacts = artifact_store(settings)
+        self._idle_touched_at = -float("inf")
+        self.wakeups = Wakeups(settings.database_url)
+        """Ends an idle wait when a job is queued (PostgreSQL's NOTIFY); polls otherwise."""
 
     # ------------------------------------------------------------------ control
 
@@ -241,6 +248,7 @@ class Worker:
             self._device_locks.release()
 
     def _run_owning_devices(self, max_jobs: int | None, exit_when_idle: bool) -> int:
+        self.artifacts.check()  # a store it cannot use stops the worker, not its jobs
         waited = wait_for_fork_server()  # pay for the imports before the first claim
         log.info("worker %s: job fork server ready after %.2f s", self.worker_id, waited)
         # Listed only once it can run jobs: a live worker is one that claims. Waits for a
@@ -277,8 +285,7 @@ class Worker:
                 if claim is None:
                     if exit_when_idle:
                         break
-                    self._touch(None)
-                    self._stop_claiming.wait(self.poll_seconds)
+                    self._idle_wait()
                     continue
                 ran += 1
                 self._touch(claim.job_id)
@@ -287,6 +294,7 @@ class Worker:
                 self.outcomes.append((claim.job_id, outcome))
                 self._touch(None)
         finally:
+            self.wakeups.close()
             give_up_at = time.monotonic() + SHUTDOWN_RETRY_S
             try:
                 call_with_retry(
@@ -298,6 +306,20 @@ class Worker:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
         return ran
+
+    def _idle_wait(self) -> None:
+        # The registry row says the worker is alive; an idle worker refreshes it once per
+        # heartbeat interval, not after every claim that found nothing: a NOTIFY wakes every
+        # listening worker at once, and all but one find nothing.
+        now = time.monotonic()
+        if now - self._idle_touched_at >= self.settings.heartbeat_seconds:
+            self._touch(None)
+            self._idle_touched_at = now
+        # Listening, a queued job ends the wait: poll only as often as housekeeping needs
+        # (expired leases, dead workers), a quarter lease, so idle workers cost the database
+        # little. Otherwise poll every `poll_seconds`.
+        listening = max(self.poll_seconds, self.settings.lease_seconds / 4)
+        self.wakeups.wait(self.poll_seconds, self._stop_claiming, listening_seconds=listening)
 
     def _claim(self, _retried: bool) -> queue.ClaimedJob | None:
         """Housekeeping when due, then one claim (a retried claim may have committed: its job
@@ -346,7 +368,13 @@ class Worker:
     def run_claimed(self, claim: queue.ClaimedJob) -> JobOutcome:
         """Run one claimed job in a forked child and record how it ended. Never raises: a job
         that cannot even be started (job folder not writable, disk full, no process) fails."""
-        out_dir = self.settings.job_dir(claim.job_id)
+        out_dir = self.artifacts.scratch_dir(claim.job_id, claim.attempt)
+        try:
+            return self._run_in(claim, out_dir)
+        finally:
+            self.artifacts.release_scratch(out_dir)
+
+    def _run_in(self, claim: queue.ClaimedJob, out_dir: Path) -> JobOutcome:
         try:
             process, parent_conn = self._start_child(claim, out_dir)
         except Exception as exc:  # outside the child: the job fails, the worker goes on
@@ -557,8 +585,24 @@ class Worker:
         tag = final[0]
         if tag == "done":
             try:
+                rows = publish_attempt(
+                    self.artifacts,
+                    self.sessions,
+                    claim,
+                    out_dir,
+                    final[1],
+                    patience_s=self.settings.artifact_upload_patience_seconds,
+                    max_delay_s=self.settings.heartbeat_seconds,
+                )
+            except ArtifactStoreError as exc:  # the run is fine: run it again later
+                log.error("job %s: %s; handing it back", claim.job_id, exc)
+                ok = queue.release_job(self.sessions, claim)
+                return JobOutcome(OutcomeStatus.RELEASED, f"artifact store: {exc}", recorded=ok)
+            if rows is None:
+                return JobOutcome(OutcomeStatus.LOST, "lease lost waiting for the store", False)
+            try:
                 ok = queue.complete_job(
-                    self.sessions, claim, final[1], job_dir=out_dir, metrics=state.metrics
+                    self.sessions, claim, final[1], metrics=state.metrics, artifacts=rows
                 )
             except SQLAlchemyError as exc:
                 if not is_connection_error(exc):
@@ -583,8 +627,22 @@ class Worker:
         else:
             reason = error = crash_reason(exitcode)
         log.warning("job %s failed: %s", claim.job_id, reason)
-        ok = queue.fail_job(self.sessions, claim, error, metrics=state.metrics, job_dir=out_dir)
+        ok = queue.fail_job(
+            self.sessions, claim, error, metrics=state.metrics, artifacts=self._kept(claim, out_dir)
+        )
         return JobOutcome(OutcomeStatus.FAILED, reason, recorded=ok)
+
+    def _kept(self, claim: queue.ClaimedJob, out_dir: Path) -> list[dict[str, Any]]:
+        """The rows of the files a failed attempt keeps (a trained base), put in the artifact
+        store; none when the store refuses them (the failure itself is still recorded)."""
+        try:
+            records = self.artifacts.publish(
+                claim.job_id, claim.attempt, out_dir, queue.KEPT_ON_FAILURE
+            )
+        except ArtifactStoreError as exc:
+            log.warning("job %s: could not keep its trained base: %s", claim.job_id, exc)
+            return []
+        return [record.as_row() for record in records]
 
 
 SUPERVISOR_FIRST_DELAY_S = 1.0

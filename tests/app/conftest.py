@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -22,6 +22,9 @@ from sqlalchemy.exc import OperationalError
 from app.db.migrate import upgrade
 from app.db.models import Base
 from app.db.session import forget_engine
+
+if TYPE_CHECKING:
+    from object_store import ObjectStore
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "JUMPBOARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -145,3 +148,23 @@ def browser() -> Iterator[Any]:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def object_store_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's standalone S3 server (a real HTTP server) for the session; yields its endpoint."""
+    from object_store import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def object_store(object_store_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
+    """An empty bucket on the test S3 server, with its credentials in this process's
+    environment."""
+    from object_store import CREDENTIALS, new_bucket
+
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    return new_bucket(object_store_endpoint)

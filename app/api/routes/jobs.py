@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from app.api.artifact_download import artifact_response
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, TokenDep
 from app.api.job_resource import get_job_or_404, job_out, live_offer
 from app.api.pagination import MAX_PAGE, decode_cursor, encode_cursor
@@ -285,13 +286,16 @@ def artifact_name_problem(name: str) -> str | None:
     responses={
         **JOB_ERRORS,
         200: {"content": {"application/octet-stream": {}}, "description": "The file."},
+        307: {"description": "Redirect to a presigned object-store URL (artifact_serve)."},
         400: {"model": ErrorOut, "description": "Not a plain file name."},
+        503: {"model": ErrorOut, "description": "The artifact store is unavailable."},
     },
 )
 def download_artifact(
     session: SessionDep, settings: SettingsDep, job_id: JobId, name: str
-) -> FileResponse:
-    """Stream one registered file of a job (confined to the job's folder)."""
+) -> Response:
+    """Stream one registered file of a job: from its folder (confined to it) or from the
+    object store (sha256 checked as it streams), or redirect to a presigned URL."""
     problem = artifact_name_problem(name)
     if problem:
         raise HTTPException(status_code=400, detail=f"artifact name {problem}")
@@ -301,13 +305,4 @@ def download_artifact(
     ).first()
     if row is None:
         raise HTTPException(status_code=404, detail=f"job {job_id} has no artifact {name!r}")
-    job_dir = settings.job_dir(job_id).resolve()
-    # The stored path (never the request's) decides the file; it must stay inside job_dir.
-    stored = Path(row.path)
-    candidate = (stored if stored.is_absolute() else job_dir / stored).resolve()
-    if not candidate.is_relative_to(job_dir) or not candidate.is_file():
-        log.warning("artifact %r of job %s is missing or outside its folder", name, job_id)
-        raise HTTPException(status_code=404, detail=f"artifact {name!r} is not available")
-    return FileResponse(
-        candidate, media_type="application/octet-stream", filename=row.name, stat_result=None
-    )
+    return artifact_response(settings, row)

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from app import queue
+from app.artifacts import LocalArtifactStore, StoredArtifact
 from app.db.enums import JobStatus
 from app.db.models import Job
 from app.db.models import Worker as WorkerRow
 from app.db.session import session_factory
-from app.queue import finish as queue_finish
 from app.settings import Settings
 from app.worker import registry as worker_registry
 from app.worker.loop import Worker, start_in_process_worker
@@ -99,19 +99,21 @@ def test_job_folder_that_cannot_be_made_fails_the_job_not_the_worker(
 def test_disk_error_while_storing_the_result_fails_the_job_not_the_worker(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 13.3: describing the artifacts reads the disk in the worker; its OSError fails the
-    job and the worker runs the next one."""
+    """Issue 13.3: describing the artifacts (the artifact store hashing them) reads the disk in
+    the worker; its OSError fails the job and the worker runs the next one."""
     first, second = _enqueue(sqlite_url, 2)
     calls = [0]
-    original = queue.describe_artifacts
+    original = LocalArtifactStore.publish
 
-    def disk_full_once(job_dir: Path, names: Any) -> list[dict[str, Any]]:
+    def disk_full_once(
+        store: LocalArtifactStore, job_id: int, attempt: int, folder: Path, names: Any
+    ) -> list[StoredArtifact]:
         calls[0] += 1
         if calls[0] == 1:
             raise OSError(28, "No space left on device")
-        return original(job_dir, names)
+        return original(store, job_id, attempt, folder, names)
 
-    monkeypatch.setattr(queue_finish, "describe_artifacts", disk_full_once)
+    monkeypatch.setattr(LocalArtifactStore, "publish", disk_full_once)
     worker = Worker(_settings(sqlite_url, tmp_path), runner=quick_runner, poll_seconds=0.1)
     assert worker.run(max_jobs=2) == 2
     job = _job(sqlite_url, first)
