@@ -144,9 +144,11 @@ def answer_line(answer: dict[str, Any] | None) -> str:
     family = answer.get("certificate_family") or {}
     scanned = answer.get("positions_scanned")
     if family and scanned:
+        # Counts first, so that no count reads as a position's index.
+        holds, fails = int(family.get("holds", 0)), int(family.get("fails", 0))
         parts.append(
-            f"certificate holds at {family.get('holds', 0)}, fails at {family.get('fails', 0)} "
-            f"of {scanned} positions (family-wise)"
+            f"certificate (family-wise): {holds} of {scanned} positions hold, {fails} fail, "
+            f"{scanned - holds - fails} undecided"
         )
     return "; ".join(parts)
 

@@ -67,7 +67,7 @@ def test_a_clear_winner_is_recommended_with_an_adjusted_interval() -> None:
     line = answer_line(dict(answer))
     assert line.startswith("answer: insert at position 2: gain +0.05")
     assert "adjusted for choosing among 3" in line
-    assert "certificate holds at 1, fails at 1 of 4 positions" in line
+    assert "certificate (family-wise): 1 of 4 positions hold, 1 fail, 2 undecided" in line
     assert len(position_rows(dict(answer))) == 3
 
 
