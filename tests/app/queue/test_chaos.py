@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
+from worker_processes import stop_workers
 
 from app import queue
 from app.db.enums import JobStatus
@@ -151,15 +152,7 @@ def test_jobs_finish_exactly_once_through_kills_and_outages(
         while _unfinished(postgres_url) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_workers(workers)
     assert done_faults["kill"] >= 1 and done_faults["outage"] >= 1, done_faults
 
     with session_factory(postgres_url)() as session:

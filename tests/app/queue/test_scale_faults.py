@@ -24,6 +24,7 @@ import pytest
 from object_store import ObjectStore
 from private_postgres import PrivatePostgres
 from sqlalchemy import create_engine, func, select
+from worker_processes import stop_workers
 
 from app import queue
 from app.artifacts import artifact_store
@@ -185,15 +186,7 @@ def _run_and_check(
                     break
             time.sleep(0.2)
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_workers(workers)
     wall_s = time.monotonic() - started
     assert done_faults == {"kill": 2, "restart": 1}, (done_faults, finished)
 
