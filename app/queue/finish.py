@@ -287,12 +287,14 @@ def store_pending_result(
     *,
     job_dir: Path | None = None,
     metrics: Sequence[MetricPoint] = (),
+    artifacts: Sequence[dict[str, Any]] | None = None,
 ) -> PendingResultOutcome:
     """Store a result that a database outage longer than the lease kept from `complete_job`:
     one transaction, guarded so that it succeeds only if no other attempt of the job started
     since (`_pending_guard`). Otherwise the result is discarded and the job's `warning` says
-    so. One try: the caller retries connection errors (`app.db.retry.call_with_retry`)."""
-    final, points, insertions, artifacts = _success_rows(claim, result, job_dir, metrics)
+    so. One try: the caller retries connection errors (`app.db.retry.call_with_retry`).
+    `artifacts`: the rows of files the artifact store already holds, as for `complete_job`."""
+    final, points, insertions, artifacts = _success_rows(claim, result, job_dir, metrics, artifacts)
     now = utcnow()
     with session_factory() as session:
         begin_write(session)

@@ -505,6 +505,7 @@ class Worker:
         result: dict[str, Any],
         out_dir: Path,
         metrics: list[queue.MetricPoint],
+        artifacts: list[dict[str, Any]],
     ) -> JobOutcome:
         """Keep a finished result through a database outage longer than the lease: in memory
         and in the job's folder (`PENDING_RESULT_FILE`), until the database is back; then store
@@ -518,6 +519,7 @@ class Worker:
             "worker_id": claim.worker_id,
             "result": result,
             "metrics": metrics,
+            "artifacts": artifacts,
         }
         try:
             partial = pending.with_suffix(".tmp")
@@ -533,7 +535,7 @@ class Worker:
         )
         stored = call_with_retry(
             lambda _retried: queue.store_pending_result(
-                self.sessions, claim, result, job_dir=out_dir, metrics=metrics
+                self.sessions, claim, result, metrics=metrics, artifacts=artifacts
             ),
             f"storing the kept result of job {claim.job_id}",
             give_up=self._hand_back.is_set,
@@ -608,7 +610,7 @@ class Worker:
                 if not is_connection_error(exc):
                     raise
                 # The database is still down and the lease is over: keep the result.
-                return self._keep_result(claim, final[1], out_dir, state.metrics)
+                return self._keep_result(claim, final[1], out_dir, state.metrics, rows)
             if not ok:
                 log.warning("job %s: lease lost before its result was stored", claim.job_id)
                 return JobOutcome(OutcomeStatus.LOST, "lease lost before completion", False)
