@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -38,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import queue
 from app.artifacts import ArtifactStoreError, artifact_store
+from app.artifacts.local import LocalArtifactStore
 from app.db.enums import JobStatus
 from app.db.retry import call_with_retry, is_connection_error
 from app.db.session import session_factory
@@ -47,16 +47,18 @@ from app.queue.wakeups import Wakeups
 from app.settings import Settings
 from app.worker import registry
 from app.worker.child import child_main, run_experiment_runner
+from app.worker.pending_results import (
+    PENDING_RESULT_FILE,
+    KeptResult,
+    recover_kept_results,
+    write_kept_result,
+)
 from app.worker.publishing import publish_attempt
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[..., dict[str, Any]]
 """`runner(spec, out_dir, reporter, *, data_dir) -> result`, like `run_experiment`."""
-
-PENDING_RESULT_FILE = ".pending-result.json"
-"""In a job's artifact folder: a finished result the database could not take yet (an outage
-longer than the lease), kept until it is stored or discarded."""
 
 SHUTDOWN_RETRY_S = 30.0
 """How long a stopping worker keeps trying to remove its registry row (then the row is pruned
@@ -268,6 +270,7 @@ class Worker:
                 raise
             log.info("worker %s stopped before the database was reachable", self.worker_id)
             return 0
+        self._recover_kept_results()
         ran = 0
         try:
             while not self._stop_claiming.is_set() and (max_jobs is None or ran < max_jobs):
@@ -306,6 +309,22 @@ class Worker:
                 log.warning("could not unregister worker %s", self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, ran)
         return ran
+
+    def _recover_kept_results(self) -> None:
+        """Store the results a worker that died kept through an outage in the local artifact
+        folder (`app.worker.pending_results`); the object store's scratch folders are private
+        to the worker that wrote them."""
+        if not isinstance(self.artifacts, LocalArtifactStore):
+            return
+        try:
+            call_with_retry(
+                lambda _retried: recover_kept_results(self.sessions, self.settings.artifact_dir),
+                "storing results kept by a stopped worker",
+                give_up=self._stop_claiming.is_set,
+                wake=self._stop_claiming,
+            )
+        except SQLAlchemyError as exc:  # a refused statement: the files stay for later
+            log.error("could not store kept results: %s", exc)
 
     def _idle_wait(self) -> None:
         # The registry row says the worker is alive; an idle worker refreshes it once per
@@ -512,19 +531,9 @@ class Worker:
         it unless another attempt of the job has started since (`queue.store_pending_result`).
         Only a hard stop (hand back) ends the wait; the result then stays on disk."""
         pending = out_dir / PENDING_RESULT_FILE
-        kept = {
-            "job_id": claim.job_id,
-            "attempt": claim.attempt,
-            "lease_token": claim.lease_token,
-            "worker_id": claim.worker_id,
-            "result": result,
-            "metrics": metrics,
-            "artifacts": artifacts,
-        }
+        kept = KeptResult(claim, result, metrics, artifacts)
         try:
-            partial = pending.with_suffix(".tmp")
-            partial.write_text(json.dumps(kept, default=str))
-            partial.replace(pending)
+            write_kept_result(pending, kept)
         except OSError as exc:  # memory still holds it
             log.warning("job %s: could not write %s: %s", claim.job_id, pending, exc)
         log.warning(

@@ -34,7 +34,7 @@ from app.db.enums import JobStatus
 from app.db.migrate import upgrade
 from app.db.models import Artifact, Job, Metric
 from app.db.session import forget_engine, session_factory
-from app.worker.loop import PENDING_RESULT_FILE
+from app.worker.pending_results import PENDING_RESULT_FILE
 
 pytestmark = [
     pytest.mark.postgres,
