@@ -372,3 +372,14 @@ EXPAND_SPEC: dict[str, Any] = {
     "train": {"epochs": 3, "accelerator": "cpu"},
     "expand": {"select": "explicit", "positions": [2, 4], "seeds": [0, 1, 2]},
 }
+
+
+KEPT_TRAIN_SPEC: dict[str, Any] = {"kind": "train", "model": {"kind": "mlp"}}
+"""A train job's spec for queue tests that store a result without running anything."""
+KEPT_TRAIN_RESULT: dict[str, Any] = {
+    "kind": "train",
+    "test_risk": 0.25,
+    "artifacts": ["base.ckpt"],
+    "curves": {"train/loss": [[1, 1.0], [2, 0.5]]},
+}
+"""The result such a job stores: one artifact and a two-point training curve."""

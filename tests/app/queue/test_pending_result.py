@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
+from result_fixtures import KEPT_TRAIN_RESULT, KEPT_TRAIN_SPEC
 from sqlalchemy import select, update
 
 from app import queue
@@ -15,13 +15,8 @@ from app.db.enums import JobStatus
 from app.db.models import Artifact, Job, Metric
 from app.db.session import session_factory
 
-SPEC: dict[str, Any] = {"kind": "train", "model": {"kind": "mlp"}}
-RESULT: dict[str, Any] = {
-    "kind": "train",
-    "test_risk": 0.25,
-    "artifacts": ["base.ckpt"],
-    "curves": {"train/loss": [[1, 1.0], [2, 0.5]]},
-}
+SPEC = KEPT_TRAIN_SPEC
+RESULT = KEPT_TRAIN_RESULT
 
 
 def _claimed_job(url: str, *, max_attempts: int = 3) -> queue.ClaimedJob:
