@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.db.session import begin_write
 from app.services.base_job import base_job_problems, with_base_job
 from app.services.datasets import UploadedDataProblem, resolve_uploaded
 from app.settings import Settings
@@ -31,8 +32,14 @@ def accept_spec(raw: Any, settings: Settings, session: Session | None = None) ->
 
     A spec naming an uploaded data set needs `session`: the data set's row is share-locked
     (PostgreSQL) until the caller commits the job, so it cannot be deleted in between. With a
-    `session`, an `expand.base_job` is resolved and checked too (`app.services.base_job`)."""
+    `session`, an `expand.base_job` is resolved and checked too (`app.services.base_job`).
+
+    With a `session`, its transaction begins here as a writer (BEGIN IMMEDIATE on SQLite): the
+    intake's reads and the caller's insert of the job are one transaction, so a worker's commit
+    in between cannot turn the insert into SQLite's "database is locked" (a read snapshot
+    cannot be upgraded to a write once another connection has written)."""
     if session is not None:
+        begin_write(session)
         raw = with_base_job(session, raw)
     data = raw.get("data") if isinstance(raw, dict) else None
     if isinstance(data, dict) and data.get("name") in LOCAL_ONLY_DATA:
