@@ -17,6 +17,30 @@ def _curve(start: float, slope: float, steps: int = 100, points: int = 10) -> li
     return [[float(width * (i + 1)), start - slope * i] for i in range(points)]
 
 
+def _jumpboard_and_realized(gain: float, gain_ci_method: str) -> dict[str, Any]:
+    """An insertion record's jumpboard and realized sections (the same in both contracts)."""
+    return {
+        "jumpboard": {
+            "step": 0.5,
+            "val_risk_delta": -0.001,
+            "test_risk_delta": -0.0011,
+            "test_risk_delta_ci": [-0.0019, -0.0003],
+        },
+        "realized": {
+            "steps": 100,
+            "base_test_risk": 0.40,
+            "base_test_error": 0.11,
+            "expanded_test_risk": 0.38 - gain,
+            "expanded_test_error": 0.10,
+            "control_test_risk": 0.38,
+            "control_test_error": 0.10,
+            "gain_vs_control": gain,
+            "gain_ci": [gain - 0.006, gain + 0.006],
+            "gain_ci_method": gain_ci_method,
+        },
+    }
+
+
 def _older_record(position: int, seed: int, gain: float, drift: float) -> dict[str, Any]:
     holds = position == HEADLINE_POSITION
     return {
@@ -40,24 +64,7 @@ def _older_record(position: int, seed: int, gain: float, drift: float) -> dict[s
             "cosine_train_val": 0.61,
             "predicted_val_risk_delta": -2e-4,
         },
-        "jumpboard": {
-            "step": 0.5,
-            "val_risk_delta": -0.001,
-            "test_risk_delta": -0.0011,
-            "test_risk_delta_ci": [-0.0019, -0.0003],
-        },
-        "realized": {
-            "steps": 100,
-            "base_test_risk": 0.40,
-            "base_test_error": 0.11,
-            "expanded_test_risk": 0.38 - gain,
-            "expanded_test_error": 0.10,
-            "control_test_risk": 0.38,
-            "control_test_error": 0.10,
-            "gain_vs_control": gain,
-            "gain_ci": [gain - 0.006, gain + 0.006],
-            "gain_ci_method": "paired_bootstrap(test_examples)",
-        },
+        **_jumpboard_and_realized(gain, "paired_bootstrap(test_examples)"),
     }
 
 
@@ -225,24 +232,7 @@ def _record(position: int, seed: int, gain: float, drift: float) -> dict[str, An
             "source": "holdout",
             "base_risk": 0.41,
         },
-        "jumpboard": {
-            "step": 0.5,
-            "val_risk_delta": -0.001,
-            "test_risk_delta": -0.0011,
-            "test_risk_delta_ci": [-0.0019, -0.0003],
-        },
-        "realized": {
-            "steps": 100,
-            "base_test_risk": 0.40,
-            "base_test_error": 0.11,
-            "expanded_test_risk": 0.38 - gain,
-            "expanded_test_error": 0.10,
-            "control_test_risk": 0.38,
-            "control_test_error": 0.10,
-            "gain_vs_control": gain,
-            "gain_ci": [gain - 0.006, gain + 0.006],
-            "gain_ci_method": "test_examples_only(one seed)",
-        },
+        **_jumpboard_and_realized(gain, "test_examples_only(one seed)"),
     }
 
 
